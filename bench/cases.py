@@ -1,0 +1,69 @@
+"""The benchmark matrix as data: which techniques run on which models, and the smoke subset.
+
+A case is one configuration: model x technique chain x device tier x batch size.
+Its id is ``model-technique-tier-bsN`` (``minilm-sst2-onnx-int8-cpu-bs32``), so
+``-k`` selects on any part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from compressors.hardware import TIER_DEVICE, TIERS
+from compressors.models import MODELS, TASK_CLASSIFICATION, ModelSpec
+from compressors.techniques import Chain, parse_chain
+
+# Techniques benchmarked on every classifier unless --techniques says otherwise.
+CLASSIFICATION_TECHNIQUES = ("fp32", "dynamic-int8", "onnx-fp32", "onnx-int8")
+BATCH_SIZES = (1, 32)
+
+# The fast subset CI runs (`-m smoke`): the baseline, one PyTorch and one ONNX Runtime quantizer.
+SMOKE = {
+    "minilm-sst2-fp32-cpu-bs32",
+    "minilm-sst2-dynamic-int8-cpu-bs32",
+    "minilm-sst2-onnx-int8-cpu-bs1",
+    "minilm-sst2-onnx-int8-cpu-bs32",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model: ModelSpec
+    chain: Chain
+    tier: str
+    batch_size: int
+
+    @property
+    def device(self) -> str:
+        return TIER_DEVICE[self.tier]
+
+    @property
+    def config_id(self) -> str:
+        """The configuration without batch size: what accuracy and memory are measured for."""
+        return f"{self.model.name}-{self.chain.name}-{self.tier}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.config_id}-bs{self.batch_size}"
+
+    def unsupported_reason(self) -> str | None:
+        """Why this case cannot run anywhere (not: why it cannot run on this machine)."""
+        if self.device not in self.chain.devices:
+            return f"{self.chain.name} runs on {sorted(self.chain.devices)}, not on {self.device} ({self.tier})"
+        if self.model.task not in self.chain.tasks:
+            return f"{self.chain.name} does not apply to {self.model.task} models"
+        return None
+
+
+def classification_cases(model_names=None, technique_names=None, tiers=TIERS, batch_sizes=BATCH_SIZES) -> list[Case]:
+    """Every classification case for the given names (default: all registered models, the default techniques)."""
+    models = [MODELS.get(n) for n in (model_names or MODELS.names())]
+    chains = [parse_chain(n) for n in (technique_names or CLASSIFICATION_TECHNIQUES)]
+    return [
+        Case(model, chain, tier, bs)
+        for model in models
+        if model.task == TASK_CLASSIFICATION
+        for chain in chains
+        for tier in tiers
+        for bs in batch_sizes
+    ]

@@ -1,0 +1,176 @@
+"""Wiring between the compressors library and pytest: build, measure, memoise, skip.
+
+One :class:`BenchSession` per pytest session (per xdist worker) memoises what is
+shared between tests: base models, built artifacts, tokenized data, isolated
+measurements and loaded predictors, so bs1 and bs32 of a configuration build
+and measure once. Nothing here is timed; the test times only ``predictor.run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from bench import budgets as budgets_mod
+from bench.cases import Case
+from compressors import CompressbenchError
+from compressors.cache import Artifact, library_versions
+from compressors.context import BuildContext
+from compressors.data import DataError, load_sst2
+from compressors.metrics import EvalSet, artifact_size_bytes, encode_sentences, make_eval_set, measure_isolated
+from compressors.models import ModelSpec, ModelUnavailable
+from compressors.runtime import Predictor, load_predictor
+from compressors.techniques import build_chain, parse_chain
+
+TIMING_SAMPLE_SEED = 0
+BASELINE = "fp32"
+
+
+class _Failed:
+    """A memoised failure, re-raised for every test that needs the same thing."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class BenchSession:
+    def __init__(self, ctx: BuildContext, pytest_config):
+        self.ctx = ctx
+        self.pytest_config = pytest_config
+        self.budgets = budgets_mod.load_budgets()
+        self._memo: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------------ memo helpers
+    def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            try:
+                self._memo[key] = compute()
+            except (pytest.skip.Exception, CompressbenchError, RuntimeError, ValueError) as exc:
+                self._memo[key] = _Failed(exc)
+        value = self._memo[key]
+        if isinstance(value, _Failed):
+            raise value.exc
+        return value
+
+    @contextlib.contextmanager
+    def visible_output(self):
+        """Let progress bars through pytest's capture while building."""
+        capman = self.pytest_config.pluginmanager.getplugin("capturemanager")
+        if capman is None:
+            yield
+        else:
+            with capman.global_and_fixture_disabled():
+                yield
+
+    # ------------------------------------------------------------------ data
+    def check_data(self) -> None:
+        """Stop the run with one message when SST-2 is missing or wrong."""
+        try:
+            load_sst2("train", self.ctx.data_dir)
+            load_sst2("dev", self.ctx.data_dir)
+        except DataError as exc:
+            pytest.exit(f"compressbench: {exc}", returncode=4)
+
+    # ------------------------------------------------------------------ building
+    def base(self, model: ModelSpec) -> Artifact:
+        def compute():
+            try:
+                model.check_available(model, self.ctx)
+            except ModelUnavailable as exc:
+                pytest.skip(str(exc))
+            with self.visible_output():
+                return model.build_base(model, self.ctx)
+
+        return self._once(("base", model.name), compute)
+
+    def artifact(self, case: Case) -> Artifact:
+        missing = case.chain.missing_requirements()
+        if missing:
+            pytest.skip(f"{case.chain.name} needs {missing}: pip install -e '.[bench]'")
+
+        def compute():
+            base = self.base(case.model)
+            with self.visible_output():
+                return build_chain(base, case.chain, self.ctx, case.model.name)
+
+        return self._once(("artifact", case.model.name, case.chain.name), compute)
+
+    # ------------------------------------------------------------------ measuring
+    def eval_set(self, model: ModelSpec) -> EvalSet:
+        def compute():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.base(model).path)
+            return make_eval_set(tokenizer, load_sst2("dev", self.ctx.data_dir))
+
+        return self._once(("eval", model.name), compute)
+
+    def measurement(self, case: Case) -> dict:
+        """Accuracy and memory of the case's configuration, in an isolated process."""
+        return self._once(("measure", case.config_id),
+                          lambda: measure_isolated(self.artifact(case), self.eval_set(case.model), case.device))
+
+    def baseline(self, case: Case) -> Case:
+        return Case(case.model, parse_chain(BASELINE), "cpu", case.batch_size)
+
+    def predictor(self, case: Case) -> Predictor:
+        return self._once(("predictor", case.config_id), lambda: load_predictor(self.artifact(case), case.device))
+
+    def timing_batch(self, case: Case) -> dict[str, np.ndarray]:
+        """A fixed batch: ``batch_size`` dev sentences drawn with a fixed seed, padded to their longest."""
+
+        def compute():
+            from transformers import AutoTokenizer
+
+            dev = load_sst2("dev", self.ctx.data_dir)
+            picks = random.Random(TIMING_SAMPLE_SEED).sample(range(len(dev)), case.batch_size)
+            tokenizer = AutoTokenizer.from_pretrained(self.base(case.model).path)
+            return encode_sentences(tokenizer, [dev.sentences[i] for i in picks], batch_size=case.batch_size)[0]
+
+        return self._once(("timing", case.model.name, case.batch_size), compute)
+
+    # ------------------------------------------------------------------ results
+    def results(self, case: Case) -> dict:
+        """Every non-timing metric of ``case`` (what goes into ``benchmark.extra_info``)."""
+        measured = self.measurement(case)
+        baseline_case = self.baseline(case)
+        baseline = measured if baseline_case.config_id == case.config_id else self.measurement(baseline_case)
+        artifact = self.artifact(case)
+        baseline_size = artifact_size_bytes(self.artifact(baseline_case))
+        size = artifact_size_bytes(artifact)
+        eval_set = self.eval_set(case.model)
+        return {
+            "model": case.model.name,
+            "technique": case.chain.name,
+            "tier": case.tier,
+            "device": case.device,
+            "batch_size": case.batch_size,
+            "task": case.model.task,
+            "recipe": case.chain.to_dict(),
+            "model_spec": case.model.to_dict(),
+            "accuracy_pct": round(measured["accuracy"], 3),
+            "baseline_accuracy_pct": round(baseline["accuracy"], 3),
+            "accuracy_drop_pp": round(baseline["accuracy"] - measured["accuracy"], 3),
+            "eval": {"split": "sst2-dev", "examples": len(eval_set), "checksum": eval_set.checksum[:16]},
+            "size_bytes": size,
+            "size_ratio_vs_fp32": round(size / baseline_size, 4),
+            "peak_memory_bytes": measured["peak_memory_bytes"],
+            "peak_rss_bytes": measured["peak_rss_bytes"],
+            "runtime_rss_bytes": measured["runtime_rss_bytes"],
+            **{k: measured[k] for k in ("vram_after_load_bytes", "vram_peak_bytes") if k in measured},
+            "placement": measured["placement"],
+            "artifact_key": artifact.key,
+            "artifact_meta": artifact.meta,
+            "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
+                             "shape": list(self.timing_batch(case)["input_ids"].shape)},
+            "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),
+        }
+
+    def verdicts(self, case: Case, results: dict) -> list[budgets_mod.Verdict]:
+        budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name)
+        results["budget"] = budget.to_dict()
+        return budgets_mod.check(budget, results["accuracy_drop_pp"], results["peak_memory_bytes"] / 2**20)

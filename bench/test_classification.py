@@ -1,0 +1,20 @@
+"""Sequence classification on SST-2: one test per model x technique x device x batch size."""
+
+import pytest
+
+
+def test_classification(classification_case, bench_session, benchmark, record_property):
+    case = classification_case
+    results = bench_session.results(case)  # builds (cached) and measures accuracy + memory in a fresh process
+    predictor = bench_session.predictor(case)
+    inputs = predictor.prepare(bench_session.timing_batch(case))
+
+    verdicts = bench_session.verdicts(case, results)
+    benchmark.extra_info.update(results)
+    benchmark.group = f"{case.model.name}-{case.tier}-bs{case.batch_size}"
+    benchmark(predictor.run, inputs)
+
+    record_property("compressbench", {**results, "median_s": benchmark.stats.stats.median if benchmark.stats else None})
+    failed = [str(v) for v in verdicts if not v.ok]
+    if failed:
+        pytest.fail(f"{case.id} over budget: " + "; ".join(failed), pytrace=False)

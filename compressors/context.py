@@ -1,0 +1,31 @@
+"""What every build step needs to know about the run it is part of."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from compressors.cache import ArtifactCache
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Run-wide settings for building artifacts.
+
+    Args:
+        cache: where built artifacts are stored.
+        data_dir: local GLUE/WikiText mirror (None: ``$COMPRESSBENCH_DATA_DIR`` or the hub).
+        hf_cache_dir: Hugging Face Hub cache to read hub models from (None: the
+            library's default, ``$HF_HUB_CACHE``).
+        hf_local_only: never contact the hub, use only what the HF cache holds.
+        progress: show progress bars while training or exporting.
+    """
+
+    cache: ArtifactCache = dataclasses.field(default_factory=ArtifactCache)
+    data_dir: Path | None = None
+    hf_cache_dir: Path | None = None
+    hf_local_only: bool = dataclasses.field(
+        default_factory=lambda: os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    )
+    progress: bool = True

@@ -1,0 +1,180 @@
+"""Datasets: SST-2 (GLUE) for classification.
+
+Two sources, in this order:
+
+1. a local mirror laid out like the upstream downloads (``glue/SST-2/train.tsv``,
+   ``glue/SST-2/dev.tsv``), given by ``data_dir`` or the ``COMPRESSBENCH_DATA_DIR``
+   environment variable; every file is checked against its published sha256;
+2. ``datasets.load_dataset("glue", "sst2")`` from the Hugging Face Hub (or its
+   local cache) when no mirror is configured.
+
+Evaluation uses the dev split only; training, calibration and distillation use
+train only (see ``shared/data/README.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from compressors import CompressbenchError
+
+DATA_DIR_ENV = "COMPRESSBENCH_DATA_DIR"
+
+HOW_TO_GET = (
+    "Point the suite at a GLUE-format mirror with --data-dir DIR or "
+    f"{DATA_DIR_ENV}=DIR (in this repository's CI that is ../shared/data), "
+    "or unset both to load 'glue/sst2' through the `datasets` library from the "
+    "Hugging Face Hub (needs network or a populated HF cache)."
+)
+
+
+@dataclass(frozen=True)
+class MirrorFile:
+    relpath: str
+    sha256: str
+    rows: int | None = None
+
+
+# Published checksums of the files a local mirror must hold (shared/data/README.md).
+SST2_FILES = {
+    "train": MirrorFile("glue/SST-2/train.tsv",
+                        "82c18cac2c19d7d59301f6c468c7a84a2b7ab0aa9b7de7a974ceb9d5d64c61db", 67349),
+    "dev": MirrorFile("glue/SST-2/dev.tsv",
+                      "f7271f7a919ea884ca8563e13ed03028aa44296d1f738c003af3142b9a2188f8", 872),
+}
+SPLITS = tuple(SST2_FILES)
+
+
+class DataError(CompressbenchError):
+    """A dataset is missing, malformed or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class TextClassificationSplit:
+    """Sentences and integer labels of one split, plus where they came from.
+
+    ``checksum`` identifies the content (sha256 of the sentences and labels as
+    read), so caches keyed on it change when the data changes, whatever the source.
+    """
+
+    name: str
+    sentences: tuple[str, ...]
+    labels: tuple[int, ...]
+    source: str
+    checksum: str
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The mirror folder to use: the argument, else the environment variable, else None."""
+    chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist or is not a folder. {HOW_TO_GET}")
+    return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _content_checksum(sentences, labels) -> str:
+    digest = hashlib.sha256()
+    for sentence, label in zip(sentences, labels):
+        digest.update(sentence.encode("utf-8"))
+        digest.update(b"\t%d\n" % label)
+    return digest.hexdigest()
+
+
+def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
+    """Parse a GLUE ``sentence<TAB>label`` file.
+
+    Split on the last tab of each line and on ``\\n`` only: the GLUE train file
+    ends many sentences with a stray carriage return before the tab, which
+    universal-newline or csv readers would take as a line break.
+    """
+    sentences: list[str] = []
+    labels: list[int] = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        lines = handle.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    header = lines[0].rstrip("\r").split("\t") if lines else None
+    if header != ["sentence", "label"]:
+        raise DataError(f"{path}: expected header 'sentence<TAB>label', found {header!r}. {HOW_TO_GET}")
+    for line_no, line in enumerate(lines[1:], start=2):
+        sentence, tab, label = line.rstrip("\r").rpartition("\t")
+        if not tab or label not in ("0", "1"):
+            raise DataError(f"{path}:{line_no}: expected 'sentence<TAB>0|1', found {line[:80]!r}. {HOW_TO_GET}")
+        # GLUE's TSV pads some sentences with a trailing space (and a CR); the hub copy does not.
+        sentences.append(sentence.strip())
+        labels.append(int(label))
+    return sentences, labels
+
+
+def _load_from_mirror(split: str, root: Path, verify: bool) -> TextClassificationSplit:
+    spec = SST2_FILES[split]
+    path = root / spec.relpath
+    if not path.is_file():
+        raise DataError(f"SST-2 {split} split not found: {path} is missing. {HOW_TO_GET}")
+    if verify:
+        actual = sha256_file(path)
+        if actual != spec.sha256:
+            raise DataError(
+                f"{path} does not match the published GLUE SST-2 {split} file "
+                f"(sha256 {actual}, expected {spec.sha256}); replace it with the original. {HOW_TO_GET}"
+            )
+    sentences, labels = _read_tsv(path)
+    if spec.rows is not None and verify and len(sentences) != spec.rows:
+        raise DataError(f"{path}: {len(sentences)} rows, expected {spec.rows}. {HOW_TO_GET}")
+    return TextClassificationSplit(split, tuple(sentences), tuple(labels), str(path),
+                                   _content_checksum(sentences, labels))
+
+
+def _load_from_hub(split: str) -> TextClassificationSplit:
+    hub_split = {"train": "train", "dev": "validation"}[split]
+    try:
+        import datasets
+
+        table = datasets.load_dataset("glue", "sst2", split=hub_split)
+    except Exception as exc:  # datasets raises many types for "unreachable / not cached"
+        raise DataError(f"could not load SST-2 {split} through datasets.load_dataset('glue', 'sst2'): "
+                        f"{type(exc).__name__}: {exc}. {HOW_TO_GET}") from exc
+    # The hub copy strips the trailing space GLUE's TSV has on some rows; keep as is.
+    sentences = [s for s in table["sentence"]]
+    labels = [int(x) for x in table["label"]]
+    return TextClassificationSplit(split, tuple(sentences), tuple(labels), f"hub:glue/sst2/{hub_split}",
+                                   _content_checksum(sentences, labels))
+
+
+@lru_cache(maxsize=8)
+def _load_sst2_cached(split: str, root: Path | None, verify: bool) -> TextClassificationSplit:
+    if root is None:
+        return _load_from_hub(split)
+    return _load_from_mirror(split, root, verify)
+
+
+def load_sst2(split: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True) -> TextClassificationSplit:
+    """Load one SST-2 split.
+
+    Args:
+        split: ``"train"`` or ``"dev"`` (GLUE's validation split, 872 sentences).
+        data_dir: a GLUE-format mirror; defaults to ``$COMPRESSBENCH_DATA_DIR``,
+            and without either the Hugging Face Hub is used.
+        verify: check the mirror file's sha256 against the published one.
+    """
+    if split not in SST2_FILES:
+        raise DataError(f"unknown SST-2 split {split!r}; valid splits: {', '.join(SPLITS)}")
+    return _load_sst2_cached(split, resolve_data_dir(data_dir), verify)

@@ -1,0 +1,70 @@
+"""Isolated measurement process: ``python -m compressors.probe REQUEST.json``.
+
+Run by :func:`compressors.metrics.measure_isolated`, never by hand. In
+``import-only`` mode it imports the runtime and reports its peak RSS; in
+``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
+inputs and reports accuracy, predictions' checksum, placement and peak RSS.
+Only the runtime's own modules are imported (an ONNX probe never imports torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def main(request_path: str) -> None:
+    request = json.loads(Path(request_path).read_text())
+    from compressors.runtime import RUNTIME_IMPORTS
+
+    for module in RUNTIME_IMPORTS[request["runtime"]]:
+        importlib.import_module(module)
+    if request["mode"] == "import-only":
+        print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
+        return
+
+    import numpy as np
+
+    import compressors.techniques  # noqa: F401  (registers artifact loaders)
+    from compressors.cache import Artifact, verify_entry
+    from compressors.metrics import EvalSet, predict_labels
+    from compressors.runtime import load_predictor
+
+    folder = Path(request["artifact"])
+    manifest, reason = verify_entry(folder)
+    if manifest is None:
+        raise SystemExit(f"artifact {folder} is not intact: {reason}")
+    device = request["device"]
+    vram = {}
+    predictor = load_predictor(Artifact(folder, manifest), device)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        vram["vram_after_load_bytes"] = torch.cuda.memory_allocated()
+    eval_set = EvalSet.load(Path(request["eval_file"]))
+    predictions = predict_labels(predictor, eval_set)
+    if device.startswith("cuda"):
+        vram["vram_peak_bytes"] = torch.cuda.max_memory_allocated()
+    result = {
+        "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
+        "n_examples": int(eval_set.labels.shape[0]),
+        "predictions_sha256": __import__("hashlib").sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+        "placement": predictor.placement(),
+        "peak_rss_bytes": peak_rss_bytes(),
+        # Evidence that the probe stayed within its runtime (an ONNX probe must not load torch).
+        "runtimes_loaded": sorted(m for m in ("torch", "onnxruntime") if m in sys.modules),
+        **vram,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,185 @@
+"""One ``predict`` interface whether a model runs in PyTorch or ONNX Runtime.
+
+An artifact's kind (``hf-torch``, ``torch-dynamic-int8``, ``onnx``, ...) names
+the loader that turns it into a :class:`Predictor`. Technique modules register
+the loaders for the kinds they produce. This module and every loader keep their
+heavy imports (torch, onnxruntime) inside functions, so the isolated memory probe
+of an ONNX model never imports torch and vice versa.
+
+A predictor separates the untimed part (``prepare``: move pre-tokenized numpy
+inputs into the runtime's tensors on the right device) from the timed part
+(``run``: one forward pass, synchronised on GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from compressors.cache import Artifact
+from compressors.registry import Registry
+
+# What "only imports the runtime" means for the memory baseline of each runtime.
+RUNTIME_IMPORTS: dict[str, tuple[str, ...]] = {
+    "torch": ("numpy", "torch", "transformers"),
+    "onnxruntime": ("numpy", "onnxruntime"),
+}
+
+Encoded = dict[str, np.ndarray]
+
+
+class Predictor(Protocol):
+    runtime: str
+
+    def prepare(self, encoded: Encoded) -> Any:
+        """Turn pre-tokenized int64 arrays into runtime inputs (untimed)."""
+
+    def run(self, prepared: Any) -> Any:
+        """One forward pass on prepared inputs (the timed call)."""
+
+    def logits(self, prepared: Any) -> np.ndarray:
+        """Forward pass returning float32 logits as numpy."""
+
+    def placement(self) -> dict:
+        """Where weights and kernels actually are: devices, providers, threads."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactLoader:
+    """How to load one artifact kind.
+
+    Args:
+        runtime: key of :data:`RUNTIME_IMPORTS` (what the memory baseline imports).
+        load: ``load(artifact, device) -> Predictor``.
+    """
+
+    runtime: str
+    load: Callable[[Artifact, str], Predictor]
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_IMPORTS:
+            raise ValueError(f"runtime {self.runtime!r} not in {sorted(RUNTIME_IMPORTS)}")
+
+
+ARTIFACT_LOADERS: Registry[ArtifactLoader] = Registry("artifact kind")
+
+
+def loader_for(artifact: Artifact) -> ArtifactLoader:
+    return ARTIFACT_LOADERS.get(artifact.kind)
+
+
+def load_predictor(artifact: Artifact, device: str = "cpu") -> Predictor:
+    """Load a cached artifact as a predictor on ``device`` (``"cpu"`` or ``"cuda"``)."""
+    return loader_for(artifact).load(artifact, device)
+
+
+class TorchPredictor:
+    """A PyTorch module returning an object with ``.logits`` (Hugging Face style)."""
+
+    runtime = "torch"
+
+    def __init__(self, model, device: str = "cpu", extra_placement: dict | None = None):
+        import inspect
+
+        self.model = model.eval()
+        self.device = device
+        self.accepts = set(inspect.signature(model.forward).parameters)
+        self.extra_placement = extra_placement or {}
+
+    def prepare(self, encoded: Encoded):
+        import torch
+
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in encoded.items() if k in self.accepts}
+
+    def run(self, prepared):
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**prepared).logits
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    def logits(self, prepared) -> np.ndarray:
+        return self.run(prepared).float().cpu().numpy()
+
+    def placement(self) -> dict:
+        import torch
+
+        devices = sorted({str(p.device) for p in self.model.parameters()} | {str(b.device) for b in self.model.buffers()})
+        dtypes = sorted({str(p.dtype).replace("torch.", "") for p in self.model.parameters()})
+        return {
+            "runtime": "torch",
+            "requested_device": self.device,
+            "parameter_devices": devices,
+            "parameter_dtypes": dtypes,
+            "torch_threads": torch.get_num_threads(),
+            **self.extra_placement,
+        }
+
+
+class OrtPredictor:
+    """An ONNX Runtime session whose first output is the logits."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, session, requested_device: str = "cpu"):
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [session.get_outputs()[0].name]
+        self.requested_device = requested_device
+
+    def prepare(self, encoded: Encoded) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in encoded]
+        if missing:
+            raise ValueError(f"ONNX graph needs inputs {missing}; got {sorted(encoded)}")
+        return {n: np.ascontiguousarray(encoded[n], dtype=np.int64) for n in self.input_names}
+
+    def run(self, prepared):
+        return self.session.run(self.output_names, prepared)[0]
+
+    def logits(self, prepared) -> np.ndarray:
+        return np.asarray(self.run(prepared), dtype=np.float32)
+
+    def placement(self) -> dict:
+        options = self.session.get_session_options()
+        return {
+            "runtime": "onnxruntime",
+            "requested_device": self.requested_device,
+            "providers": self.session.get_providers(),
+            "intra_op_threads": options.intra_op_num_threads,  # 0 = ONNX Runtime's default (physical cores)
+        }
+
+
+def ort_providers(device: str) -> list[str]:
+    """Providers to request for ``device``; a CUDA request never lists the CPU provider,
+    so a missing CUDA provider fails instead of silently running on CPU."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        return ["CUDAExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda")
+
+
+def load_hf_torch(artifact: Artifact, device: str) -> TorchPredictor:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(artifact.path).to(device)
+    return TorchPredictor(model, device)
+
+
+def load_onnx(artifact: Artifact, device: str) -> OrtPredictor:
+    import onnxruntime as ort
+
+    providers = ort_providers(device)
+    missing = [p for p in providers if p not in ort.get_available_providers()]
+    if missing:
+        raise RuntimeError(f"ONNX Runtime here has no {missing}; available: {ort.get_available_providers()}")
+    session = ort.InferenceSession(str(artifact.file(artifact.meta.get("onnx_file", "model.onnx"))), providers=providers)
+    return OrtPredictor(session, device)
+
+
+ARTIFACT_LOADERS.register("hf-torch", ArtifactLoader("torch", load_hf_torch))
+ARTIFACT_LOADERS.register("onnx", ArtifactLoader("onnxruntime", load_onnx))

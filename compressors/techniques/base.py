@@ -1,0 +1,201 @@
+"""Techniques and chains of techniques.
+
+A :class:`Technique` is a registered name plus a frozen config and a builder
+that turns one artifact into another (a PyTorch model into a quantized one, a
+PyTorch model into an ONNX graph, ...). It declares what it consumes and
+produces, which tasks and devices it supports and which packages it needs, so
+invalid combinations are rejected when the matrix is collected, not mid-run.
+
+A chain (``layerdrop-2+dynamic-int8``) is a sequence of techniques built stage
+by stage, each stage cached under its parent's key. A technique may imply
+stages before it (``onnx-int8`` quantizes the graph that ``onnx-fp32`` exports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+from compressors import CompressbenchError
+from compressors.cache import Artifact, library_versions
+from compressors.config import Config
+from compressors.context import BuildContext
+from compressors.registry import Registry
+
+# What flows between stages.
+TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be compressed further
+TORCH_FINAL = "torch-final"  # a PyTorch model that no further stage can take (e.g. dynamically quantized)
+ONNX_GRAPH = "onnx"
+FLOWS = {TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a quantized PyTorch model", ONNX_GRAPH: "an ONNX graph"}
+
+DEVICES = ("cpu", "cuda")
+
+Builder = Callable[[Artifact, Path, Config, BuildContext], dict | None]
+
+
+class ChainError(CompressbenchError, ValueError):
+    """A technique chain names an unknown stage or stages that cannot follow each other."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Technique:
+    """One registered compression technique.
+
+    Args:
+        name: registry name (lowercase; the technique part of test ids).
+        summary: one line: what it does and which paper or library it follows.
+        config: the frozen config passed to ``build`` and saved with every result.
+        consumes / produces: one of :data:`FLOWS` each.
+        tasks: model tasks it applies to.
+        devices: devices its output runs on (``"cpu"``, ``"cuda"``).
+        requires: importable module names it needs; absent ones skip with a reason.
+        build: ``build(parent, out_dir, config, ctx) -> meta``; None for the identity (``fp32``).
+        artifact_kind: loader kind of what ``build`` writes (see ``compressors.runtime``).
+        weights: files of the artifact counted as its size.
+        implies: techniques that must run right before this one (added when absent).
+        version_packages: distributions whose versions go into the cache key.
+    """
+
+    name: str
+    summary: str
+    config: Config
+    consumes: str
+    produces: str
+    tasks: frozenset[str]
+    devices: frozenset[str]
+    build: Builder | None = None
+    artifact_kind: str | None = None
+    weights: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    implies: tuple[str, ...] = ()
+    version_packages: tuple[str, ...] = ("torch", "transformers")
+
+    def __post_init__(self) -> None:
+        for flow in (self.consumes, self.produces):
+            if flow not in FLOWS:
+                raise ValueError(f"technique {self.name!r}: flow {flow!r} not in {sorted(FLOWS)}")
+        bad = set(self.devices) - set(DEVICES)
+        if bad:
+            raise ValueError(f"technique {self.name!r}: devices {sorted(bad)} not in {DEVICES}")
+        if self.build is not None and (not self.artifact_kind or not self.weights):
+            raise ValueError(f"technique {self.name!r} builds an artifact: give artifact_kind and weights")
+
+    def missing_requirements(self) -> list[str]:
+        return [module for module in self.requires if importlib.util.find_spec(module) is None]
+
+    def cache_recipe(self, parent: Artifact) -> dict:
+        return {
+            "parent": parent.key,
+            "technique": self.name,
+            "config": self.config.to_dict(),
+            "versions": library_versions(*self.version_packages),
+        }
+
+
+TECHNIQUES: Registry[Technique] = Registry("technique")
+
+
+def register_technique(technique: Technique) -> Technique:
+    for implied in technique.implies:
+        if implied not in TECHNIQUES:
+            raise ChainError(f"technique {technique.name!r} implies {implied!r}, which is not registered (yet)")
+    return TECHNIQUES.register(technique.name, technique)
+
+
+def get_technique(name: str) -> Technique:
+    return TECHNIQUES.get(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """A validated sequence of techniques, as named by the user (``a+b``).
+
+    ``stages`` are the named techniques; ``build_stages`` adds implied ones.
+    """
+
+    name: str
+    stages: tuple[Technique, ...]
+    build_stages: tuple[Technique, ...]
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        return frozenset.intersection(*(s.tasks for s in self.build_stages))
+
+    @property
+    def devices(self) -> frozenset[str]:
+        # The last stage decides where the result runs; every stage must allow it.
+        return frozenset.intersection(*(s.devices for s in self.build_stages))
+
+    @property
+    def produces(self) -> str:
+        return self.build_stages[-1].produces
+
+    def missing_requirements(self) -> list[str]:
+        return sorted({m for s in self.build_stages for m in s.missing_requirements()})
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "stages": [{"technique": s.name, "config": s.config.to_dict()} for s in self.build_stages],
+        }
+
+
+def parse_chain(name: str) -> Chain:
+    """Parse and validate ``name`` (one technique, or several joined with ``+``).
+
+    Raises :class:`ChainError` naming the bad stage and what would be valid.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ChainError(f"empty technique name {name!r}; valid techniques: {TECHNIQUES.describe_names()}")
+    parts = name.split("+")
+    stages = []
+    for part in parts:
+        if part not in TECHNIQUES:
+            raise ChainError(f"unknown technique {part!r} in {name!r}; valid techniques: {TECHNIQUES.describe_names()}")
+        stages.append(TECHNIQUES.get(part))
+    expanded: list[Technique] = []
+    for stage in stages:
+        for implied in stage.implies:
+            if not expanded or expanded[-1].name != implied:
+                expanded.append(TECHNIQUES.get(implied))
+        expanded.append(stage)
+    flow = TORCH_MODEL
+    previous = None
+    for stage in expanded:
+        if stage.consumes != flow:
+            after = f"after {previous.name!r}, which produces {FLOWS[flow]}" if previous else "as the first stage"
+            raise ChainError(
+                f"invalid chain {name!r}: {stage.name!r} needs {FLOWS[stage.consumes]} but comes {after}"
+            )
+        flow, previous = stage.produces, stage
+    if not frozenset.intersection(*(s.devices for s in expanded)):
+        raise ChainError(f"invalid chain {name!r}: its stages share no device ({[sorted(s.devices) for s in expanded]})")
+    return Chain(name=name, stages=tuple(stages), build_stages=tuple(expanded))
+
+
+def build_chain(base: Artifact, chain: Chain, ctx: BuildContext, label: str) -> Artifact:
+    """Build (or load from cache) every stage of ``chain`` on top of ``base``.
+
+    Args:
+        base: the model's fp32 base artifact.
+        label: prefix for cache folder names (usually the model name).
+    """
+    artifact = base
+    for stage in chain.build_stages:
+        if stage.build is None:
+            continue
+        parent = artifact
+
+        def build(out: Path, stage=stage, parent=parent) -> dict | None:
+            return stage.build(parent, out, stage.config, ctx)
+
+        artifact = ctx.cache.get_or_build(
+            artifact_kind=stage.artifact_kind,
+            name=f"{label}-{stage.name}",
+            recipe=stage.cache_recipe(parent),
+            build=build,
+            weights=list(stage.weights),
+        )
+    return artifact

@@ -1,0 +1,192 @@
+"""The suite's one training loop: supervised fine-tuning of a sequence classifier.
+
+Every technique that trains (the embedded model's fine-tune, re-finetunes after
+pruning, LoRA, distillation) goes through :func:`train_classifier`, so they share
+sentence sampling, length bucketing, the optimiser schedule and the progress bar.
+Callers cache what it produces; it never runs inside a timed region.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from typing import Callable
+
+from compressors.config import Config, check_range
+from compressors.data import TextClassificationSplit
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneRecipe(Config):
+    """How to fine-tune a classifier on SST-2 train.
+
+    Args:
+        n_sentences: size of the seeded random sample of the train split used.
+        epochs: passes over that sample.
+        lr: peak AdamW learning rate, reached after ``warmup_ratio`` of the steps
+            and decayed linearly to zero.
+        batch_size: sentences per optimiser step.
+        max_length: tokens per sentence after truncation (SST-2 sentences are
+            short: 64 covers all but a handful).
+        bucket_batches: sort each window of this many batches by length before
+            batching, so batches hold similar lengths and waste little on padding
+            (1 = plain shuffled batches).
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm).
+        seed: seeds the sample, the shuffling, dropout and the head's initialisation.
+    """
+
+    n_sentences: int = 16000
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+    warmup_ratio: float = 0.06
+    bucket_batches: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        check_range(name, "n_sentences", self.n_sentences, 1)
+        check_range(name, "epochs", self.epochs, 1)
+        check_range(name, "lr", self.lr, 0.0)
+        check_range(name, "batch_size", self.batch_size, 1)
+        check_range(name, "max_length", self.max_length, 8, 512)
+        check_range(name, "warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        check_range(name, "bucket_batches", self.bucket_batches, 1)
+
+
+def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
+    """A seeded sample of ``min(n, n_total)`` distinct indices."""
+    rng = random.Random(seed)
+    indices = list(range(n_total))
+    rng.shuffle(indices)
+    return indices[: min(n, n_total)]
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, bucket_batches: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of positions into ``lengths``, each of similar lengths.
+
+    Positions are shuffled, cut into windows of ``batch_size * bucket_batches``,
+    each window sorted by length and cut into batches, and the batches shuffled:
+    the usual bucketing trade-off of randomness for less padding.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclasses.dataclass
+class TrainingReport:
+    """What a training run cost and saw; stored in the artifact's manifest."""
+
+    wall_seconds: float
+    steps: int
+    sentences: int
+    epochs: int
+    final_loss: float
+    trainable_parameters: int
+    total_parameters: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def train_classifier(
+    model,
+    tokenizer,
+    train: TextClassificationSplit,
+    recipe: FineTuneRecipe,
+    *,
+    loss_fn: Callable | None = None,
+    progress: bool = True,
+    description: str = "fine-tune",
+) -> TrainingReport:
+    """Fine-tune ``model`` in place on a sample of ``train``.
+
+    Args:
+        model: a Hugging Face sequence classifier (returns ``.logits``).
+        tokenizer: its tokenizer.
+        train: the SST-2 train split (never dev).
+        recipe: sample size, schedule and batching.
+        loss_fn: ``loss_fn(logits, labels, batch_indices)``; defaults to
+            cross-entropy against the labels (distillation passes its own).
+        progress: show a tqdm progress bar.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    indices = sample_indices(len(train), recipe.n_sentences, recipe.seed)
+    sentences = [train.sentences[i] for i in indices]
+    labels = torch.tensor([train.labels[i] for i in indices])
+    encoded = tokenizer(sentences, truncation=True, max_length=recipe.max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    no_decay_ids = {id(p) for p in no_decay}
+    groups = [
+        {"params": [p for p in params if id(p) not in no_decay_ids], "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
+    steps_per_epoch = math.ceil(len(indices) / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup = int(recipe.warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    loss_fn = loss_fn or (lambda logits, y, _idx: torch.nn.functional.cross_entropy(logits, y))
+
+    model.train()
+    start = time.perf_counter()
+    running = float("nan")
+    bar = tqdm(total=total_steps, desc=description, unit="step", disable=not progress, mininterval=2.0)
+    try:
+        for _epoch in range(recipe.epochs):
+            for batch in length_bucketed_batches(lengths, recipe.batch_size, recipe.bucket_batches, rng):
+                features = tokenizer.pad({k: [encoded[k][i] for i in batch] for k in encoded}, return_tensors="pt")
+                logits = model(**features).logits
+                loss = loss_fn(logits, labels[batch], [indices[i] for i in batch])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running = loss.item() if math.isnan(running) else 0.98 * running + 0.02 * loss.item()
+                bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+                bar.update(1)
+    finally:
+        bar.close()
+        model.eval()
+    trainable, total = count_parameters(model)
+    return TrainingReport(
+        wall_seconds=time.perf_counter() - start,
+        steps=total_steps,
+        sentences=len(indices),
+        epochs=recipe.epochs,
+        final_loss=running,
+        trainable_parameters=trainable,
+        total_parameters=total,
+    )

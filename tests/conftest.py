@@ -1,0 +1,75 @@
+"""Tiny models built in the test: a few hundred KB, seconds to build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compressors.cache import ArtifactCache
+from compressors.context import BuildContext
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "film", "the", "a", "is", "was", "not", "very"]
+
+
+def make_tiny_tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+
+
+def save_tiny_bert_classifier(folder: Path, seed: int = 0, layers: int = 2) -> Path:
+    """A random 2-layer BERT classifier (hidden 32) with its tokenizer, saved like a hub model."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_tokenizer(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def cache(tmp_path) -> ArtifactCache:
+    return ArtifactCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def ctx(cache) -> BuildContext:
+    return BuildContext(cache=cache, progress=False, hf_local_only=True)
+
+
+@pytest.fixture
+def tiny_base(tmp_path, cache):
+    """A tiny fp32 classifier stored as an ``hf-torch`` artifact in a fresh cache."""
+    import shutil
+
+    source = save_tiny_bert_classifier(tmp_path / "tiny-src")
+
+    def build(out: Path):
+        for item in source.iterdir():
+            shutil.copy2(item, out / item.name)
+
+    return cache.get_or_build(artifact_kind="hf-torch", name="tiny", recipe={"tiny": 1}, build=build,
+                              weights=["model.safetensors"])
+
+
+SENTENCES = ["the movie is good", "a great film", "not bad", "the film was awful", "very poor", "fine movie",
+             "the film is not great", "a very good movie"]
+
+
+@pytest.fixture
+def tiny_batch(tiny_base):
+    from transformers import AutoTokenizer
+
+    from compressors.metrics import encode_sentences
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base.path)
+    return encode_sentences(tokenizer, SENTENCES, batch_size=len(SENTENCES))[0]

@@ -1,0 +1,88 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from compressors import data
+from compressors.data import DataError, load_sst2, resolve_data_dir
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_mirror(root: Path, train: str, dev: str) -> Path:
+    folder = root / "glue" / "SST-2"
+    folder.mkdir(parents=True)
+    (folder / "train.tsv").write_text(train)
+    (folder / "dev.tsv").write_text(dev)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_loader_cache(monkeypatch):
+    data._load_sst2_cached.cache_clear()
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    yield
+    data._load_sst2_cached.cache_clear()
+
+
+def test_reads_glue_tsv_with_stray_carriage_returns(tmp_path):
+    # The real GLUE train file ends sentences with "\r" before the tab; it must not split lines.
+    root = write_mirror(tmp_path, "sentence\tlabel\ngood film \r\t1\nbad \" quote\t0\n", "sentence\tlabel\nok\t1\n")
+    split = load_sst2("train", root, verify=False)
+    assert split.sentences == ("good film", 'bad " quote')
+    assert split.labels == (1, 0)
+
+
+def test_checksum_mismatch_names_file_and_remedy(tmp_path):
+    root = write_mirror(tmp_path, "sentence\tlabel\nx\t1\n", "sentence\tlabel\nx\t1\n")
+    with pytest.raises(DataError) as info:
+        load_sst2("dev", root)
+    message = str(info.value)
+    assert "dev.tsv" in message and "sha256" in message and "--data-dir" in message
+
+
+def test_missing_file_says_how_to_get_it(tmp_path):
+    (tmp_path / "glue").mkdir()
+    with pytest.raises(DataError, match=r"dev\.tsv is missing.*--data-dir"):
+        load_sst2("dev", tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_data_dir(tmp_path / "nope")
+
+
+def test_env_variable_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("row", ["just a sentence", "sentence\t2", "a\tb\tc"])
+def test_malformed_rows_name_the_line(tmp_path, row):
+    root = write_mirror(tmp_path, "sentence\tlabel\nfine\t1\n" + row + "\n", "sentence\tlabel\nx\t1\n")
+    with pytest.raises(DataError, match=r"train\.tsv:3"):
+        load_sst2("train", root, verify=False)
+
+
+def test_bad_header(tmp_path):
+    root = write_mirror(tmp_path, "text\tlabel\nx\t1\n", "sentence\tlabel\nx\t1\n")
+    with pytest.raises(DataError, match="expected header"):
+        load_sst2("train", root, verify=False)
+
+
+def test_unknown_split_lists_choices():
+    with pytest.raises(DataError, match="valid splits: train, dev"):
+        load_sst2("test")
+
+
+def test_checksum_changes_with_content(tmp_path):
+    a = write_mirror(tmp_path / "a", "sentence\tlabel\nx\t1\n", "sentence\tlabel\nx\t1\n")
+    b = write_mirror(tmp_path / "b", "sentence\tlabel\nx\t0\n", "sentence\tlabel\nx\t1\n")
+    assert load_sst2("train", a, verify=False).checksum != load_sst2("train", b, verify=False).checksum
+
+
+@pytest.mark.skipif(not (SHARED / "glue").is_dir(), reason="shared data mirror not beside the repository")
+def test_shared_mirror_matches_published_counts():
+    dev = load_sst2("dev", SHARED)
+    assert len(dev) == 872 and sum(dev.labels) == 444
+    assert hashlib.sha256((SHARED / "glue/SST-2/dev.tsv").read_bytes()).hexdigest() == data.SST2_FILES["dev"].sha256
