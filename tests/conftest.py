@@ -13,12 +13,13 @@ WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "film", "the"
 
 
 def make_tiny_tokenizer(folder: Path):
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
+    assert tokenizer.convert_tokens_to_ids("good") == vocab.index("good")
+    return tokenizer
 
 
 def save_tiny_bert_classifier(folder: Path, seed: int = 0, layers: int = 2) -> Path:
@@ -29,7 +30,8 @@ def save_tiny_bert_classifier(folder: Path, seed: int = 0, layers: int = 2) -> P
     torch.manual_seed(seed)
     tokenizer = make_tiny_tokenizer(folder)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+                        initializer_range=0.2)  # larger than default so logits are O(1), not ~0
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

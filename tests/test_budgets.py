@@ -1,0 +1,44 @@
+import pytest
+
+from bench.budgets import BudgetError, budget_for, check, load_budgets
+from bench.cases import CLASSIFICATION_TECHNIQUES
+
+
+def test_every_default_technique_has_a_budget_and_int8_starts_at_one_point():
+    budgets = load_budgets()
+    for technique in CLASSIFICATION_TECHNIQUES:
+        budget = budget_for(budgets, technique, "minilm-sst2")
+        assert budget.max_accuracy_drop_pp is not None and budget.max_peak_memory_mb is not None
+    assert budget_for(budgets, "dynamic-int8", "minilm-sst2").max_accuracy_drop_pp == 1.0
+    assert budget_for(budgets, "onnx-int8", "minilm-sst2").max_accuracy_drop_pp == 1.0
+
+
+def test_model_override_wins():
+    budgets = load_budgets()
+    assert (budget_for(budgets, "fp32", "bert-large-sst2").max_peak_memory_mb
+            > budget_for(budgets, "fp32", "minilm-sst2").max_peak_memory_mb)
+
+
+def test_unbudgeted_technique_is_an_error_not_a_pass():
+    with pytest.raises(BudgetError, match="no budget for technique 'onnx-fp32\\+onnx-int8'"):
+        budget_for(load_budgets(), "onnx-fp32+onnx-int8", "minilm-sst2")
+
+
+@pytest.mark.parametrize("text, match", [
+    ('["int3"]\nmax_accuracy_drop_pp = 1.0\n', "unknown technique 'int3'"),
+    ('[fp32]\nmax_accuracy_drop = 1.0\n', "unknown keys"),
+    ('[fp32.models.gpt7]\nmax_peak_memory_mb = 1\n', "unknown model"),
+    ('[fp32\n', "cannot read"),
+])
+def test_malformed_budgets_file_fails_loudly(tmp_path, text, match):
+    path = tmp_path / "b.toml"
+    path.write_text(text)
+    with pytest.raises(BudgetError, match=match):
+        load_budgets(path)
+
+
+def test_verdict_shows_measured_and_budget():
+    budget = budget_for(load_budgets(), "dynamic-int8", "minilm-sst2")
+    verdicts = check(budget, accuracy_drop_pp=1.4, peak_memory_mb=10.0)
+    failed = [str(v) for v in verdicts if not v.ok]
+    assert failed == ["accuracy drop (pp): measured 1.40 > budget 1.00"]
