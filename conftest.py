@@ -119,7 +119,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("median ms '-': timing disabled (pytest-xdist or --benchmark-disable); "
                       "run without -n for timings.")
     tr.write_line("acc: SST-2 dev (872); drop: fp32 minus this, pp; size x: vs fp32; "
-                  "mem: isolated peak RSS above the runtime-only process.")
+                  "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")
 
 
 # Errors raised on purpose carry a message meant for the user: show it without a traceback.

@@ -8,7 +8,8 @@ into the graph and gave wrong logits on other inputs (tests/techniques/test_onnx
 checks ONNX against PyTorch on a batch unlike the export sample).
 
 ``onnx-int8``: that graph through ``onnxruntime.quantization.quantize_dynamic``
-(int8 weights, activations quantized at run time) after ONNX Runtime's
+(int8 weights with per-channel scales, activations quantized at run time;
+ONNX Runtime's default operator set, embeddings' Gather included) after ONNX Runtime's
 pre-processing (ONNX shape inference + graph cleanup). The exporter's recorded
 intermediate shapes (``value_info``, concrete for the export sample) are dropped
 first, since ONNX Runtime's shape inference rejects them against the dynamic axes.
@@ -51,12 +52,15 @@ class OrtDynamicQuantConfig(Config):
 
     Args:
         weight_type: ``qint8`` or ``quint8`` weights.
-        per_channel: one scale per output channel instead of per tensor.
+        per_channel: one scale per output channel instead of per tensor. On by
+            default: on minilm-sst2 per-tensor lost 1.15 pp of dev accuracy,
+            per-channel none, at the same size (quantizing only MatMul, leaving
+            the embedding Gather in float, lost 0.46 pp and kept 56 MB instead of 21 MB).
         reduce_range: 7-bit weights, for CPUs without VNNI (avoids saturation).
     """
 
     weight_type: str = "qint8"
-    per_channel: bool = False
+    per_channel: bool = True
     reduce_range: bool = False
 
     def validate(self) -> None:

@@ -1,11 +1,12 @@
 """PyTorch-native quantization.
 
 ``dynamic-int8``: PyTorch dynamic quantization (``torch.ao.quantization.quantize_dynamic``):
-int8 weights per tensor, activations quantized on the fly per batch, for every
-``nn.Linear`` of the encoder. The classification head stays float by default
-(see :class:`DynamicInt8Config`). The artifact is the quantized ``state_dict``
-(packed int8 weights + scales), reloaded by re-applying the same quantization
-to the float architecture and loading that state.
+int8 weights with one scale per output channel, activations quantized on the fly
+per batch, for every ``nn.Linear`` of the encoder. The classification head stays
+float by default (see :class:`DynamicInt8Config`). The artifact is the quantized
+module itself (``torch.save`` of the model: packed int8 weights + scales), so
+loading it never materialises the float weights: rebuilding the float model and
+quantizing it at load time made peak memory higher than fp32's.
 """
 
 from __future__ import annotations
@@ -29,17 +30,22 @@ class DynamicInt8Config(Config):
 
     Args:
         dtype: weight dtype (``qint8``; ``float16`` gives dynamic FP16 linears).
+        granularity: int8 weight scales ``per-channel`` (one per output row) or
+            ``per-tensor``. Per-channel by default: on minilm-sst2 per-tensor lost
+            1.95 pp of dev accuracy, per-channel 0.34 pp, at the same size and speed.
         quantize_head: also quantize the task head (every ``nn.Linear`` outside
-            the encoder). Off by default: keeping the 2-output classifier in float
-            costs nothing in size or speed and kept accuracy higher in the
-            measurement quoted in the README.
+            the encoder). Off by default: the float 384x2 classifier costs 3 KB
+            and on minilm-sst2 (per-channel) kept one more dev sentence right
+            (88.76% vs 88.65%); with per-tensor scales it made no difference.
     """
 
     dtype: str = "qint8"
+    granularity: str = "per-channel"
     quantize_head: bool = False
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "dtype", self.dtype, {"qint8", "float16"})
+        check_choice(type(self).__name__, "granularity", self.granularity, {"per-channel", "per-tensor"})
 
 
 def head_module_names(model) -> set[str]:
@@ -61,9 +67,17 @@ def head_module_names(model) -> set[str]:
 def apply_dynamic_int8(model, config: DynamicInt8Config):
     """Quantize ``model``'s linears in place per ``config``; returns the model."""
     import torch
-    from torch.ao.quantization import default_dynamic_qconfig, float16_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        float16_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
 
-    qconfig = default_dynamic_qconfig if config.dtype == "qint8" else float16_dynamic_qconfig
+    if config.dtype == "float16":
+        qconfig = float16_dynamic_qconfig
+    else:
+        qconfig = per_channel_dynamic_qconfig if config.granularity == "per-channel" else default_dynamic_qconfig
     skip = set() if config.quantize_head else head_module_names(model)
     spec = {
         name: qconfig
@@ -82,7 +96,7 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     kept_float = [] if config.quantize_head else sorted(head_module_names(model))
     apply_dynamic_int8(model, config)
-    torch.save(model.state_dict(), out / DYNAMIC_INT8_WEIGHTS)
+    torch.save(model, out / DYNAMIC_INT8_WEIGHTS)
     copy_side_files(parent.path, out)
     return {
         "quantized_engine": torch.backends.quantized.engine,
@@ -95,20 +109,11 @@ def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
     if device != "cpu":
         raise RuntimeError(f"dynamic-int8 kernels run on CPU only, not {device!r}")
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from compressors.config import ConfigError
-
-    recipe = artifact.manifest["recipe"]["config"]
-    config = DynamicInt8Config(**{k: v for k, v in recipe.items() if k != "type"})
-    if recipe.get("type") != "DynamicInt8Config":
-        raise ConfigError(f"{artifact.path} was not built by dynamic-int8 (config {recipe.get('type')!r})")
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
-    apply_dynamic_int8(model, config)
-    # Packed quantized parameters are not plain tensors, so weights_only loading cannot read them;
-    # the file is one this suite wrote into its own cache and verified against the manifest's sha256.
-    state = torch.load(artifact.file(DYNAMIC_INT8_WEIGHTS), weights_only=False)
-    model.load_state_dict(state)
+    # A whole pickled module: weights_only loading cannot read it. The file is one this suite
+    # wrote into its own cache, verified against the manifest's sha256 before loading, and its
+    # cache key holds the torch/transformers versions that can unpickle it.
+    model = torch.load(artifact.file(DYNAMIC_INT8_WEIGHTS), weights_only=False, mmap=True)
     return TorchPredictor(model, device, {"quantized_engine": torch.backends.quantized.engine})
 
 

@@ -61,3 +61,22 @@ def test_loader_refuses_gpu(tiny_base, ctx):
     artifact = build_chain(tiny_base, parse_chain("dynamic-int8"), ctx, "tiny")
     with pytest.raises(RuntimeError, match="CPU only"):
         load_predictor(artifact, "cuda")
+
+
+def test_per_channel_scales_handle_an_outlier_row():
+    """One output row 100x larger: per-tensor scales crush the other rows, per-channel do not."""
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(64, 32))
+    with torch.no_grad():
+        layer[0].weight[0] *= 100
+    x = torch.randn(16, 64)
+    with torch.no_grad():
+        ref = layer(x)[:, 1:]
+    errors = {}
+    for granularity in ("per-tensor", "per-channel"):
+        import copy
+
+        quantized = apply_dynamic_int8(copy.deepcopy(layer), DynamicInt8Config(granularity=granularity, quantize_head=True))
+        with torch.no_grad():
+            errors[granularity] = relative_error(quantized(x)[:, 1:].numpy(), ref.numpy())
+    assert errors["per-channel"] < 0.02 < errors["per-tensor"]

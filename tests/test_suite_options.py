@@ -1,0 +1,74 @@
+"""The suite's command line: selection, validation, ids, markers, saved runs (collection only, no building)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_pytest(*args, cwd=ROOT, env_extra=None):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ids_name_model_technique_device_and_batch():
+    out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for expected in ("minilm-sst2-fp32-cpu-bs1", "minilm-sst2-dynamic-int8-cpu-bs32", "minilm-sst2-onnx-fp32-cpu-bs1",
+                     "minilm-sst2-onnx-int8-cpu-bs32", "distilbert-sst2-onnx-int8-cpu-bs32"):
+        assert f"[{expected}]" in out.stdout
+
+
+def test_k_and_models_and_techniques_select():
+    out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu", "--models", "minilm-sst2",
+                     "--techniques", "fp32,onnx-int8", "-k", "bs32")
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert sorted(i.split("[")[1].rstrip("]") for i in ids) == ["minilm-sst2-fp32-cpu-bs32", "minilm-sst2-onnx-int8-cpu-bs32"]
+
+
+def test_smoke_subset_includes_an_onnx_configuration():
+    out = run_pytest("bench", "--collect-only", "-q", "-m", "smoke")
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert 3 <= len(ids) <= 6 and any("onnx" in i for i in ids)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "minilm-sst2,gpt7"], "unknown model 'gpt7'; valid models: minilm-sst2"),
+    (["--techniques", "int3"], "unknown technique 'int3'"),
+    (["--techniques", "onnx-fp32+dynamic-int8"], "'dynamic-int8' needs a float PyTorch model"),
+])
+def test_bad_names_are_usage_errors_listing_choices(args, message):
+    out = run_pytest("bench", "--collect-only", "-q", *args)
+    assert out.returncode == 4
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
+    out = run_pytest("bench", "-k", "minilm-sst2-fp32-cpu-bs1", "--data-dir", str(tmp_path / "nowhere"),
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert out.returncode == 4, out.stdout[-2000:]
+    text = out.stdout + out.stderr
+    assert "nowhere" in text and "does not exist" in text and "--data-dir" in text and "Traceback" not in text
+
+
+def test_absent_gpu_tier_is_skipped_with_reason():
+    out = run_pytest("bench", "-m", "t4", "--models", "minilm-sst2", "--techniques", "fp32", "-rs", "-q")
+    assert out.returncode == 0
+    assert "needs the t4 tier" in out.stdout or "runs on ['cpu']" in out.stdout
+
+
+def test_saved_runs_are_numbered_never_overwritten(tmp_path):
+    # pytest-benchmark numbers every save; a second save with the same name adds a file.
+    (tmp_path / "test_x.py").write_text("def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for _ in range(2):
+        out = run_pytest("test_x.py", "--benchmark-save=run1", "--benchmark-storage", str(tmp_path / ".b"), cwd=tmp_path)
+        assert out.returncode == 0, out.stdout
+    saved = sorted(p.name for p in (tmp_path / ".b").rglob("*.json"))
+    assert [name[:4] for name in saved] == ["0001", "0002"] and all(name.endswith("_run1.json") for name in saved)
