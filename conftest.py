@@ -95,37 +95,16 @@ def pytest_runtest_logreport(report):
 _ROWS: list[dict] = []
 
 
-def _fmt_mb(value) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f}"
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _ROWS:
         return
     tr = terminalreporter
+    from reports.runs import LEGEND, format_table
+
     tr.section("compressbench results")
-    header = (f"{'configuration':<44} {'median ms':>10} {'acc %':>7} {'drop pp':>8} "
-              f"{'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict")
-    tr.write_line(header)
-    for row in sorted(_ROWS, key=lambda r: (r["model"], r["tier"], r["batch_size"], r["technique"])):
-        config_id = f"{row['model']}-{row['technique']}-{row['tier']}-bs{row['batch_size']}"
-        median = "-" if row.get("median_s") is None else f"{row['median_s'] * 1e3:.2f}"
-        tr.write_line(
-            f"{config_id:<44} {median:>10} {row['accuracy_pct']:>7.2f} {row['accuracy_drop_pp']:>8.2f} "
-            f"{_fmt_mb(row['size_bytes']):>8} {row['size_ratio_vs_fp32']:>7.3f} {_fmt_mb(row['peak_memory_bytes']):>7}"
-            f"  {row['outcome']}"
-        )
+    for line in format_table(_ROWS):
+        tr.write_line(line)
     if any(row.get("median_s") is None for row in _ROWS):
         tr.write_line("median ms '-': timing disabled (pytest-xdist or --benchmark-disable); "
                       "run without -n for timings.")
-    tr.write_line("acc: SST-2 dev (872); drop: fp32 minus this, pp; size x: vs fp32; "
-                  "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")
-
-
-# Errors raised on purpose carry a message meant for the user: show it without a traceback.
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if call.excinfo is not None and isinstance(call.excinfo.value, CompressbenchError) and report.failed:
-        report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
+    tr.write_line(LEGEND)

@@ -165,6 +165,7 @@ class BenchSession:
             "placement": measured["placement"],
             "artifact_key": artifact.key,
             "artifact_meta": artifact.meta,
+            "base_artifact": {"key": self.base(case.model).key, "meta": self.base(case.model).meta},
             "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
                              "shape": list(self.timing_batch(case)["input_ids"].shape)},
             "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),

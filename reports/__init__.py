@@ -1,0 +1,1 @@
+"""Reading saved benchmark runs (pytest-benchmark JSON with compressbench's ``extra_info``)."""

@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from reports.__main__ import main
+from reports.runs import RunNotFound, find_run, format_table, rows_from_run
+
+ROW = {"model": "m", "technique": "fp32", "tier": "cpu", "batch_size": 1, "accuracy_pct": 90.0,
+       "accuracy_drop_pp": 0.0, "size_bytes": 2**20, "size_ratio_vs_fp32": 1.0, "peak_memory_bytes": 3 * 2**20}
+
+
+def save(storage, name, rows):
+    folder = storage / "Linux-CPython-3.11-64bit"
+    folder.mkdir(parents=True, exist_ok=True)
+    benchmarks = [{"name": f"t[{i}]", "stats": {"median": 0.002}, "extra_info": r} for i, r in enumerate(rows)]
+    benchmarks.append({"name": "unrelated", "stats": {"median": 1.0}, "extra_info": {}})
+    (folder / f"{name}.json").write_text(json.dumps({"benchmarks": benchmarks}))
+
+
+def test_latest_and_named_runs(tmp_path):
+    save(tmp_path, "0001_a", [ROW])
+    save(tmp_path, "0002_b", [ROW, {**ROW, "technique": "onnx-int8", "accuracy_drop_pp": 0.5}])
+    assert find_run(None, tmp_path).name == "0002_b.json"
+    assert find_run("0001", tmp_path).name == "0001_a.json" and find_run("a", tmp_path).name == "0001_a.json"
+    rows = rows_from_run(find_run(None, tmp_path))
+    assert len(rows) == 2 and rows[0]["median_s"] == 0.002
+    table = format_table(rows)
+    assert "m-onnx-int8-cpu-bs1" in table[2] and "2.00" in table[1] and "3.0" in table[1]
+
+
+def test_missing_runs_say_what_to_do(tmp_path, capsys):
+    with pytest.raises(RunNotFound, match="--benchmark-save"):
+        find_run(None, tmp_path)
+    save(tmp_path, "0001_a", [ROW])
+    assert main(["table", "0042", "--storage", str(tmp_path)]) == 2
+    assert "saved: 0001_a" in capsys.readouterr().err
