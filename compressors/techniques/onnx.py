@@ -29,7 +29,7 @@ from compressors.models import TASK_CLASSIFICATION, copy_side_files
 from compressors.techniques.base import ONNX_GRAPH, TORCH_MODEL, Technique, register_technique
 
 ONNX_FILE = "model.onnx"
-ONNX_LIBS = ("torch", "transformers", "onnx", "onnxruntime")
+ONNX_LIBS = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,7 @@ register_technique(Technique(
     build=_build_onnx_fp32,
     artifact_kind="onnx",
     weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime"),
+    requires=("onnx", "onnxruntime", "onnxscript"),
     version_packages=ONNX_LIBS,
 ))
 
