@@ -13,7 +13,6 @@ import os
 
 import pytest
 
-from compressors import CompressbenchError
 from compressors.cache import library_versions
 
 TIER_MARKERS = ("cpu", "t4", "legacy_gpu")

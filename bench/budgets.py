@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from compressors import CompressbenchError
 from compressors.models import MODELS

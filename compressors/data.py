@@ -92,7 +92,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def _content_checksum(sentences, labels) -> str:
     digest = hashlib.sha256()
-    for sentence, label in zip(sentences, labels):
+    for sentence, label in zip(sentences, labels, strict=True):
         digest.update(sentence.encode("utf-8"))
         digest.update(b"\t%d\n" % label)
     return digest.hexdigest()

@@ -66,7 +66,7 @@ class EvalSet:
         np.savez(path, labels=self.labels, checksum=np.array(self.checksum), **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "EvalSet":
+    def load(cls, path: Path) -> EvalSet:
         with np.load(path) as data:
             batches: dict[int, dict[str, np.ndarray]] = {}
             for key in data.files:
@@ -130,7 +130,7 @@ def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
     return json.loads(lines[-1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def runtime_baseline_rss(runtime: str, device: str = "cpu") -> int:
     """Peak RSS (bytes) of a fresh process that only imports ``runtime``."""
     return int(_run_probe({"mode": "import-only", "runtime": runtime, "device": device})["peak_rss_bytes"])

@@ -20,8 +20,8 @@ import dataclasses
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from compressors import CompressbenchError
@@ -74,8 +74,8 @@ class ModelSpec:
     task: str
     source: str
     description: str
-    build_base: Callable[["ModelSpec", BuildContext], Artifact]
-    check_available: Callable[["ModelSpec", BuildContext], None]
+    build_base: Callable[[ModelSpec, BuildContext], Artifact]
+    check_available: Callable[[ModelSpec, BuildContext], None]
     repo_id: str | None = None
     revision: str | None = None
     published_dev_accuracy: float | None = None

@@ -8,7 +8,8 @@ Lookups of unknown names raise an error that lists every valid name.
 from __future__ import annotations
 
 import re
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from compressors import CompressbenchError
 

@@ -14,7 +14,8 @@ inputs into the runtime's tensors on the right device) from the timed part
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from compressors.config import Config, check_range
 from compressors.data import TextClassificationSplit

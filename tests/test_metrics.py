@@ -22,7 +22,7 @@ def test_eval_set_round_trips(tmp_path, tiny_eval_set):
     tiny_eval_set.save(tmp_path / "e.npz")
     loaded = EvalSet.load(tmp_path / "e.npz")
     assert len(loaded.batches) == 3 and loaded.checksum == "tiny"
-    for a, b in zip(loaded.batches, tiny_eval_set.batches):
+    for a, b in zip(loaded.batches, tiny_eval_set.batches, strict=True):
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 

@@ -5,7 +5,13 @@ import torch
 
 from compressors.config import ConfigError
 from compressors.data import TextClassificationSplit
-from compressors.training import FineTuneRecipe, count_parameters, length_bucketed_batches, sample_indices, train_classifier
+from compressors.training import (
+    FineTuneRecipe,
+    count_parameters,
+    length_bucketed_batches,
+    sample_indices,
+    train_classifier,
+)
 from tests.conftest import save_tiny_bert_classifier
 
 

@@ -6,6 +6,7 @@ Modules keep torch/onnxruntime imports inside functions (a unit test checks it),
 so listing techniques and collecting the suite stay fast.
 """
 
+from compressors.techniques import baseline, onnx, quantization  # noqa: F401,E402  (registration order)
 from compressors.techniques.base import (  # noqa: F401
     TECHNIQUES,
     Chain,
@@ -16,4 +17,3 @@ from compressors.techniques.base import (  # noqa: F401
     parse_chain,
     register_technique,
 )
-from compressors.techniques import baseline, quantization, onnx  # noqa: F401,E402  (registration order)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from compressors import CompressbenchError
 from compressors.cache import Artifact, library_versions

@@ -99,10 +99,9 @@ def _build_onnx_fp32(parent: Artifact, out: Path, config: OnnxExportConfig, ctx:
 
 
 def _build_onnx_int8(parent: Artifact, out: Path, config: OrtDynamicQuantConfig, ctx: BuildContext) -> dict:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
 
     graph = onnx.load(str(parent.file(ONNX_FILE)))
     del graph.graph.value_info[:]
