@@ -14,7 +14,18 @@ from compressors.models import MODELS, TASK_CLASSIFICATION, ModelSpec
 from compressors.techniques import Chain, parse_chain
 
 # Techniques benchmarked on every classifier unless --techniques says otherwise.
-CLASSIFICATION_TECHNIQUES = ("fp32", "dynamic-int8", "onnx-fp32", "onnx-int8")
+CLASSIFICATION_TECHNIQUES = (
+    "fp32",
+    "dynamic-int8",
+    "onnx-fp32",
+    "onnx-int8",
+    "bf16",
+    "fp16",
+    "custom-int8-tensor",
+    "custom-int8-channel",
+    "custom-int8-attn",
+    "custom-int8-ffn",
+)
 BATCH_SIZES = (1, 32)
 
 # The fast subset CI runs (`-m smoke`): the baseline, one PyTorch and one ONNX Runtime quantizer.

@@ -167,7 +167,8 @@ def ort_providers(device: str) -> list[str]:
 def load_hf_torch(artifact: Artifact, device: str) -> TorchPredictor:
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path).to(device)
+    # dtype="auto": keep the dtype the weights were saved in (bf16 artifacts stay bf16).
+    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype="auto").to(device)
     return TorchPredictor(model, device)
 
 

@@ -1,0 +1,143 @@
+"""The hand-written absmax INT8 weight quantizer (the seeds' "custom" technique), done right.
+
+Symmetric int8: ``scale = max|w| / 127`` (one per tensor, or one per output
+channel), ``q = round(w / scale)`` clamped to [-127, 127]. Weights are *stored*
+as int8 tensors plus float scales (a real size reduction) and dequantized on the
+fly in ``forward``; activations stay float. No library offers this as a plain,
+inspectable module, which is why it is hand-written (the other INT8 techniques
+use PyTorch's and ONNX Runtime's quantizers).
+
+Techniques:
+
+* ``custom-int8-tensor``: one scale per tensor, every encoder/decoder linear.
+* ``custom-int8-channel``: one scale per output channel, every linear.
+* ``custom-int8-attn``: per-channel, attention projections only.
+* ``custom-int8-ffn``: per-channel, feed-forward linears only.
+
+The task head (every linear outside ``model.base_model_prefix``) stays float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from compressors.cache import Artifact
+from compressors.config import Config, check_choice
+from compressors.context import BuildContext
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+
+ABSMAX_WEIGHTS = "model_absmax_int8.pt"
+
+# Which linears belong to attention and to the feed-forward block, across BERT-style
+# (attention.self.query, attention.output.dense / intermediate.dense, output.dense),
+# DistilBERT (attention.q_lin / ffn.lin1) and Llama/GPT-style (self_attn.q_proj / mlp.up_proj).
+ATTENTION_RE = re.compile(r"(^|\.)(attention|attn|self_attn)\.")
+FFN_RE = re.compile(r"(^|\.)(intermediate|mlp|ffn|feed_forward)\.|\.layer\.\d+\.output\.dense$")
+SCOPES = {"all", "attention", "ffn"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsmaxInt8Config(Config):
+    """Symmetric absmax INT8 weight-only quantization.
+
+    Args:
+        granularity: ``per-tensor`` (one scale per weight matrix) or ``per-channel``
+            (one per output row; an outlier row then cannot crush the others).
+        scope: ``all`` linears of the base model, only ``attention`` projections,
+            or only ``ffn`` linears.
+    """
+
+    granularity: str = "per-channel"
+    scope: str = "all"
+
+    def validate(self) -> None:
+        check_choice(type(self).__name__, "granularity", self.granularity, {"per-tensor", "per-channel"})
+        check_choice(type(self).__name__, "scope", self.scope, SCOPES)
+
+
+def absmax_quantize(weight, granularity: str):
+    """Return ``(int8 weight, float32 scale)``; scale has shape (out, 1) per channel, () per tensor."""
+    import torch
+
+    w = weight.detach().float()
+    absmax = w.abs().amax(dim=1, keepdim=True) if granularity == "per-channel" else w.abs().amax()
+    scale = (absmax / 127.0).clamp(min=torch.finfo(torch.float32).tiny)  # an all-zero row keeps scale > 0
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale.to(torch.float32)
+
+
+def selected_linears(model, scope: str) -> list[str]:
+    """Names of the linears ``scope`` quantizes (never the task head)."""
+    import torch
+
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or not name.startswith(prefix):
+            continue
+        if scope == "attention" and not ATTENTION_RE.search(name):
+            continue
+        if scope == "ffn" and (ATTENTION_RE.search(name) or not FFN_RE.search(name)):
+            continue
+        names.append(name)
+    return names
+
+
+def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
+    """Replace the selected linears of ``model`` in place; returns their names."""
+    from compressors.techniques.absmax_modules import Int8Linear
+
+    names = selected_linears(model, config.scope)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        linear = getattr(parent, child)
+        q, scale = absmax_quantize(linear.weight, config.granularity)
+        setattr(parent, child, Int8Linear(q, scale, linear.bias))
+    return names
+
+
+def _build_absmax(parent: Artifact, out: Path, config: AbsmaxInt8Config, ctx: BuildContext) -> dict:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(parent.path).eval()
+    names = apply_absmax_int8(model, config)
+    torch.save(model, out / ABSMAX_WEIGHTS)
+    copy_side_files(parent.path, out)
+    return {"quantized_linear_modules": len(names), "scope": config.scope}
+
+
+def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
+    import torch
+
+    # A whole pickled module (Int8Linear lives in compressors.techniques.absmax_modules): the file is
+    # the suite's own, verified against the manifest's sha256; mmap avoids a second copy.
+    model = torch.load(artifact.file(ABSMAX_WEIGHTS), weights_only=False, mmap=True, map_location=device)
+    return TorchPredictor(model, device)
+
+
+ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax))
+
+for _name, _config, _summary in [
+    ("custom-int8-tensor", AbsmaxInt8Config("per-tensor", "all"), "one scale per tensor, every linear"),
+    ("custom-int8-channel", AbsmaxInt8Config("per-channel", "all"), "one scale per output channel, every linear"),
+    ("custom-int8-attn", AbsmaxInt8Config("per-channel", "attention"), "per-channel, attention projections only"),
+    ("custom-int8-ffn", AbsmaxInt8Config("per-channel", "ffn"), "per-channel, feed-forward linears only"),
+]:
+    register_technique(Technique(
+        name=_name,
+        summary=f"hand-written absmax INT8 weights (int8 + scales stored, dequantized in forward): {_summary}",
+        config=_config,
+        consumes=TORCH_MODEL,
+        produces=TORCH_FINAL,
+        tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+        devices=frozenset({"cpu", "cuda"}),
+        build=_build_absmax,
+        artifact_kind="torch-absmax-int8",
+        weights=(ABSMAX_WEIGHTS,),
+    ))

@@ -1,0 +1,62 @@
+"""Half precision: ``bf16`` (CPU and CUDA) and ``fp16`` (CUDA only).
+
+The model's weights are cast and saved as safetensors in that dtype (half the
+size of fp32); activations run in it too. On CPU, BF16 matmuls are fast only
+with native support (AVX512-BF16 or AMX); the artifact records whether the build
+machine had it, and ``placement`` shows the dtypes that actually ran. FP16 on
+CPU has no fast kernels in PyTorch, so ``fp16`` is registered for CUDA only and
+its CPU cases are collected and skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from compressors.cache import Artifact
+from compressors.config import Config, check_choice
+from compressors.context import BuildContext
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+
+
+@dataclasses.dataclass(frozen=True)
+class HalfPrecisionConfig(Config):
+    """Cast every floating-point weight to ``dtype`` (``bfloat16`` or ``float16``)."""
+
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        check_choice(type(self).__name__, "dtype", self.dtype, {"bfloat16", "float16"})
+
+
+def _build_half(parent: Artifact, out: Path, config: HalfPrecisionConfig, ctx: BuildContext) -> dict:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from compressors.hardware import detect
+
+    model = AutoModelForSequenceClassification.from_pretrained(parent.path).to(getattr(torch, config.dtype))
+    copy_side_files(parent.path, out)  # first: save_pretrained then writes the config that records the new dtype
+    model.save_pretrained(out, safe_serialization=True)
+    flags = detect().cpu_flags
+    return {
+        "dtype": config.dtype,
+        "cpu_native_bf16": any(f in flags for f in ("avx512_bf16", "amx_bf16")),
+        "cpu_flags": list(flags),
+    }
+
+
+for _name, _dtype, _devices in [("bf16", "bfloat16", {"cpu", "cuda"}), ("fp16", "float16", {"cuda"})]:
+    register_technique(Technique(
+        name=_name,
+        summary=f"weights and activations in {_dtype} (PyTorch eager)",
+        config=HalfPrecisionConfig(_dtype),
+        consumes=TORCH_MODEL,
+        produces=TORCH_FINAL,
+        tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+        devices=frozenset(_devices),
+        build=_build_half,
+        artifact_kind="hf-torch",
+        weights=("model.safetensors",),
+    ))
