@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from compressors import CompressbenchError
 from compressors.cache import library_versions
 
 TIER_MARKERS = ("cpu", "t4", "legacy_gpu")
@@ -107,3 +108,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("median ms '-': timing disabled (pytest-xdist or --benchmark-disable); "
                       "run without -n for timings.")
     tr.write_line(LEGEND)
+
+
+# Errors raised on purpose carry a message meant for the user: show it without a traceback.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, CompressbenchError) and report.failed:
+        report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"

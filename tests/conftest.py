@@ -9,6 +9,8 @@ import pytest
 from compressors.cache import ArtifactCache
 from compressors.context import BuildContext
 
+pytest_plugins = ["pytester"]  # tests of the suite's own hooks
+
 WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "film", "the", "a", "is", "was", "not", "very"]
 
 

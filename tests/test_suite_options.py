@@ -72,3 +72,17 @@ def test_saved_runs_are_numbered_never_overwritten(tmp_path):
         assert out.returncode == 0, out.stdout
     saved = sorted(p.name for p in (tmp_path / ".b").rglob("*.json"))
     assert [name[:4] for name in saved] == ["0001", "0002"] and all(name.endswith("_run1.json") for name in saved)
+
+
+def test_compressbench_errors_are_reported_without_traceback(pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_raises="""
+        from compressors.data import DataError
+
+        def test_it():
+            raise DataError("dev.tsv is missing; use --data-dir")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*DataError: dev.tsv is missing; use --data-dir*"])
+    assert "raise DataError" not in result.stdout.str()
