@@ -141,6 +141,7 @@ class BenchSession:
         baseline_case = self.baseline(case)
         baseline = measured if baseline_case.config_id == case.config_id else self.measurement(baseline_case)
         artifact = self.artifact(case)
+        base = self.base(case.model)
         baseline_size = artifact_size_bytes(self.artifact(baseline_case))
         size = artifact_size_bytes(artifact)
         eval_set = self.eval_set(case.model)
@@ -166,7 +167,7 @@ class BenchSession:
             "placement": measured["placement"],
             "artifact_key": artifact.key,
             "artifact_meta": artifact.meta,
-            "base_artifact": {"key": self.base(case.model).key, "meta": self.base(case.model).meta},
+            "base_artifact": {"key": base.key, "meta": base.meta},
             "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
                              "shape": list(self.timing_batch(case)["input_ids"].shape)},
             "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),

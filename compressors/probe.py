@@ -9,6 +9,7 @@ Only the runtime's own modules are imported (an ONNX probe never imports torch).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import resource
@@ -83,7 +84,7 @@ def main(request_path: str) -> None:
     result = {
         "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
         "n_examples": int(eval_set.labels.shape[0]),
-        "predictions_sha256": __import__("hashlib").sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+        "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
         "placement": predictor.placement(),
         "peak_rss_bytes": peak_rss_bytes(),
         "hwm_reset": hwm_reset,

@@ -172,6 +172,20 @@ def load_hf_torch(artifact: Artifact, device: str) -> TorchPredictor:
     return TorchPredictor(model, device)
 
 
+def load_pickled_module(artifact: Artifact, filename: str, device: str, extra_placement: dict | None = None) -> TorchPredictor:
+    """Load a whole ``torch.save``-d module (quantized modules whose packed weights no
+    state-dict format holds).
+
+    ``weights_only`` loading cannot read such a file; it is one this suite wrote into its own
+    cache, verified against the manifest's sha256 before loading, under a cache key that holds
+    the torch/transformers versions that can unpickle it. ``mmap`` avoids a second copy.
+    """
+    import torch
+
+    model = torch.load(artifact.file(filename), weights_only=False, mmap=True, map_location=device)
+    return TorchPredictor(model, device, extra_placement)
+
+
 def load_onnx(artifact: Artifact, device: str) -> OrtPredictor:
     import onnxruntime as ort
 

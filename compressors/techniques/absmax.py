@@ -27,8 +27,9 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
-from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.quantization import head_module_names
 
 ABSMAX_WEIGHTS = "model_absmax_int8.pt"
 
@@ -74,10 +75,10 @@ def selected_linears(model, scope: str) -> list[str]:
     """Names of the linears ``scope`` quantizes (never the task head)."""
     import torch
 
-    prefix = getattr(model, "base_model_prefix", "") + "."
+    head = head_module_names(model)
     names = []
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or not name.startswith(prefix):
+        if not isinstance(module, torch.nn.Linear) or name in head:
             continue
         if scope == "attention" and not ATTENTION_RE.search(name):
             continue
@@ -113,12 +114,8 @@ def _build_absmax(parent: Artifact, out: Path, config: AbsmaxInt8Config, ctx: Bu
 
 
 def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
-    import torch
-
-    # A whole pickled module (Int8Linear lives in compressors.techniques.absmax_modules): the file is
-    # the suite's own, verified against the manifest's sha256; mmap avoids a second copy.
-    model = torch.load(artifact.file(ABSMAX_WEIGHTS), weights_only=False, mmap=True, map_location=device)
-    return TorchPredictor(model, device)
+    # Int8Linear, which the pickle references, lives in compressors.techniques.absmax_modules.
+    return load_pickled_module(artifact, ABSMAX_WEIGHTS, device)
 
 
 ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax))

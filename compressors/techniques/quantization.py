@@ -18,7 +18,7 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
-from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
 
 DYNAMIC_INT8_WEIGHTS = "model_dynamic_int8.pt"
@@ -110,11 +110,8 @@ def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
         raise RuntimeError(f"dynamic-int8 kernels run on CPU only, not {device!r}")
     import torch
 
-    # A whole pickled module: weights_only loading cannot read it. The file is one this suite
-    # wrote into its own cache, verified against the manifest's sha256 before loading, and its
-    # cache key holds the torch/transformers versions that can unpickle it.
-    model = torch.load(artifact.file(DYNAMIC_INT8_WEIGHTS), weights_only=False, mmap=True)
-    return TorchPredictor(model, device, {"quantized_engine": torch.backends.quantized.engine})
+    return load_pickled_module(artifact, DYNAMIC_INT8_WEIGHTS, device,
+                               {"quantized_engine": torch.backends.quantized.engine})
 
 
 ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8))
