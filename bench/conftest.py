@@ -15,6 +15,8 @@ def _case_marks(case) -> list:
     marks = [getattr(pytest.mark, case.tier)]
     if case.model.is_hub:
         marks.append(pytest.mark.hub)
+    if case.chain.slow:
+        marks.append(pytest.mark.slow)
     if case.id in SMOKE:
         marks.append(pytest.mark.smoke)
     reason = case.unsupported_reason()

@@ -7,10 +7,11 @@ def test_classification(classification_case, bench_session, benchmark, record_pr
     case = classification_case
     results = bench_session.results(case)  # builds (cached) and measures accuracy + memory in a fresh process
     predictor = bench_session.predictor(case)
-    inputs = predictor.prepare(bench_session.timing_batch(case))
+    inputs = predictor.prepare(bench_session.timing_batch(case))  # untimed; compiles a torch.compile-d model
 
     verdicts = bench_session.verdicts(case, results)
     benchmark.extra_info.update(results)
+    benchmark.extra_info["timed_placement"] = predictor.placement()  # the timed process (compile time included)
     benchmark.group = f"{case.model.name}-{case.tier}-bs{case.batch_size}"
     benchmark(predictor.run, inputs)
 

@@ -178,3 +178,38 @@ def load_sst2(split: str, data_dir: str | os.PathLike | None = None, *, verify: 
     if split not in SST2_FILES:
         raise DataError(f"unknown SST-2 split {split!r}; valid splits: {', '.join(SPLITS)}")
     return _load_sst2_cached(split, resolve_data_dir(data_dir), verify)
+
+
+def subset(split: TextClassificationSplit, indices, name: str) -> TextClassificationSplit:
+    """The sentences of ``split`` at ``indices``, as a split of its own (checksummed)."""
+    sentences = tuple(split.sentences[i] for i in indices)
+    labels = tuple(split.labels[i] for i in indices)
+    return TextClassificationSplit(
+        name, sentences, labels, f"{split.source} [{name}]", _content_checksum(sentences, labels)
+    )
+
+
+# Held-apart slice of SST-2 train for decisions made from data (layer sensitivity):
+# the *last* HELD_APART_SENTENCES positions of the train split shuffled with seed
+# HELD_APART_SEED. Fine-tune recipes with that seed sample the *first* positions of the
+# same shuffle (compressors.training.sample_indices), so the embedded model's fine-tune
+# (32,000 of 67,349) never saw them, and re-finetunes train on the rest only. Dev stays
+# untouched for the final, honest measurement.
+HELD_APART_SENTENCES = 1000
+HELD_APART_SEED = 0
+
+
+def split_held_apart(
+    train: TextClassificationSplit, n: int = HELD_APART_SENTENCES, seed: int = HELD_APART_SEED
+) -> tuple[TextClassificationSplit, TextClassificationSplit]:
+    """``(rest, held_apart)``: a seeded slice of ``n`` train sentences and everything else."""
+    import random
+
+    if not 0 < n < len(train):
+        raise DataError(f"held-apart size {n} must be between 1 and {len(train) - 1} (train has {len(train)})")
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    held = sorted(order[-n:])
+    held_set = set(held)
+    rest = [i for i in range(len(train)) if i not in held_set]
+    return subset(train, rest, f"{train.name}-rest"), subset(train, held, f"{train.name}-held-apart-{n}")

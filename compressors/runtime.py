@@ -54,10 +54,14 @@ class ArtifactLoader:
     Args:
         runtime: key of :data:`RUNTIME_IMPORTS` (what the memory baseline imports).
         load: ``load(artifact, device) -> Predictor``.
+        module: for kinds that hold a float PyTorch model (the ``TORCH_MODEL`` flow):
+            ``module(artifact) -> nn.Module`` on CPU, what the next stage of a chain
+            compresses further.
     """
 
     runtime: str
     load: Callable[[Artifact, str], Predictor]
+    module: Callable[[Artifact], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_IMPORTS:
@@ -74,6 +78,14 @@ def loader_for(artifact: Artifact) -> ArtifactLoader:
 def load_predictor(artifact: Artifact, device: str = "cpu") -> Predictor:
     """Load a cached artifact as a predictor on ``device`` (``"cpu"`` or ``"cuda"``)."""
     return loader_for(artifact).load(artifact, device)
+
+
+def load_torch_module(artifact: Artifact):
+    """The float PyTorch model an artifact holds, on CPU in eval mode (what a chain's next stage takes)."""
+    loader = loader_for(artifact)
+    if loader.module is None:
+        raise ValueError(f"a {artifact.kind!r} artifact holds no float PyTorch model to compress further")
+    return loader.module(artifact).eval()
 
 
 class TorchPredictor:
@@ -164,12 +176,20 @@ def ort_providers(device: str) -> list[str]:
     raise ValueError(f"unknown device {device!r}; valid: cpu, cuda")
 
 
-def load_hf_torch(artifact: Artifact, device: str) -> TorchPredictor:
+def hf_torch_module(artifact: Artifact):
     from transformers import AutoModelForSequenceClassification
 
     # dtype="auto": keep the dtype the weights were saved in (bf16 artifacts stay bf16).
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype="auto").to(device)
-    return TorchPredictor(model, device)
+    return AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype="auto")
+
+
+def torch_module_predictor(module_loader: Callable[[Artifact], Any]) -> Callable[[Artifact, str], TorchPredictor]:
+    """A ``load`` for kinds whose predictor is just their float module moved to the device."""
+
+    def load(artifact: Artifact, device: str) -> TorchPredictor:
+        return TorchPredictor(module_loader(artifact).to(device), device)
+
+    return load
 
 
 def load_pickled_module(artifact: Artifact, filename: str, device: str, extra_placement: dict | None = None) -> TorchPredictor:
@@ -197,5 +217,5 @@ def load_onnx(artifact: Artifact, device: str) -> OrtPredictor:
     return OrtPredictor(session, device)
 
 
-ARTIFACT_LOADERS.register("hf-torch", ArtifactLoader("torch", load_hf_torch))
+ARTIFACT_LOADERS.register("hf-torch", ArtifactLoader("torch", torch_module_predictor(hf_torch_module), hf_torch_module))
 ARTIFACT_LOADERS.register("onnx", ArtifactLoader("onnxruntime", load_onnx))

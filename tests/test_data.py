@@ -86,3 +86,20 @@ def test_shared_mirror_matches_published_counts():
     dev = load_sst2("dev", SHARED)
     assert len(dev) == 872 and sum(dev.labels) == 444
     assert hashlib.sha256((SHARED / "glue/SST-2/dev.tsv").read_bytes()).hexdigest() == data.SST2_FILES["dev"].sha256
+
+
+def test_held_apart_slice_is_disjoint_from_the_embedded_fine_tune_sample():
+    from compressors.data import TextClassificationSplit, split_held_apart
+    from compressors.models import MINILM_SST2_RECIPE
+    from compressors.training import sample_indices
+
+    n_total = data.SST2_FILES["train"].rows
+    train = TextClassificationSplit("train", tuple(str(i) for i in range(n_total)), (0,) * n_total, "toy", "x")
+    rest, held = split_held_apart(train)
+    held_ids = {int(s) for s in held.sentences}
+    assert len(held_ids) == 1000 and len(rest) == n_total - 1000
+    assert not held_ids & {int(s) for s in rest.sentences}
+    fine_tune = set(sample_indices(n_total, MINILM_SST2_RECIPE.n_sentences, MINILM_SST2_RECIPE.seed))
+    assert not held_ids & fine_tune
+    with pytest.raises(data.DataError, match="held-apart size"):
+        split_held_apart(train, n=0)

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_pytest(*args, cwd=ROOT, env_extra=None):
     import os
 
-    env = {**os.environ, **(env_extra or {})}
+    # A child run is its own session, also when this one is an xdist worker (pytest-benchmark
+    # turns itself off in workers it thinks are its own).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")} | (env_extra or {})
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=300)
 

@@ -6,7 +6,18 @@ Modules keep torch/onnxruntime imports inside functions (a unit test checks it),
 so listing techniques and collecting the suite stay fast.
 """
 
-from compressors.techniques import absmax, baseline, half, onnx, quantization  # noqa: F401,E402  (registration order)
+from compressors.techniques import (  # noqa: F401  (registration order)
+    absmax,
+    baseline,
+    bnb,
+    half,
+    layerdrop,
+    lowrank,
+    onnx,
+    pruning,
+    quantization,
+    torchao_quant,
+)
 from compressors.techniques.base import (  # noqa: F401
     TECHNIQUES,
     Chain,

@@ -27,7 +27,7 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
-from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
 from compressors.techniques.quantization import head_module_names
 
@@ -104,9 +104,8 @@ def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
 
 def _build_absmax(parent: Artifact, out: Path, config: AbsmaxInt8Config, ctx: BuildContext) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(parent.path).eval()
+    model = load_torch_module(parent).eval()
     names = apply_absmax_int8(model, config)
     torch.save(model, out / ABSMAX_WEIGHTS)
     copy_side_files(parent.path, out)

@@ -26,9 +26,9 @@ from compressors.registry import Registry
 
 # What flows between stages.
 TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be compressed further
-TORCH_FINAL = "torch-final"  # a PyTorch model that no further stage can take (e.g. dynamically quantized)
+TORCH_FINAL = "torch-final"  # a PyTorch model no further stage can take (quantized, low-rank factorized)
 ONNX_GRAPH = "onnx"
-FLOWS = {TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a quantized PyTorch model", ONNX_GRAPH: "an ONNX graph"}
+FLOWS = {TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a final PyTorch model (quantized or restructured)", ONNX_GRAPH: "an ONNX graph"}
 
 DEVICES = ("cpu", "cuda")
 
@@ -56,6 +56,8 @@ class Technique:
         weights: files of the artifact counted as its size.
         implies: techniques that must run right before this one (added when absent).
         version_packages: distributions whose versions go into the cache key.
+        trains: building it trains (minutes on a cold cache: its cases get the ``slow`` marker).
+        compiles: loading it compiles (``torch.compile``: minutes per process, also ``slow``).
     """
 
     name: str
@@ -71,6 +73,8 @@ class Technique:
     requires: tuple[str, ...] = ()
     implies: tuple[str, ...] = ()
     version_packages: tuple[str, ...] = ("torch", "transformers")
+    trains: bool = False
+    compiles: bool = False
 
     def __post_init__(self) -> None:
         for flow in (self.consumes, self.produces):
@@ -129,6 +133,15 @@ class Chain:
         return frozenset.intersection(*(s.devices for s in self.build_stages))
 
     @property
+    def trains(self) -> bool:
+        return any(s.trains for s in self.build_stages)
+
+    @property
+    def slow(self) -> bool:
+        """Minutes on a cold cache: a stage trains or compiles."""
+        return any(s.trains or s.compiles for s in self.build_stages)
+
+    @property
     def produces(self) -> str:
         return self.build_stages[-1].produces
 
@@ -156,11 +169,15 @@ def parse_chain(name: str) -> Chain:
             raise ChainError(f"unknown technique {part!r} in {name!r}; valid techniques: {TECHNIQUES.describe_names()}")
         stages.append(TECHNIQUES.get(part))
     expanded: list[Technique] = []
-    for stage in stages:
+
+    def add(stage: Technique) -> None:  # implied stages first, recursively, unless already just before
         for implied in stage.implies:
             if not expanded or expanded[-1].name != implied:
-                expanded.append(TECHNIQUES.get(implied))
+                add(TECHNIQUES.get(implied))
         expanded.append(stage)
+
+    for stage in stages:
+        add(stage)
     flow = TORCH_MODEL
     previous = None
     for stage in expanded:

@@ -17,6 +17,7 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.runtime import load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
 
 
@@ -32,11 +33,10 @@ class HalfPrecisionConfig(Config):
 
 def _build_half(parent: Artifact, out: Path, config: HalfPrecisionConfig, ctx: BuildContext) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from compressors.hardware import detect
 
-    model = AutoModelForSequenceClassification.from_pretrained(parent.path).to(getattr(torch, config.dtype))
+    model = load_torch_module(parent).to(getattr(torch, config.dtype))
     copy_side_files(parent.path, out)  # first: save_pretrained then writes the config that records the new dtype
     model.save_pretrained(out, safe_serialization=True)
     flags = detect().cpu_flags

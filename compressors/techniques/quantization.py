@@ -18,7 +18,7 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
-from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
 
 DYNAMIC_INT8_WEIGHTS = "model_dynamic_int8.pt"
@@ -90,9 +90,8 @@ def apply_dynamic_int8(model, config: DynamicInt8Config):
 
 def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, ctx: BuildContext) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(parent.path)
+    model = load_torch_module(parent)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     kept_float = [] if config.quantize_head else sorted(head_module_names(model))
     apply_dynamic_int8(model, config)

@@ -1,0 +1,233 @@
+"""Layer sensitivity analysis and layer dropping: ``layerdrop-K`` and ``layerdrop-K-noft``.
+
+Sensitivity: remove each encoder layer in turn and measure the accuracy drop on a
+held-apart slice of SST-2 *train* (:func:`compressors.data.split_held_apart`, 1,000
+sentences the embedded model's fine-tune never saw), never on dev. The curve is a cached
+``sensitivity`` artifact (``sensitivity.json``: layer index -> accuracy and drop) that
+reports can plot; it is keyed on the model's artifact, so every ``layerdrop-K`` of one
+model shares it.
+
+``layerdrop-K`` physically removes the K layers whose removal hurt least (ties: the
+later layer first), renumbers the rest and shrinks the config (``num_hidden_layers``),
+so the saved model is a smaller model of the same architecture, then re-finetunes it
+briefly with the suite's training loop on train minus the held-apart slice
+(:data:`REFINETUNE_RECIPE`). ``layerdrop-K-noft`` skips the re-finetune, to show what it
+recovers. K is in the name (``layerdrop-3``); ``layerdrop-K`` with K >= the layer count
+is rejected when the model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from compressors.cache import Artifact, library_versions
+from compressors.config import Config, check_range
+from compressors.context import BuildContext
+from compressors.data import HELD_APART_SENTENCES, load_sst2, split_held_apart
+from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.runtime import load_torch_module
+from compressors.techniques.base import TECHNIQUES, TORCH_MODEL, Technique
+from compressors.training import FineTuneRecipe
+
+SENSITIVITY_FILE = "sensitivity.json"
+
+# Re-finetune after dropping layers: 16,000 train sentences (of the 66,349 outside the
+# held-apart slice), one epoch, the first fine-tune's peak LR. Chosen on the held-apart
+# slice (minilm-sst2 minus layers [2, 4]: 91.7% vs 90.8% at lr 4e-5; 8,000 sentences at
+# 3e-5 had left 3.7 pp on dev). About 2.5 minutes for minilm-sst2 minus two layers on 2 cores.
+REFINETUNE_RECIPE = FineTuneRecipe(n_sentences=16000, epochs=1, lr=8e-5, batch_size=32, max_length=64, seed=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDropConfig(Config):
+    """Drop the ``drop`` least sensitive encoder layers, then optionally re-finetune.
+
+    Args:
+        drop: number of encoder layers removed.
+        refinetune: re-finetune after removal with ``recipe``.
+        recipe: the re-finetune's sentence budget and schedule.
+        held_apart: size of the SST-2 train slice the sensitivity is measured on.
+    """
+
+    drop: int = 2
+    refinetune: bool = True
+    recipe: FineTuneRecipe = REFINETUNE_RECIPE
+    held_apart: int = HELD_APART_SENTENCES
+
+    def validate(self) -> None:
+        check_range(type(self).__name__, "drop", self.drop, 1)
+        check_range(type(self).__name__, "held_apart", self.held_apart, 10)
+
+
+def encoder_layers(model):
+    """``(module_list_owner, attribute, config_field)`` of the model's stack of encoder layers.
+
+    Knows BERT-style (``encoder.layer``: BERT, RoBERTa, MiniLM, ELECTRA) and DistilBERT
+    (``transformer.layer``). ALBERT shares one layer's weights across depth: nothing to drop.
+    """
+    import torch
+
+    base = getattr(model, model.base_model_prefix, model)
+    for owner_name, field in (("encoder", "num_hidden_layers"), ("transformer", "n_layers")):
+        owner = getattr(base, owner_name, None)
+        if owner is not None and isinstance(getattr(owner, "layer", None), torch.nn.ModuleList):
+            return owner, "layer", field
+    raise ValueError(
+        f"{type(model).__name__}: no per-layer encoder stack (encoder.layer or transformer.layer) to drop layers from"
+    )
+
+
+def layer_count(model) -> int:
+    owner, attribute, _ = encoder_layers(model)
+    return len(getattr(owner, attribute))
+
+
+def drop_layers(model, indices) -> None:
+    """Remove the encoder layers at ``indices`` in place and shrink the config to match."""
+    import torch
+
+    owner, attribute, field = encoder_layers(model)
+    layers = getattr(owner, attribute)
+    indices = set(indices)
+    bad = sorted(i for i in indices if not 0 <= i < len(layers))
+    if bad or len(indices) >= len(layers):
+        raise ValueError(
+            f"cannot drop layers {sorted(indices)} of a {len(layers)}-layer encoder (at least one must stay)"
+        )
+    kept = torch.nn.ModuleList(layer for i, layer in enumerate(layers) if i not in indices)
+    for new_index, layer in enumerate(kept):  # attention modules carry their index (KV-cache bookkeeping)
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    setattr(owner, attribute, kept)
+    setattr(model.config, field, len(kept))
+    if field != "num_hidden_layers" and hasattr(model.config, "num_hidden_layers"):
+        model.config.num_hidden_layers = len(kept)
+
+
+def _accuracy_on(model, tokenizer, split) -> float:
+    from compressors.metrics import accuracy, make_eval_set
+    from compressors.runtime import TorchPredictor
+
+    return accuracy(TorchPredictor(model), make_eval_set(tokenizer, split))
+
+
+def layer_sensitivity(model, tokenizer, split, progress: bool = False) -> dict:
+    """Accuracy on ``split`` with each encoder layer removed in turn (``model`` is left unchanged)."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    baseline = _accuracy_on(model, tokenizer, split)
+    layers = []
+    for index in tqdm(range(layer_count(model)), desc="layer sensitivity", disable=not progress):
+        trimmed = copy.deepcopy(model)
+        drop_layers(trimmed, [index])
+        acc = _accuracy_on(trimmed, tokenizer, split)
+        layers.append({"layer": index, "accuracy_pct": round(acc, 3), "drop_pp": round(baseline - acc, 3)})
+    return {"baseline_accuracy_pct": round(baseline, 3), "layers": layers}
+
+
+def least_sensitive(curve: dict, k: int) -> list[int]:
+    """The ``k`` layers whose removal cost least (ties: the later layer, closer to the head, first)."""
+    ranked = sorted(curve["layers"], key=lambda entry: (entry["drop_pp"], -entry["layer"]))
+    return sorted(entry["layer"] for entry in ranked[:k])
+
+
+def sensitivity_artifact(parent: Artifact, ctx: BuildContext, held_apart: int, label: str) -> Artifact:
+    """The cached sensitivity curve of ``parent``'s model."""
+    train = load_sst2("train", ctx.data_dir)
+    _rest, held = split_held_apart(train, held_apart)
+
+    def build(out: Path) -> dict:
+        from transformers import AutoTokenizer
+
+        model = load_torch_module(parent)
+        tokenizer = AutoTokenizer.from_pretrained(parent.path)
+        curve = layer_sensitivity(model, tokenizer, held, progress=ctx.progress)
+        curve.update(
+            {
+                "model_artifact": parent.key,
+                "metric": "accuracy_pct",
+                "data": {"source": held.source, "sentences": len(held), "checksum": held.checksum},
+            }
+        )
+        (out / SENSITIVITY_FILE).write_text(json.dumps(curve, indent=2) + "\n")
+        return {
+            "baseline_accuracy_pct": curve["baseline_accuracy_pct"],
+            "drop_pp_by_layer": [entry["drop_pp"] for entry in curve["layers"]],
+        }
+
+    return ctx.cache.get_or_build(
+        artifact_kind="sensitivity",
+        name=f"{label}-sensitivity",
+        recipe={
+            "parent": parent.key,
+            "held_apart": held.checksum,
+            "versions": library_versions("torch", "transformers"),
+        },
+        build=build,
+        weights=[SENSITIVITY_FILE],
+    )
+
+
+def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: BuildContext) -> dict:
+    from transformers import AutoTokenizer
+
+    from compressors.training import train_classifier
+
+    curve_artifact = sensitivity_artifact(parent, ctx, config.held_apart, parent.path.name)
+    curve = json.loads(curve_artifact.file(SENSITIVITY_FILE).read_text())
+    model = load_torch_module(parent)
+    before = layer_count(model)
+    if config.drop >= before:
+        raise ValueError(
+            f"layerdrop-{config.drop}: the model has only {before} encoder layers (at least one must stay)"
+        )
+    dropped = least_sensitive(curve, config.drop)
+    drop_layers(model, dropped)
+    tokenizer = AutoTokenizer.from_pretrained(parent.path)
+    meta = {
+        "layers_before": before,
+        "layers_after": layer_count(model),
+        "dropped_layers": dropped,
+        "sensitivity_artifact": curve_artifact.key,
+        "sensitivity": curve["layers"],
+    }
+    if config.refinetune:
+        rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), config.held_apart)
+        report = train_classifier(
+            model,
+            tokenizer,
+            rest,
+            config.recipe,
+            progress=ctx.progress,
+            description=f"re-finetune after dropping layers {dropped}",
+        )
+        meta["training"] = report.to_dict()
+    copy_side_files(parent.path, out)
+    model.save_pretrained(out, safe_serialization=True)  # after the side files: writes the shrunk config
+    return meta
+
+
+def _layerdrop_family(match) -> Technique:
+    k, noft = int(match.group(1)), bool(match.group(2))
+    return Technique(
+        name=match.group(0),
+        summary=f"drop the {k} least sensitive encoder layers (sensitivity on held-apart SST-2 train)"
+        + ("" if noft else ", then re-finetune briefly"),
+        config=LayerDropConfig(drop=k, refinetune=not noft),
+        consumes=TORCH_MODEL,
+        produces=TORCH_MODEL,
+        tasks=frozenset({TASK_CLASSIFICATION}),
+        devices=frozenset({"cpu", "cuda"}),
+        build=_build_layerdrop,
+        artifact_kind="hf-torch",
+        weights=("model.safetensors",),
+        trains=not noft,
+    )
+
+
+TECHNIQUES.register_family(r"layerdrop-([1-9]\d*)(-noft)?", "layerdrop-2", _layerdrop_family)

@@ -1,0 +1,187 @@
+"""Low-rank factorization: ``lowrank-50``, ``lowrank-25`` and their ``-ft`` variants.
+
+Each encoder ``nn.Linear`` W (out x in) is replaced by its truncated SVD,
+W ~ (U_r S_r^1/2)(S_r^1/2 V_r^T), as two linears in sequence: ``in -> r`` (no bias)
+then ``r -> out`` (W's bias).
+
+Rank rule: r = ceil(keep * min(out, in)), ``keep`` = 0.50 or 0.25 of the full rank.
+A matrix is factorized only if that saves parameters, r * (out + in) < out * in: for
+the 384x384 attention matrices of MiniLM at 50% (r = 192, 147,456 parameters either
+way) it does not, so ``lowrank-50`` there factorizes the feed-forward matrices only,
+and ``lowrank-25`` (r = 96) all of them. The head and embeddings stay as they are.
+``-ft`` re-finetunes the factorized model briefly with the suite's training loop
+(:data:`compressors.techniques.layerdrop.REFINETUNE_RECIPE`).
+
+The artifact is a ``safetensors`` state dict plus the rank of every factorized module
+(in the manifest); loading rebuilds the architecture from its config, swaps in the
+factorized modules at those ranks and loads the weights, so nothing is pickled. The
+result runs in PyTorch and is not chained further (its modules are not a Hugging Face
+architecture that later stages could reload).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from compressors.cache import Artifact
+from compressors.config import Config, check_range
+from compressors.context import BuildContext
+from compressors.data import load_sst2, split_held_apart
+from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.layerdrop import REFINETUNE_RECIPE
+from compressors.techniques.quantization import head_module_names
+from compressors.training import FineTuneRecipe
+
+LOWRANK_WEIGHTS = "model_lowrank.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class LowRankConfig(Config):
+    """Truncated-SVD factorization of encoder linears.
+
+    Args:
+        keep: fraction of each matrix's full rank kept.
+        only_if_smaller: skip matrices whose factorized form would not be smaller.
+        refinetune: re-finetune after factorizing, with ``recipe``.
+    """
+
+    keep: float = 0.5
+    only_if_smaller: bool = True
+    refinetune: bool = False
+    recipe: FineTuneRecipe = REFINETUNE_RECIPE
+
+    def validate(self) -> None:
+        check_range(type(self).__name__, "keep", self.keep, 0.01, 1.0)
+
+
+def rank_for(shape: tuple[int, int], keep: float) -> int:
+    return max(1, math.ceil(keep * min(shape)))
+
+
+def factorized_linear(in_features: int, out_features: int, rank: int, bias: bool):
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_features, rank, bias=False), torch.nn.Linear(rank, out_features, bias=bias)
+    )
+
+
+def svd_factors(weight, rank: int):
+    """``(first, second)`` with ``second @ first`` the best rank-``rank`` approximation of ``weight``."""
+    import torch
+
+    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return (root[:, None] * vh[:rank]).to(weight.dtype), (u[:, :rank] * root).to(weight.dtype)
+
+
+def plan_ranks(model, config: LowRankConfig) -> dict[str, int]:
+    """Module name -> rank, for every encoder linear that gets factorized."""
+    import torch
+
+    head = head_module_names(model)
+    plan = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name not in head:
+            out_features, in_features = module.weight.shape
+            rank = rank_for((out_features, in_features), config.keep)
+            if not config.only_if_smaller or rank * (out_features + in_features) < out_features * in_features:
+                plan[name] = rank
+    return plan
+
+
+def _swap(model, name: str, new_module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new_module)
+
+
+def factorize(model, ranks: dict[str, int]) -> None:
+    """Replace each named linear by its rank-``r`` SVD factors, in place."""
+    import torch
+
+    for name, rank in ranks.items():
+        linear = model.get_submodule(name)
+        first, second = svd_factors(linear.weight, rank)
+        new = factorized_linear(linear.in_features, linear.out_features, rank, linear.bias is not None)
+        with torch.no_grad():
+            new[0].weight.copy_(first)
+            new[1].weight.copy_(second)
+            if linear.bias is not None:
+                new[1].bias.copy_(linear.bias)
+        _swap(model, name, new)
+
+
+def _lowrank_module(artifact: Artifact):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
+    ranks = artifact.meta["ranks"]
+    for name, rank in ranks.items():
+        linear = model.get_submodule(name)
+        _swap(model, name, factorized_linear(linear.in_features, linear.out_features, rank, linear.bias is not None))
+    model.load_state_dict(load_file(str(artifact.file(LOWRANK_WEIGHTS))), strict=True)
+    return model.eval()
+
+
+def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: BuildContext) -> dict:
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    from compressors.training import count_parameters, train_classifier
+
+    model = load_torch_module(parent)
+    _, params_before = count_parameters(model)
+    ranks = plan_ranks(model, config)
+    factorize(model, ranks)
+    _, params_after = count_parameters(model)
+    meta = {
+        "ranks": ranks,
+        "rank_rule": f"ceil({config.keep} * min(out, in)), only where smaller: {config.only_if_smaller}",
+        "parameters_before": params_before,
+        "parameters_after": params_after,
+    }
+    if config.refinetune:
+        tokenizer = AutoTokenizer.from_pretrained(parent.path)
+        rest, _held = split_held_apart(load_sst2("train", ctx.data_dir))
+        report = train_classifier(
+            model,
+            tokenizer,
+            rest,
+            config.recipe,
+            progress=ctx.progress,
+            description=f"re-finetune lowrank-{round(config.keep * 100)}",
+        )
+        meta["training"] = report.to_dict()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / LOWRANK_WEIGHTS))
+    copy_side_files(parent.path, out)
+    return meta
+
+
+ARTIFACT_LOADERS.register(
+    "torch-lowrank", ArtifactLoader("torch", torch_module_predictor(_lowrank_module), _lowrank_module)
+)
+
+for _percent in (50, 25):
+    for _ft in (False, True):
+        register_technique(
+            Technique(
+                name=f"lowrank-{_percent}" + ("-ft" if _ft else ""),
+                summary=f"truncated SVD of encoder nn.Linear keeping {_percent}% of the rank"
+                + (", then re-finetune briefly" if _ft else ""),
+                config=LowRankConfig(keep=_percent / 100, refinetune=_ft),
+                consumes=TORCH_MODEL,
+                produces=TORCH_FINAL,
+                tasks=frozenset({TASK_CLASSIFICATION}),
+                devices=frozenset({"cpu", "cuda"}),
+                build=_build_lowrank,
+                artifact_kind="torch-lowrank",
+                weights=(LOWRANK_WEIGHTS,),
+                version_packages=("torch", "transformers", "safetensors"),
+                trains=_ft,
+            )
+        )

@@ -1,0 +1,152 @@
+"""torchao quantization: ``torchao-int8-dyn``, ``torchao-int8-wo`` and their ``-compiled`` variants.
+
+``torchao-int8-dyn``: ``Int8DynamicActivationInt8WeightConfig`` (int8 weights per output
+row, activations quantized per row at run time, int8 x int8 matmul through
+``torch._int_mm``); ``torchao-int8-wo``: ``Int8WeightOnlyConfig`` (int8 weights per row,
+dequantized into a float matmul). Applied to every encoder ``nn.Linear``; the task head
+stays float. The weights become torchao tensor subclasses (``Int8Tensor``); the artifact is
+their ``state_dict`` (``torch.save``, loadable with ``weights_only=True``), loaded into a
+model built from the config with ``assign=True``. ``safetensors`` and pickling the whole
+module both fail for these subclasses with torchao 0.18.
+
+``-compiled``: the same model through ``torch.compile`` (default mode, inductor, dynamic
+shapes left to dynamo: it specialises the first shape, then marks the sequence axis
+dynamic). Compilation happens in ``prepare`` (untimed) on the inputs about to be timed;
+its seconds are in ``placement()["torch_compile"]`` and go into ``extra_info``, never
+into latency. Eager int8 on CPU is slower than fp32 here; the compiled dynamic variant is
+where int8 kernels pay off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from compressors.cache import Artifact
+from compressors.config import Config, check_choice
+from compressors.context import BuildContext
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.quantization import head_module_names
+
+TORCHAO_WEIGHTS = "model_torchao.pt"
+TORCHAO_LIBS = ("torch", "transformers", "torchao")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchaoConfig(Config):
+    """A torchao int8 recipe.
+
+    Args:
+        scheme: ``int8-dynamic`` (int8 activations and weights) or ``int8-weight-only``.
+        compile: run through ``torch.compile``.
+    """
+
+    scheme: str = "int8-dynamic"
+    compile: bool = False
+
+    def validate(self) -> None:
+        check_choice(type(self).__name__, "scheme", self.scheme, {"int8-dynamic", "int8-weight-only"})
+
+
+def torchao_config(scheme: str):
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+
+    return Int8DynamicActivationInt8WeightConfig() if scheme == "int8-dynamic" else Int8WeightOnlyConfig()
+
+
+def apply_torchao(model, scheme: str) -> list[str]:
+    """Quantize the encoder linears of ``model`` in place; returns the names quantized."""
+    import torch
+    from torchao.quantization import quantize_
+
+    head = head_module_names(model)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in head]
+    selected = set(names)
+    quantize_(model, torchao_config(scheme), filter_fn=lambda module, fqn: fqn in selected)
+    return names
+
+
+def _build_torchao(parent: Artifact, out: Path, config: TorchaoConfig, ctx: BuildContext) -> dict:
+    import torch
+
+    model = load_torch_module(parent)
+    names = apply_torchao(model, config.scheme)
+    torch.save(model.state_dict(), out / TORCHAO_WEIGHTS)
+    copy_side_files(parent.path, out)
+    sample = model.get_submodule(names[0]).weight
+    return {"scheme": config.scheme, "compile": config.compile, "quantized_linear_modules": len(names),
+            "float_linear_modules": sorted(head_module_names(model)), "weight_tensor": type(sample).__name__}
+
+
+class CompiledTorchPredictor(TorchPredictor):
+    """A ``torch.compile``-d module; ``prepare`` compiles for the inputs' shape, untimed."""
+
+    def __init__(self, model, device: str, extra_placement: dict | None = None):
+        import torch
+
+        super().__init__(model, device, extra_placement)
+        self.model = torch.compile(model)
+        self.compile_seconds: dict[str, float] = {}
+
+    def prepare(self, encoded):
+        prepared = super().prepare(encoded)
+        shape = "x".join(str(d) for d in next(iter(prepared.values())).shape)
+        if shape not in self.compile_seconds:
+            start = time.perf_counter()
+            self.run(prepared)  # compiles (or reuses a graph that fits), never inside a timed region
+            self.compile_seconds[shape] = round(time.perf_counter() - start, 3)
+        return prepared
+
+    def placement(self) -> dict:
+        import torch
+
+        counters = torch._dynamo.utils.counters
+        return {**super().placement(), "torch_compile": {
+            "backend": "inductor", "first_call_seconds_by_shape": dict(self.compile_seconds),
+            "first_call_seconds_total": round(sum(self.compile_seconds.values()), 3),
+            "unique_graphs": int(counters["stats"]["unique_graphs"]),
+        }}
+
+
+def torchao_module(artifact: Artifact):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    # A real (CPU) model, not a meta-device one: assign=True then replaces its linears' weights
+    # by the saved Int8Tensors and keeps non-persistent buffers (a meta model gave NaN logits).
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
+    state = torch.load(artifact.file(TORCHAO_WEIGHTS), weights_only=True, mmap=True)
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval()
+
+
+def _load_torchao(artifact: Artifact, device: str) -> TorchPredictor:
+    model = torchao_module(artifact).to(device)
+    extra = {"torchao_scheme": artifact.meta["scheme"], "weight_tensor": artifact.meta.get("weight_tensor")}
+    if artifact.meta.get("compile"):
+        return CompiledTorchPredictor(model, device, extra)
+    return TorchPredictor(model, device, extra)
+
+
+ARTIFACT_LOADERS.register("torch-torchao", ArtifactLoader("torch", _load_torchao))
+
+for _name, _scheme in [("torchao-int8-dyn", "int8-dynamic"), ("torchao-int8-wo", "int8-weight-only")]:
+    for _compiled in (False, True):
+        register_technique(Technique(
+            name=_name + ("-compiled" if _compiled else ""),
+            summary=f"torchao {_scheme} quantization of encoder nn.Linear" + (", torch.compile (inductor)" if _compiled else ""),
+            config=TorchaoConfig(scheme=_scheme, compile=_compiled),
+            consumes=TORCH_MODEL,
+            produces=TORCH_FINAL,
+            tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+            devices=frozenset({"cpu", "cuda"}),
+            build=_build_torchao,
+            artifact_kind="torch-torchao",
+            weights=(TORCHAO_WEIGHTS,),
+            requires=("torchao",),
+            version_packages=TORCHAO_LIBS,
+            compiles=_compiled,
+        ))
