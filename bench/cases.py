@@ -39,6 +39,7 @@ CLASSIFICATION_TECHNIQUES = (
     "l1-30",
     "l1-40",
     "l1-50",
+    "l1-50-csr",
     "layerdrop-2",
     "layerdrop-2-noft",
     "lowrank-50",

@@ -117,7 +117,7 @@ ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dy
 
 register_technique(Technique(
     name="dynamic-int8",
-    summary="PyTorch dynamic quantization: int8 per-tensor weights, dynamic int8 activations, encoder nn.Linear only",
+    summary="PyTorch dynamic quantization: int8 per-channel weights, dynamic int8 activations, encoder nn.Linear only",
     config=DynamicInt8Config(),
     consumes=TORCH_MODEL,
     produces=TORCH_FINAL,

@@ -125,7 +125,10 @@ def torchao_module(artifact: Artifact):
 
 def _load_torchao(artifact: Artifact, device: str) -> TorchPredictor:
     model = torchao_module(artifact).to(device)
-    extra = {"torchao_scheme": artifact.meta["scheme"], "weight_tensor": artifact.meta.get("weight_tensor")}
+    scheme = artifact.meta["scheme"]
+    kernel = "torch._int_mm (int8 x int8, activations quantized per row)" if scheme == "int8-dynamic" else \
+        "int8 weights dequantized into a float matmul"
+    extra = {"torchao_scheme": scheme, "weight_tensor": artifact.meta.get("weight_tensor"), "kernel": kernel}
     if artifact.meta.get("compile"):
         return CompiledTorchPredictor(model, device, extra)
     return TorchPredictor(model, device, extra)

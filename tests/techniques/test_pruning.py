@@ -84,3 +84,15 @@ def test_pruned_model_chains_into_dynamic_int8(tiny_base, ctx, tiny_batch):
 def test_invalid_amount_is_named():
     with pytest.raises(ConfigError, match="amount=1.5"):
         L1PruneConfig(amount=1.5)
+
+
+def test_csr_variant_runs_sparse_kernel_with_same_logits(tiny_base, ctx, tiny_batch):
+    dense = load_predictor(build_chain(tiny_base, parse_chain("l1-50"), ctx, "tiny"))
+    artifact = build_chain(tiny_base, parse_chain("l1-50-csr"), ctx, "tiny")
+    csr = load_predictor(artifact)
+    query = csr.model.bert.encoder.layer[0].attention.self.query
+    assert type(query).__name__ == "CsrLinear" and query.weight.layout == torch.sparse_csr
+    assert csr.placement()["csr_linear_modules"] == 2 * 6
+    assert "torch.sparse.mm" in artifact.meta["sparse_kernel"]
+    np.testing.assert_allclose(csr.logits(csr.prepare(tiny_batch)), dense.logits(dense.prepare(tiny_batch)),
+                               rtol=1e-4, atol=1e-5)
