@@ -46,15 +46,17 @@ class LayerDropConfig(Config):
 
     Args:
         drop: number of encoder layers removed.
-        refinetune: re-finetune after removal with ``recipe``.
-        recipe: the re-finetune's sentence budget and schedule.
+        recipe: the re-finetune's sentence budget and schedule (None: no re-finetune).
         held_apart: size of the SST-2 train slice the sensitivity is measured on.
     """
 
     drop: int = 2
-    refinetune: bool = True
-    recipe: FineTuneRecipe = REFINETUNE_RECIPE
+    recipe: FineTuneRecipe | None = REFINETUNE_RECIPE
     held_apart: int = HELD_APART_SENTENCES
+
+    @property
+    def refinetune(self) -> bool:
+        return self.recipe is not None
 
     def validate(self) -> None:
         check_range(type(self).__name__, "drop", self.drop, 1)
@@ -196,7 +198,7 @@ def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: 
         "sensitivity_artifact": curve_artifact.key,
         "sensitivity": curve["layers"],
     }
-    if config.refinetune:
+    if config.recipe is not None:
         rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), config.held_apart)
         report = train_classifier(
             model,
@@ -218,7 +220,7 @@ def _layerdrop_family(match) -> Technique:
         name=match.group(0),
         summary=f"drop the {k} least sensitive encoder layers (sensitivity on held-apart SST-2 train)"
         + ("" if noft else ", then re-finetune briefly"),
-        config=LayerDropConfig(drop=k, refinetune=not noft),
+        config=LayerDropConfig(drop=k, recipe=None if noft else REFINETUNE_RECIPE),
         consumes=TORCH_MODEL,
         produces=TORCH_MODEL,
         tasks=frozenset({TASK_CLASSIFICATION}),

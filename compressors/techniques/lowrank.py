@@ -46,13 +46,16 @@ class LowRankConfig(Config):
     Args:
         keep: fraction of each matrix's full rank kept.
         only_if_smaller: skip matrices whose factorized form would not be smaller.
-        refinetune: re-finetune after factorizing, with ``recipe``.
+        recipe: re-finetune after factorizing with it (None: no re-finetune).
     """
 
     keep: float = 0.5
     only_if_smaller: bool = True
-    refinetune: bool = False
-    recipe: FineTuneRecipe = REFINETUNE_RECIPE
+    recipe: FineTuneRecipe | None = None
+
+    @property
+    def refinetune(self) -> bool:
+        return self.recipe is not None
 
     def validate(self) -> None:
         check_range(type(self).__name__, "keep", self.keep, 0.01, 1.0)
@@ -145,7 +148,7 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
         "parameters_before": params_before,
         "parameters_after": params_after,
     }
-    if config.refinetune:
+    if config.recipe is not None:
         tokenizer = AutoTokenizer.from_pretrained(parent.path)
         rest, _held = split_held_apart(load_sst2("train", ctx.data_dir))
         report = train_classifier(
@@ -173,7 +176,7 @@ for _percent in (50, 25):
                 name=f"lowrank-{_percent}" + ("-ft" if _ft else ""),
                 summary=f"truncated SVD of encoder nn.Linear keeping {_percent}% of the rank"
                 + (", then re-finetune briefly" if _ft else ""),
-                config=LowRankConfig(keep=_percent / 100, refinetune=_ft),
+                config=LowRankConfig(keep=_percent / 100, recipe=REFINETUNE_RECIPE if _ft else None),
                 consumes=TORCH_MODEL,
                 produces=TORCH_FINAL,
                 tasks=frozenset({TASK_CLASSIFICATION}),
