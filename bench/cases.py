@@ -46,6 +46,10 @@ CLASSIFICATION_TECHNIQUES = (
     "lowrank-25",
     "lowrank-50-ft",
     "lowrank-25-ft",
+    "lora",
+    "lora-unmerged",
+    "qlora",
+    "distill-l3",
     # chains: each stage built and cached in turn
     "layerdrop-2+dynamic-int8",
     "layerdrop-2+onnx-int8",

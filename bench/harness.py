@@ -9,6 +9,7 @@ and measure once. Nothing here is timed; the test times only ``predictor.run``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,7 @@ class BenchSession:
         def compute():
             base = self.base(case.model)
             with self.visible_output():
-                return build_chain(base, case.chain, self.ctx, case.model.name)
+                return build_chain(base, case.chain, dataclasses.replace(self.ctx, model=case.model), case.model.name)
 
         return self._once(("artifact", case.model.name, case.chain.name), compute)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from compressors.cache import ArtifactCache
 
@@ -20,6 +21,8 @@ class BuildContext:
             library's default, ``$HF_HUB_CACHE``).
         hf_local_only: never contact the hub, use only what the HF cache holds.
         progress: show progress bars while training or exporting.
+        model: the :class:`~compressors.models.ModelSpec` whose chain is being built, for
+            techniques that start from its pretrained encoder (LoRA); None outside a case.
     """
 
     cache: ArtifactCache = dataclasses.field(default_factory=ArtifactCache)
@@ -29,3 +32,4 @@ class BuildContext:
         default_factory=lambda: os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     )
     progress: bool = True
+    model: Any = None

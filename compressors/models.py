@@ -68,6 +68,9 @@ class ModelSpec:
         revision: pinned hub revision (None: ``main``).
         published_dev_accuracy: the SST-2 dev accuracy the model card states, in %.
         published_source: where that figure is stated.
+        pretrained: ``pretrained(spec, ctx) -> folder`` of the pretrained, not fine-tuned,
+            encoder the classifier was trained from (techniques that train from it: LoRA).
+        pretrained_repo_id: that encoder's hub repo id (hub models).
     """
 
     name: str
@@ -80,6 +83,8 @@ class ModelSpec:
     revision: str | None = None
     published_dev_accuracy: float | None = None
     published_source: str | None = None
+    pretrained: Callable[[ModelSpec, BuildContext], Path] | None = None
+    pretrained_repo_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -259,7 +264,17 @@ def _build_hub_classifier(spec: ModelSpec, ctx: BuildContext) -> Artifact:
     )
 
 
-def hub_classifier(name: str, repo_id: str, accuracy: float, source: str, description: str) -> ModelSpec:
+def _pretrained_hub(spec: ModelSpec, ctx: BuildContext) -> Path:
+    """The pretrained encoder of a hub classifier, through the same hub/cache path as the model."""
+    if not spec.pretrained_repo_id:
+        raise ModelUnavailable(f"{spec.name}: no pretrained encoder is recorded for it (pretrained_repo_id)")
+    encoder = dataclasses.replace(spec, name=f"{spec.name} (pretrained encoder)", repo_id=spec.pretrained_repo_id,
+                                  revision=None)
+    return resolve_hub_snapshot(encoder, ctx)
+
+
+def hub_classifier(name: str, repo_id: str, accuracy: float, source: str, description: str,
+                   pretrained_repo_id: str | None = None) -> ModelSpec:
     return ModelSpec(
         name=name,
         task=TASK_CLASSIFICATION,
@@ -270,6 +285,8 @@ def hub_classifier(name: str, repo_id: str, accuracy: float, source: str, descri
         repo_id=repo_id,
         published_dev_accuracy=accuracy,
         published_source=source,
+        pretrained=_pretrained_hub,
+        pretrained_repo_id=pretrained_repo_id,
     )
 
 
@@ -280,23 +297,28 @@ MODELS.register("minilm-sst2", ModelSpec(
     description="MiniLM-L6-H384 (22.7M params) fine-tuned by the suite on SST-2 train",
     build_base=_build_minilm,
     check_available=_check_minilm,
+    pretrained=lambda spec, ctx: _minilm_base_dir(),
 ))
 # Published accuracies are what each model card states for the GLUE SST-2 validation split.
 MODELS.register("distilbert-sst2", hub_classifier(
     "distilbert-sst2", "distilbert/distilbert-base-uncased-finetuned-sst-2-english", 91.3,
-    "model card: 'reaches an accuracy of 91.3 on the dev set'", "DistilBERT-base-uncased (66M) fine-tuned on SST-2"))
+    "model card: 'reaches an accuracy of 91.3 on the dev set'", "DistilBERT-base-uncased (66M) fine-tuned on SST-2",
+    "distilbert/distilbert-base-uncased"))
 MODELS.register("bert-base-sst2", hub_classifier(
     "bert-base-sst2", "gchhablani/bert-base-cased-finetuned-sst2", 92.32,
-    "model card metadata: accuracy 0.9232 on glue sst2 validation", "BERT-base-cased (110M) fine-tuned on SST-2"))
+    "model card metadata: accuracy 0.9232 on glue sst2 validation", "BERT-base-cased (110M) fine-tuned on SST-2",
+    "google-bert/bert-base-cased"))
 MODELS.register("bert-large-sst2", hub_classifier(
     "bert-large-sst2", "TehranNLP-org/bert-large-sst2", 92.55,
     "model card metadata: accuracy 0.9255 on glue sst2 validation", "BERT-large-uncased (335M) fine-tuned on SST-2"))
 MODELS.register("albert-base-sst2", hub_classifier(
     "albert-base-sst2", "textattack/albert-base-v2-SST-2", 92.55,
-    "model card: best eval-set accuracy 0.9254587 after 2 epochs", "ALBERT-base-v2 (12M) fine-tuned on SST-2"))
+    "model card: best eval-set accuracy 0.9254587 after 2 epochs", "ALBERT-base-v2 (12M) fine-tuned on SST-2",
+    "albert/albert-base-v2"))
 MODELS.register("roberta-base-sst2", hub_classifier(
     "roberta-base-sst2", "JeremiahZ/roberta-base-sst2", 93.58,
-    "model card metadata: accuracy 0.9358 on glue sst2 validation", "RoBERTa-base (125M) fine-tuned on SST-2"))
+    "model card metadata: accuracy 0.9358 on glue sst2 validation", "RoBERTa-base (125M) fine-tuned on SST-2",
+    "FacebookAI/roberta-base"))
 
 
 def get_model(name: str) -> ModelSpec:

@@ -95,9 +95,15 @@ class TrainingReport:
     final_loss: float
     trainable_parameters: int
     total_parameters: int
+    peak_rss_bytes: int | None = None
+    peak_vram_bytes: int | None = None
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_parameters / self.total_parameters if self.total_parameters else 0.0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "trainable_share": round(self.trainable_share, 6)}
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -159,6 +165,12 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     loss_fn = loss_fn or (lambda logits, y, _idx: torch.nn.functional.cross_entropy(logits, y))
 
+    from compressors.probe import _status_bytes, reset_peak_rss
+
+    hwm_reset = reset_peak_rss()  # peak RSS *while training*, not of whatever ran before
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     model.train()
     start = time.perf_counter()
     running = float("nan")
@@ -189,4 +201,6 @@ def train_classifier(
         final_loss=running,
         trainable_parameters=trainable,
         total_parameters=total,
+        peak_rss_bytes=_status_bytes("VmHWM") if hwm_reset else None,
+        peak_vram_bytes=int(torch.cuda.max_memory_allocated()) if on_cuda else None,
     )

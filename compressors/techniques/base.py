@@ -28,7 +28,8 @@ from compressors.registry import Registry
 TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be compressed further
 TORCH_FINAL = "torch-final"  # a PyTorch model no further stage can take (quantized, low-rank factorized)
 ONNX_GRAPH = "onnx"
-FLOWS = {TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a final PyTorch model (quantized or restructured)", ONNX_GRAPH: "an ONNX graph"}
+PEFT_ADAPTER = "peft"  # a float base + LoRA adapters, unmerged
+FLOWS = {PEFT_ADAPTER: "a base model with unmerged LoRA adapters", TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a final PyTorch model (quantized or restructured)", ONNX_GRAPH: "an ONNX graph"}
 
 DEVICES = ("cpu", "cuda")
 
@@ -58,6 +59,8 @@ class Technique:
         version_packages: distributions whose versions go into the cache key.
         trains: building it trains (minutes on a cold cache: its cases get the ``slow`` marker).
         compiles: loading it compiles (``torch.compile``: minutes per process, also ``slow``).
+        starts_from_pretrained: it trains from the model's pretrained encoder, not from its
+            parent's weights (LoRA), so it can only be a chain's first stage.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Technique:
     version_packages: tuple[str, ...] = ("torch", "transformers")
     trains: bool = False
     compiles: bool = False
+    starts_from_pretrained: bool = False
 
     def __post_init__(self) -> None:
         for flow in (self.consumes, self.produces):
@@ -180,7 +184,12 @@ def parse_chain(name: str) -> Chain:
         add(stage)
     flow = TORCH_MODEL
     previous = None
-    for stage in expanded:
+    for position, stage in enumerate(expanded):
+        if stage.starts_from_pretrained and position:
+            raise ChainError(
+                f"invalid chain {name!r}: {stage.name!r} trains from the pretrained encoder, so it must come first "
+                f"(it would ignore what {previous.name!r} did)"
+            )
         if stage.consumes != flow:
             after = f"after {previous.name!r}, which produces {FLOWS[flow]}" if previous else "as the first stage"
             raise ChainError(
