@@ -257,7 +257,7 @@ def radar_axes(group: list[Entry], batch: int) -> dict[str, list[float | None]]:
         if not present:
             return [None] * len(values)
         lo, hi = min(present), max(present)
-        return [None if v is None else 1.0 if hi == lo else RADAR_ALPHA + (1 - RADAR_ALPHA) * (hi - v) / (hi - lo)
+        return [None if v is None else 1.0 if hi == lo else min(1.0, RADAR_ALPHA + (1 - RADAR_ALPHA) * (hi - v) / (hi - lo))
                 for v in values]
 
     accuracy = []
