@@ -18,6 +18,9 @@ from compressors.cache import library_versions
 
 TIER_MARKERS = ("cpu", "t4", "legacy_gpu")
 
+# --benchmark-compare also checks accuracy, perplexity, size and memory (options --compare-*).
+pytest_plugins = ["reports.pytest_plugin"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Selection:

@@ -2,6 +2,8 @@
 
 import pytest
 
+from reports.runs import latency_summary
+
 
 def test_classification(classification_case, bench_session, benchmark, record_property):
     case = classification_case
@@ -14,6 +16,8 @@ def test_classification(classification_case, bench_session, benchmark, record_pr
     benchmark.extra_info["timed_placement"] = predictor.placement()  # the timed process (compile time included)
     benchmark.group = f"{case.model.name}-{case.tier}-bs{case.batch_size}"
     benchmark(predictor.run, inputs)
+    if benchmark.stats:  # None when timing is off (xdist, --benchmark-disable)
+        benchmark.extra_info["latency_s"] = latency_summary(benchmark.stats.stats.data)  # p50/p90/p99 per round
 
     record_property("compressbench", {**results, "median_s": benchmark.stats.stats.median if benchmark.stats else None})
     failed = [str(v) for v in verdicts if not v.ok]

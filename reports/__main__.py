@@ -1,33 +1,135 @@
-"""``python -m reports table [RUN] [--storage DIR]``: the results table of a saved run."""
+"""The reports command line.
+
+``python -m reports table [RUN]``: the results table of a saved run.
+``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
+``python -m reports compare A B``: every metric side by side; exit 1 when a configuration regressed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from reports.runs import DEFAULT_STORAGE, LEGEND, find_run, format_table, rows_from_run
+from reports.runs import DEFAULT_STORAGE, LEGEND, SkippedRunWarning, find_run, find_runs, format_table, rows_from_run
+
+RUN_HELP = "run number (0001), save name (run1) or JSON path"
 
 
-def main(argv=None) -> int:
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: need three comma-separated numbers wA,wCR,wIS") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    from reports.build import BuildOptions
+    from reports.compare import Thresholds
+
     parser = argparse.ArgumentParser(prog="python -m reports")
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="print the results table of a saved run (default: the latest)")
-    table.add_argument("run", nargs="?", help="run number (0001), save name (run1) or JSON path")
+    table.add_argument("run", nargs="?", help=RUN_HELP)
     table.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
-    args = parser.parse_args(argv)
-    try:
-        path = find_run(args.run, args.storage)
-        rows = rows_from_run(path)
-    except (CompressbenchError, ValueError, OSError) as exc:
-        print(f"reports: {exc}", file=sys.stderr)
-        return 2
+
+    build = sub.add_parser("build", help="HTML report + Markdown summary of saved runs")
+    build.add_argument("runs", nargs="*", metavar="RUN", help=RUN_HELP + "; default: the latest of each machine")
+    build.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    build.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: reports/out/<run names>/)")
+    build.add_argument("--force", action="store_true", help="overwrite a report already in --out")
+    defaults = BuildOptions()
+    build.add_argument("--weights", type=_weights, default=defaults.weights, metavar="wA,wCR,wIS",
+                       help="weighted-score weights: accuracy, compression ratio, inference speedup "
+                            f"(default {','.join(f'{w:g}' for w in defaults.weights)})")
+    build.add_argument("--max-drop", type=float, default=defaults.max_drop,
+                       help=f"accuracy-drop limit (pp) of the recommendation (default {defaults.max_drop:g})")
+    build.add_argument("--score-batch", type=int, default=defaults.score_batch,
+                       help=f"batch size of the latency in score, Pareto, radar, recommendation "
+                            f"(default {defaults.score_batch})")
+
+    compare = sub.add_parser("compare", help="every metric of two runs side by side; exit 1 on a regression")
+    compare.add_argument("before", metavar="A", help=RUN_HELP)
+    compare.add_argument("after", metavar="B", help=RUN_HELP)
+    compare.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    t = Thresholds()
+    compare.add_argument("--compare-accuracy-pp", type=float, default=t.accuracy_pp,
+                         help=f"regression: accuracy falls by more than this many pp (default {t.accuracy_pp:g})")
+    compare.add_argument("--compare-perplexity-pct", type=float, default=t.perplexity_pct,
+                         help=f"regression: perplexity rises by more than this %% (default {t.perplexity_pct:g})")
+    compare.add_argument("--compare-size-pct", type=float, default=t.size_pct,
+                         help=f"regression: size rises by more than this %% (default {t.size_pct:g})")
+    compare.add_argument("--compare-memory-pct", type=float, default=t.memory_pct,
+                         help=f"regression: peak memory rises by more than this %% (default {t.memory_pct:g})")
+    compare.add_argument("--compare-latency-pct", type=float, default=t.latency_pct,
+                         help=f"regression: latency median rises by more than this %% (default {t.latency_pct:g})")
+    return parser
+
+
+def _table(args) -> int:
+    path = find_run(args.run, args.storage)
+    rows = rows_from_run(path)
     print(f"{path}")
     for line in format_table(rows):
         print(line)
     print(LEGEND)
     return 0
+
+
+def _build(args) -> int:
+    from reports.build import BuildOptions, default_out, write_report
+    from reports.runs import load_runs
+
+    options = BuildOptions(weights=args.weights, max_drop=args.max_drop, score_batch=args.score_batch)
+    runs = load_runs(find_runs(args.runs, args.storage))
+    page, summary = write_report(runs, args.out or default_out(runs), options, force=args.force,
+                                 storage=args.storage)
+    print(f"runs: {', '.join(str(r.path) for r in runs)}")
+    print(f"Markdown summary: {summary}")
+    print(f"HTML report: {page}")
+    return 0
+
+
+def _compare(args) -> int:
+    from reports.compare import Thresholds, compare_runs, format_comparison
+    from reports.runs import load_run
+
+    thresholds = Thresholds(accuracy_pp=args.compare_accuracy_pp, perplexity_pct=args.compare_perplexity_pct,
+                            size_pct=args.compare_size_pct, memory_pct=args.compare_memory_pct,
+                            latency_pct=args.compare_latency_pct)
+    before = load_run(find_run(args.before, args.storage))
+    after = load_run(find_run(args.after, args.storage))
+    comparison = compare_runs(before, after, thresholds)
+    if comparison.machine_warning:
+        print(f"reports: warning: {comparison.machine_warning}", file=sys.stderr)
+    print(f"A = {before.path}\nB = {after.path}")
+    for line in format_comparison(comparison):
+        print(line)
+    return 1 if comparison.regressions else 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"table": _table, "build": _build, "compare": _compare}[args.command]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedRunWarning)
+        try:
+            code = command(args)
+        except (CompressbenchError, ValueError, OSError) as exc:
+            code, error = 2, exc
+        else:
+            error = None
+    for warning in caught:
+        if issubclass(warning.category, SkippedRunWarning):
+            print(f"reports: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if error is not None:
+        print(f"reports: {error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

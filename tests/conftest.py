@@ -77,3 +77,23 @@ def tiny_batch(tiny_base):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base.path)
     return encode_sentences(tokenizer, SENTENCES, batch_size=len(SENTENCES))[0]
+
+
+@pytest.fixture(scope="session")
+def saved_runs(tmp_path_factory):
+    """A storage folder of runs saved by pytest-benchmark from a fake suite (see tests/reports_fixtures.py).
+
+    0001_base: fp32, onnx-int8, layerdrop-2 at bs1 and bs32. 0002_worse: onnx-int8 lost 1 pp and
+    grew 10%, layerdrop-2 gone, bf16 new, fp32 bs1 without its memory figure. 0003_other: base on another machine.
+    """
+    from tests.reports_fixtures import base_cases, case, save_run, write_fake_suite
+
+    root = tmp_path_factory.mktemp("saved")
+    folder, storage = write_fake_suite(root / "suite"), root / "storage"
+    save_run(folder, storage, "base", base_cases())
+    worse = [case("fp32", 1, peak_memory_bytes=None), case("fp32", 32)]
+    worse += [case("onnx-int8", b, accuracy_pct=89.0, size_bytes=int(1.1 * 2**20)) for b in (1, 32)]
+    worse += [case("bf16", b) for b in (1, 32)]
+    save_run(folder, storage, "worse", worse)
+    save_run(folder, storage, "other", base_cases(), node="another-machine")
+    return storage

@@ -76,7 +76,8 @@ def test_saved_runs_are_numbered_never_overwritten(tmp_path):
     assert [name[:4] for name in saved] == ["0001", "0002"] and all(name.endswith("_run1.json") for name in saved)
 
 
-def test_compressbench_errors_are_reported_without_traceback(pytester):
+def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the conftest's plugins from this checkout, not an installed copy
     pytester.makeconftest((ROOT / "conftest.py").read_text())
     pytester.makepyfile(test_raises="""
         from compressors.data import DataError

@@ -1,0 +1,196 @@
+"""Every metric of two runs side by side, and the regression rule shared with ``--benchmark-compare``.
+
+A configuration is matched across runs by its id (``model-technique-tier-bsN``). A metric
+regressed when it moved the wrong way by more than its threshold:
+
+| metric | threshold (default) |
+| --- | --- |
+| accuracy | falls by more than 0.5 pp (absolute) |
+| perplexity | rises by more than 2% |
+| size | rises by more than 5% |
+| memory (peak) | rises by more than 10% |
+| latency median | rises by more than 10% (``reports compare`` only: inside pytest, ``--benchmark-compare-fail`` owns timings) |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from compressors import CompressbenchError
+from reports.runs import Run, benchmark_rows
+
+
+class BadThreshold(CompressbenchError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """How far a metric may move the wrong way before it is a regression.
+
+    accuracy_pp: allowed accuracy fall, percentage points. The others are allowed rises in
+    percent of the earlier value: perplexity_pct, size_pct, memory_pct, latency_pct.
+    """
+
+    accuracy_pp: float = 0.5
+    perplexity_pct: float = 2.0
+    size_pct: float = 5.0
+    memory_pct: float = 10.0
+    latency_pct: float = 10.0
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise BadThreshold(f"threshold {field.name}={value!r}: must be a number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    name: str
+    key: str  # row key (see reports.runs.benchmark_rows)
+    threshold: str  # Thresholds field
+    higher_is_better: bool
+    absolute: bool  # threshold in the metric's own unit (pp) rather than percent
+    show: Callable[[float], str]
+    timing: bool = False
+
+
+def _mb(value: float) -> str:
+    return f"{value / 2**20:.2f} MB"
+
+
+METRICS = (
+    Metric("latency median", "median_s", "latency_pct", False, False, lambda v: f"{v * 1e3:.3f} ms", timing=True),
+    Metric("accuracy", "accuracy_pct", "accuracy_pp", True, True, lambda v: f"{v:.2f}%"),
+    Metric("perplexity", "perplexity", "perplexity_pct", False, False, lambda v: f"{v:.3f}"),
+    Metric("size", "size_bytes", "size_pct", False, False, _mb),
+    Metric("memory", "peak_memory_bytes", "memory_pct", False, False, _mb),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    config: str
+    metric: Metric
+    before: float | None
+    after: float | None
+    regressed: bool
+    limit: float
+
+    @property
+    def delta(self) -> str:
+        if self.before is None or self.after is None:
+            return "n/a"
+        if self.metric.absolute:
+            return f"{self.after - self.before:+.2f} pp"
+        if self.before == 0:
+            return "n/a"
+        return f"{(self.after - self.before) / self.before * 100:+.1f}%"
+
+    @property
+    def limit_text(self) -> str:
+        if self.metric.absolute:
+            return f"-{self.limit:g} pp" if self.metric.higher_is_better else f"+{self.limit:g} pp"
+        return f"+{self.limit:g}%"
+
+    def describe(self) -> str:
+        show = self.metric.show
+        return (f"{self.metric.name} {show(self.before)} -> {show(self.after)} ({self.delta}, "
+                f"threshold {self.limit_text})")
+
+
+def metric_changes(config: str, before: dict, after: dict, thresholds: Thresholds, timing: bool = True) -> list[Change]:
+    """Each metric present in ``before`` or ``after``, with whether it regressed beyond ``thresholds``."""
+    changes = []
+    for metric in METRICS:
+        if metric.timing and not timing:
+            continue
+        old, new = before.get(metric.key), after.get(metric.key)
+        if old is None and new is None:
+            continue
+        limit = getattr(thresholds, metric.threshold)
+        regressed = False
+        if old is not None and new is not None:
+            if metric.absolute:
+                moved = (old - new) if metric.higher_is_better else (new - old)
+            elif old == 0:
+                moved = 0.0
+            else:
+                moved = ((old - new) if metric.higher_is_better else (new - old)) / old * 100
+            regressed = moved > limit + 1e-9
+        changes.append(Change(config, metric, old, new, regressed, limit))
+    return changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    before: Run
+    after: Run
+    changes: list[Change]
+    only_before: list[str]
+    only_after: list[str]
+    machine_warning: str | None
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.regressed]
+
+
+MACHINE_KEYS = (("node",), ("machine",), ("cpu", "brand_raw"), ("cpu", "count"), ("compressbench", "hardware"))
+
+
+def _machine_summary(run: Run) -> dict:
+    summary = {}
+    for path in MACHINE_KEYS:
+        value = run.machine
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        summary[".".join(path)] = value
+    return summary
+
+
+def machine_difference(a: Run, b: Run) -> str | None:
+    """A warning when the two runs were measured on different machines (timings not comparable), else None."""
+    sa, sb = _machine_summary(a), _machine_summary(b)
+    differ = [f"{k}: {sa[k]!r} vs {sb[k]!r}" for k in sa if sa[k] != sb[k]]
+    if not differ:
+        return None
+    return (f"{a.label} and {b.label} come from different machines ({'; '.join(differ)}): "
+            "timings are not comparable; compared anyway")
+
+
+def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds()) -> Comparison:
+    rows_a = {r["id"]: r for r in benchmark_rows(before)}
+    rows_b = {r["id"]: r for r in benchmark_rows(after)}
+    changes = []
+    for config in sorted(rows_a.keys() & rows_b.keys()):
+        changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds))
+    return Comparison(before, after, changes, sorted(rows_a.keys() - rows_b.keys()),
+                      sorted(rows_b.keys() - rows_a.keys()), machine_difference(before, after))
+
+
+def format_comparison(comparison: Comparison) -> list[str]:
+    a, b = comparison.before.label, comparison.after.label
+    width = max([len("configuration"), *(len(c.config) for c in comparison.changes)])
+    lines = [f"{'configuration':<{width}}  {'metric':<15} {a:>16} {b:>16} {'delta':>10}  verdict"]
+    last = None
+    for change in comparison.changes:
+        show = change.metric.show
+        before = "n/a" if change.before is None else show(change.before)
+        after = "n/a" if change.after is None else show(change.after)
+        verdict = f"REGRESSED (threshold {change.limit_text})" if change.regressed else ""
+        config = change.config if change.config != last else ""
+        last = change.config
+        lines.append(f"{config:<{width}}  {change.metric.name:<15} {before:>16} {after:>16} {change.delta:>10}  {verdict}")
+    for label, configs in ((a, comparison.only_before), (b, comparison.only_after)):
+        if configs:
+            lines.append(f"only in {label} ({len(configs)}): {', '.join(configs)}")
+    regressions = comparison.regressions
+    if regressions:
+        lines.append(f"{len(regressions)} regression(s) in {len({c.config for c in regressions})} configuration(s):")
+        lines.extend(f"  {c.config}: {c.describe()}" for c in regressions)
+    else:
+        lines.append("no regressions beyond the thresholds")
+    return lines

@@ -1,0 +1,89 @@
+"""``python -m reports compare`` and the every-metric checks of ``pytest --benchmark-compare``."""
+
+import shutil
+
+import pytest
+
+from reports.__main__ import main
+from reports.compare import BadThreshold, Thresholds, compare_runs, metric_changes
+from reports.runs import find_run, load_run
+from tests.reports_fixtures import base_cases, case, run_fake_suite, write_fake_suite
+
+
+def test_regressions_fail_with_numbers_and_one_sided_configs_are_listed(saved_runs, capsys):
+    assert main(["compare", "0001", "0002", "--storage", str(saved_runs)]) == 1
+    out = capsys.readouterr().out
+    assert "tiny-onnx-int8-cpu-bs32: accuracy 90.00% -> 89.00% (-1.00 pp, threshold -0.5 pp)" in out
+    assert "tiny-onnx-int8-cpu-bs1: size 1.00 MB -> 1.10 MB (+10.0%, threshold +5%)" in out
+    assert "only in 0001_base (2): tiny-layerdrop-2-cpu-bs1, tiny-layerdrop-2-cpu-bs32" in out
+    assert "only in 0002_worse (2): tiny-bf16-cpu-bs1" in out
+    # fp32 bs1 has no memory in 0002: shown as n/a, not an error
+    assert any("memory" in line and "n/a" in line for line in out.splitlines())
+
+
+def test_thresholds_are_options(saved_runs, capsys):
+    args = ["compare", "0001", "0002", "--storage", str(saved_runs), "--compare-accuracy-pp", "2",
+            "--compare-size-pct", "20", "--compare-latency-pct", "1000000"]
+    assert main(args) == 0
+    assert "no regressions beyond the thresholds" in capsys.readouterr().out
+    assert main(["compare", "0001", "0002", "--storage", str(saved_runs), "--compare-size-pct", "-1"]) == 2
+    assert "size_pct=-1.0: must be a number >= 0" in capsys.readouterr().err
+
+
+def test_different_machines_warn_and_still_compare(saved_runs, capsys):
+    code = main(["compare", "0001", "0003", "--storage", str(saved_runs), "--compare-latency-pct", "1000000"])
+    captured = capsys.readouterr()
+    assert code == 0 and "different machines" in captured.err and "another-machine" in captured.err
+    assert "tiny-fp32-cpu-bs32" in captured.out
+
+
+def test_latency_perplexity_and_missing_metrics():
+    before = {"median_s": 0.010, "perplexity": 20.0, "accuracy_pct": None, "size_bytes": 100}
+    after = {"median_s": 0.0115, "perplexity": 20.5, "size_bytes": None}
+    changes = {c.metric.name: c for c in metric_changes("x", before, after, Thresholds())}
+    assert changes["latency median"].regressed and changes["perplexity"].regressed  # +15%, +2.5%
+    assert not changes["size"].regressed and changes["size"].delta == "n/a"
+    assert "accuracy" not in changes and "memory" not in changes
+    assert not metric_changes("x", before, after, Thresholds(latency_pct=20, perplexity_pct=3))[0].regressed
+    with pytest.raises(BadThreshold, match="accuracy_pp"):
+        Thresholds(accuracy_pp=-1)
+
+
+def test_missing_run_and_corrupt_run_are_named(saved_runs, tmp_path, capsys):
+    assert main(["compare", "0001", "0042", "--storage", str(saved_runs)]) == 2
+    assert "no saved run '0042'" in capsys.readouterr().err
+    storage = tmp_path / "storage"
+    shutil.copytree(saved_runs, storage)
+    bad = find_run("0002", storage)
+    bad.write_text('{"benchmarks": [')
+    assert main(["compare", "0001", "0002", "--storage", str(storage)]) == 2
+    assert f"{bad}: not a readable pytest-benchmark JSON file" in capsys.readouterr().err
+
+
+def test_compare_runs_matches_by_configuration(saved_runs):
+    comparison = compare_runs(load_run(find_run("0001", saved_runs)), load_run(find_run("0003", saved_runs)))
+    assert not comparison.only_before and not comparison.only_after
+    assert {c.config for c in comparison.changes} == {f"tiny-{t}-cpu-bs{b}" for t in ("fp32", "onnx-int8", "layerdrop-2")
+                                                      for b in (1, 32)}
+
+
+def test_benchmark_compare_fails_the_regressed_configuration(saved_runs, tmp_path):
+    """Inside pytest: --benchmark-compare loads the run; non-timing regressions fail that test with the numbers."""
+    storage = tmp_path / "storage"
+    shutil.copytree(saved_runs, storage)
+    folder = write_fake_suite(tmp_path / "suite")
+    worse = base_cases()[:2] + [case("onnx-int8", b, accuracy_pct=89.0) for b in (1, 32)]
+    worse += [case("layerdrop-2", 32, peak_memory_bytes=120 * 2**20), case("bf16", 1)]
+    out = run_fake_suite(folder, storage, worse, "-p", "reports.pytest_plugin", "--benchmark-compare=0001")
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "3 failed, 3 passed" in text
+    assert "tiny-onnx-int8-cpu-bs32 regressed against" in text and "accuracy 90.00% -> 89.00% (-1.00 pp" in text
+    assert "memory 100.00 MB -> 120.00 MB (+20.0%, threshold +10%)" in text
+    # thresholds are options; without --benchmark-compare nothing is checked
+    out = run_fake_suite(folder, storage, worse, "-p", "reports.pytest_plugin", "--benchmark-compare=0001",
+                         "--compare-accuracy-pp=2", "--compare-memory-pct=25")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_fake_suite(folder, storage, worse, "-p", "reports.pytest_plugin")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not list(storage.glob("*/0004_*"))  # nothing was saved by comparing
