@@ -106,10 +106,23 @@ class TrainingReport:
         return {**dataclasses.asdict(self), "trainable_share": round(self.trainable_share, 6)}
 
 
+def _logical_numel(param) -> int:
+    """Weights a parameter stands for: a bitsandbytes 4-bit parameter packs two per byte
+    (its ``quant_state.shape`` is the unpacked shape)."""
+    state = getattr(param, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        return count
+    return param.numel()
+
+
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts (4-bit packed weights counted unpacked)."""
+    trainable = sum(_logical_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_logical_numel(p) for p in model.parameters())
     return trainable, total
 
 

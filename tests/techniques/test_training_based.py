@@ -136,8 +136,12 @@ def test_qlora_base_is_4bit_packed_adapters_float(tmp_path, ctx, monkeypatch, ti
     heads = {"bert": ["classifier"], "distilbert": ["classifier", "pre_classifier"]}[kind]
     assert artifact.meta["float_linear_modules"] == heads
     model = load_predictor(artifact).model
-    packed = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    packed = [m for m in model.modules()
+              if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")]
     assert packed and all(m.weight.dtype == torch.uint8 for m in packed)
+    packed_module = packed[0]
+    assert count_parameters(packed_module)[1] == packed_module.in_features * packed_module.out_features + (
+        packed_module.bias.numel() if packed_module.bias is not None else 0)  # 4-bit weights counted unpacked
     lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
     predictor = load_predictor(artifact)
