@@ -29,7 +29,12 @@ TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be
 TORCH_FINAL = "torch-final"  # a PyTorch model no further stage can take (quantized, low-rank factorized)
 ONNX_GRAPH = "onnx"
 PEFT_ADAPTER = "peft"  # a float base + LoRA adapters, unmerged
-FLOWS = {PEFT_ADAPTER: "a base model with unmerged LoRA adapters", TORCH_MODEL: "a float PyTorch model", TORCH_FINAL: "a final PyTorch model (quantized or restructured)", ONNX_GRAPH: "an ONNX graph"}
+FLOWS = {
+    TORCH_MODEL: "a float PyTorch model",
+    TORCH_FINAL: "a final PyTorch model (quantized or restructured)",
+    ONNX_GRAPH: "an ONNX graph",
+    PEFT_ADAPTER: "a base model with unmerged LoRA adapters",
+}
 
 DEVICES = ("cpu", "cuda")
 
@@ -135,10 +140,6 @@ class Chain:
     def devices(self) -> frozenset[str]:
         # The last stage decides where the result runs; every stage must allow it.
         return frozenset.intersection(*(s.devices for s in self.build_stages))
-
-    @property
-    def trains(self) -> bool:
-        return any(s.trains for s in self.build_stages)
 
     @property
     def slow(self) -> bool:
