@@ -27,7 +27,7 @@ def _weights(text: str) -> tuple[float, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     from reports.build import BuildOptions
-    from reports.compare import Thresholds
+    from reports.compare import add_threshold_options
 
     parser = argparse.ArgumentParser(prog="python -m reports")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,17 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("before", metavar="A", help=RUN_HELP)
     compare.add_argument("after", metavar="B", help=RUN_HELP)
     compare.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
-    t = Thresholds()
-    compare.add_argument("--compare-accuracy-pp", type=float, default=t.accuracy_pp,
-                         help=f"regression: accuracy falls by more than this many pp (default {t.accuracy_pp:g})")
-    compare.add_argument("--compare-perplexity-pct", type=float, default=t.perplexity_pct,
-                         help=f"regression: perplexity rises by more than this %% (default {t.perplexity_pct:g})")
-    compare.add_argument("--compare-size-pct", type=float, default=t.size_pct,
-                         help=f"regression: size rises by more than this %% (default {t.size_pct:g})")
-    compare.add_argument("--compare-memory-pct", type=float, default=t.memory_pct,
-                         help=f"regression: peak memory rises by more than this %% (default {t.memory_pct:g})")
-    compare.add_argument("--compare-latency-pct", type=float, default=t.latency_pct,
-                         help=f"regression: latency median rises by more than this %% (default {t.latency_pct:g})")
+    add_threshold_options(compare.add_argument)
     return parser
 
 
@@ -94,12 +84,10 @@ def _build(args) -> int:
 
 
 def _compare(args) -> int:
-    from reports.compare import Thresholds, compare_runs, format_comparison
+    from reports.compare import compare_runs, format_comparison, thresholds_from_options
     from reports.runs import load_run
 
-    thresholds = Thresholds(accuracy_pp=args.compare_accuracy_pp, perplexity_pct=args.compare_perplexity_pct,
-                            size_pct=args.compare_size_pct, memory_pct=args.compare_memory_pct,
-                            latency_pct=args.compare_latency_pct)
+    thresholds = thresholds_from_options(lambda field: getattr(args, f"compare_{field}"))
     before = load_run(find_run(args.before, args.storage))
     after = load_run(find_run(args.after, args.storage))
     comparison = compare_runs(before, after, thresholds)

@@ -46,6 +46,33 @@ class Thresholds:
                 raise BadThreshold(f"threshold {field.name}={value!r}: must be a number >= 0")
 
 
+# (option, Thresholds field, what a regression is): shared by `python -m reports compare` and
+# the pytest plugin, which both expose them as --compare-* options.
+THRESHOLD_OPTIONS = (
+    ("--compare-accuracy-pp", "accuracy_pp", "accuracy falls by more than this many pp"),
+    ("--compare-perplexity-pct", "perplexity_pct", "perplexity rises by more than this %%"),
+    ("--compare-size-pct", "size_pct", "artifact size rises by more than this %%"),
+    ("--compare-memory-pct", "memory_pct", "peak memory rises by more than this %%"),
+    ("--compare-latency-pct", "latency_pct", "latency median rises by more than this %%"),
+)
+
+
+def add_threshold_options(add, fields=None) -> None:
+    """Declare the --compare-* options through ``add`` (argparse's ``add_argument`` or pytest's
+    ``addoption``), all of them or only those for ``fields``."""
+    defaults = Thresholds()
+    for flag, field, regression in THRESHOLD_OPTIONS:
+        if fields is None or field in fields:
+            default = getattr(defaults, field)
+            add(flag, type=float, default=default, help=f"regression: {regression} (default {default:g})")
+
+
+def thresholds_from_options(get, fields=None) -> Thresholds:
+    """A :class:`Thresholds` from option values; ``get(field)`` returns one (others keep their default)."""
+    return Thresholds(**{field: get(field) for _flag, field, _ in THRESHOLD_OPTIONS
+                         if fields is None or field in fields})
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
     name: str

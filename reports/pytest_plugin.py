@@ -12,29 +12,20 @@ from __future__ import annotations
 
 import pytest
 
-from reports.compare import Thresholds, metric_changes
+from reports.compare import Thresholds, add_threshold_options, metric_changes, thresholds_from_options
 from reports.runs import config_id
 
-DEFAULTS = Thresholds()
+# Timings are pytest-benchmark's own (--benchmark-compare-fail); these are the other metrics.
+CHECKED = ("accuracy_pp", "perplexity_pct", "size_pct", "memory_pct")
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("compressbench comparison (with --benchmark-compare)")
-    group.addoption("--compare-accuracy-pp", type=float, default=DEFAULTS.accuracy_pp,
-                    help=f"fail when accuracy falls by more than this many pp (default {DEFAULTS.accuracy_pp})")
-    group.addoption("--compare-perplexity-pct", type=float, default=DEFAULTS.perplexity_pct,
-                    help=f"fail when perplexity rises by more than this %% (default {DEFAULTS.perplexity_pct})")
-    group.addoption("--compare-size-pct", type=float, default=DEFAULTS.size_pct,
-                    help=f"fail when artifact size rises by more than this %% (default {DEFAULTS.size_pct})")
-    group.addoption("--compare-memory-pct", type=float, default=DEFAULTS.memory_pct,
-                    help=f"fail when peak memory rises by more than this %% (default {DEFAULTS.memory_pct})")
+    add_threshold_options(group.addoption, CHECKED)
 
 
 def thresholds_from(config) -> Thresholds:
-    return Thresholds(accuracy_pp=config.getoption("--compare-accuracy-pp"),
-                      perplexity_pct=config.getoption("--compare-perplexity-pct"),
-                      size_pct=config.getoption("--compare-size-pct"),
-                      memory_pct=config.getoption("--compare-memory-pct"))
+    return thresholds_from_options(lambda field: config.getoption(f"compare_{field}"), CHECKED)
 
 
 def pytest_configure(config):

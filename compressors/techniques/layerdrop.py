@@ -175,10 +175,18 @@ def sensitivity_artifact(parent: Artifact, ctx: BuildContext, held_apart: int, l
     )
 
 
+def refinetune(model, tokenizer, recipe: FineTuneRecipe, ctx: BuildContext, description: str,
+               held_apart: int = HELD_APART_SENTENCES) -> dict:
+    """Re-finetune a compressed model in place on SST-2 train minus the held-apart slice; the training report."""
+    from compressors.training import train_classifier
+
+    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), held_apart)
+    return train_classifier(model, tokenizer, rest, recipe, progress=ctx.progress, description=description).to_dict()
+
+
 def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: BuildContext) -> dict:
     from transformers import AutoTokenizer
 
-    from compressors.training import train_classifier
 
     curve_artifact = sensitivity_artifact(parent, ctx, config.held_apart, parent.path.name)
     curve = json.loads(curve_artifact.file(SENSITIVITY_FILE).read_text())
@@ -199,16 +207,8 @@ def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: 
         "sensitivity": curve["layers"],
     }
     if config.recipe is not None:
-        rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), config.held_apart)
-        report = train_classifier(
-            model,
-            tokenizer,
-            rest,
-            config.recipe,
-            progress=ctx.progress,
-            description=f"re-finetune after dropping layers {dropped}",
-        )
-        meta["training"] = report.to_dict()
+        meta["training"] = refinetune(model, tokenizer, config.recipe, ctx, f"re-finetune after dropping layers {dropped}",
+                                      config.held_apart)
     copy_side_files(parent.path, out)
     model.save_pretrained(out, safe_serialization=True)  # after the side files: writes the shrunk config
     return meta

@@ -28,11 +28,10 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
-from compressors.data import load_sst2, split_held_apart
 from compressors.models import TASK_CLASSIFICATION, copy_side_files
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.layerdrop import REFINETUNE_RECIPE
+from compressors.techniques.layerdrop import REFINETUNE_RECIPE, refinetune
 from compressors.techniques.quantization import head_module_names
 from compressors.training import FineTuneRecipe
 
@@ -135,7 +134,7 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    from compressors.training import count_parameters, train_classifier
+    from compressors.training import count_parameters
 
     model = load_torch_module(parent)
     _, params_before = count_parameters(model)
@@ -149,17 +148,8 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
         "parameters_after": params_after,
     }
     if config.recipe is not None:
-        tokenizer = AutoTokenizer.from_pretrained(parent.path)
-        rest, _held = split_held_apart(load_sst2("train", ctx.data_dir))
-        report = train_classifier(
-            model,
-            tokenizer,
-            rest,
-            config.recipe,
-            progress=ctx.progress,
-            description=f"re-finetune lowrank-{round(config.keep * 100)}",
-        )
-        meta["training"] = report.to_dict()
+        meta["training"] = refinetune(model, AutoTokenizer.from_pretrained(parent.path), config.recipe, ctx,
+                                      f"re-finetune lowrank-{round(config.keep * 100)}")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / LOWRANK_WEIGHTS))
     copy_side_files(parent.path, out)
     return meta
