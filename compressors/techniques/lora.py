@@ -3,10 +3,13 @@
 LoRA (PEFT) trains low-rank adapters on the *pretrained* encoder the model was
 fine-tuned from (``ModelSpec.pretrained``), not on the fine-tuned classifier: it is an
 alternative to full fine-tuning whose cost and accuracy are the point. Adapters go on
-the attention query and value projections (``query``/``value``; DistilBERT ``q_lin``/
-``v_lin``), rank 16, alpha 32, dropout 0.1; the task head (every linear outside the
-encoder: BERT's ``classifier``, DistilBERT's ``pre_classifier`` + ``classifier``) is
-trained in full and saved with the adapter (``modules_to_save``). Training uses the
+every linear of the encoder layers (attention query/key/value/output and both
+feed-forward linears; :data:`ENCODER_LINEARS`), rank 16, alpha 32, dropout 0.1; the task
+head (every linear outside the encoder: BERT's ``classifier``, DistilBERT's
+``pre_classifier`` + ``classifier``) is trained in full and saved with the adapter
+(``modules_to_save``). The LoRA paper's query/value-only placement stays one setting away
+(``target_modules=QUERY_VALUE[model_type]``) but on MiniLM-L6 it cannot reach the 2 pp
+budget with a training budget these cores afford (numbers at :data:`LORA_RECIPE`). Training uses the
 suite's one loop on :data:`LORA_RECIPE` (SST-2 train outside the held-apart slice).
 
 - ``lora-unmerged``: the artifact is the pretrained base + the adapter; inference runs
@@ -47,12 +50,25 @@ BASE_WEIGHTS, ADAPTER_WEIGHTS = f"{BASE_DIR}/model.safetensors", f"{ADAPTER_DIR}
 PEFT_LIBS = ("torch", "transformers", "peft")
 
 # 32,000 SST-2 train sentences outside the held-apart slice, one epoch. Rank 16, alpha 32,
-# lr 2e-3, chosen on the held-apart slice (minilm-sst2, fp32 90.9%): r8/lr 5e-4 84.9%,
-# r16/lr 1e-3 87.1%, r16/lr 2e-3 88.6%. Adapters want a far higher learning rate than full
-# fine-tuning: only ~0.3-0.7% of the weights move.
-LORA_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=2e-3, batch_size=32, max_length=64, seed=0)
+# lr 1e-3, chosen on the held-apart slice of train (minilm-sst2 fp32: 90.9%, though its
+# fine-tune saw about half of that slice, so it flatters fp32). Query/value only: r8/lr 5e-4
+# 84.9%, r16/lr 1e-3 87.1%, r16/lr 2e-3 88.6% (on dev that recipe was 3.3 pp below fp32);
+# every encoder linear, r16/lr 1e-3: 89.5% (2.8% of the weights trainable, most of them in the
+# feed-forward adapters). Adapters want a far higher learning rate than full fine-tuning.
+LORA_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=1e-3, batch_size=32, max_length=64, seed=0)
 
-# Attention query/value projections by architecture (peft has no default for DistilBERT).
+# Every linear of the encoder's layers, by architecture (peft has no default for DistilBERT):
+# the attention projections (query/key/value and the attention output) and both feed-forward
+# linears. peft matches a name or a dotted suffix, so BERT's "output.dense" covers both
+# ``attention.output.dense`` and the feed-forward ``output.dense`` but not ``pooler.dense``.
+ENCODER_LINEARS = {
+    "bert": ("query", "key", "value", "output.dense", "intermediate.dense"),
+    "roberta": ("query", "key", "value", "output.dense", "intermediate.dense"),
+    "electra": ("query", "key", "value", "output.dense", "intermediate.dense"),
+    "albert": ("query", "key", "value", "attention.dense", "ffn", "ffn_output"),
+    "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+}
+# The attention query/value projections only (the LoRA paper's choice; target_modules=QUERY_VALUE[...]).
 QUERY_VALUE = {"bert": ("query", "value"), "roberta": ("query", "value"), "albert": ("query", "value"),
                "electra": ("query", "value"), "distilbert": ("q_lin", "v_lin")}
 
@@ -63,7 +79,7 @@ class LoraTrainConfig(Config):
 
     Args:
         rank / alpha / dropout: LoRA rank r, scaling alpha (update scaled by alpha / r), dropout.
-        target_modules: module names that get adapters (None: the query/value projections).
+        target_modules: module names that get adapters (None: every encoder linear, see ENCODER_LINEARS).
         recipe: training sentences and schedule.
         base_bits: ``None`` (float base, LoRA) or ``"nf4"`` (4-bit base, QLoRA).
     """
@@ -91,10 +107,10 @@ def target_modules_for(model, config: LoraTrainConfig) -> list[str]:
     if config.target_modules:
         return list(config.target_modules)
     model_type = getattr(model.config, "model_type", "")
-    if model_type not in QUERY_VALUE:
-        raise ValueError(f"no default LoRA targets for model type {model_type!r}; known: {sorted(QUERY_VALUE)} "
+    if model_type not in ENCODER_LINEARS:
+        raise ValueError(f"no default LoRA targets for model type {model_type!r}; known: {sorted(ENCODER_LINEARS)} "
                          "(set target_modules)")
-    return list(QUERY_VALUE[model_type])
+    return list(ENCODER_LINEARS[model_type])
 
 
 def pretrained_encoder(ctx: BuildContext) -> Path:
@@ -201,7 +217,7 @@ ARTIFACT_LOADERS.register("peft-lora", ArtifactLoader("torch", _load_peft))
 
 register_technique(Technique(
     name="lora-unmerged",
-    summary="PEFT LoRA (r=16, alpha 32) on the pretrained encoder's query/value, head trained; adapters unmerged",
+    summary="PEFT LoRA (r=16, alpha 32) on every linear of the pretrained encoder, head trained; adapters unmerged",
     config=LoraTrainConfig(),
     consumes=TORCH_MODEL,
     produces=PEFT_ADAPTER,

@@ -69,8 +69,10 @@ def test_lora_freezes_base_and_trains_only_adapters_and_head(tmp_path):
     peft_model = attach_lora(model, LoraTrainConfig(rank=4))
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
-    assert any(".query." in n for n in trainable) and any(".value." in n for n in trainable)
-    assert not any(".key." in n for n in trainable)
+    adapted = {n.split(".lora_")[0].split("encoder.layer.0.")[-1] for n in trainable if "lora_" in n and ".layer.0." in n}
+    assert adapted == {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                       "intermediate.dense", "output.dense"}
+    assert not any("pooler" in n for n in trainable)
     trainable_count, total = count_parameters(peft_model)
     assert trainable_count == sum(p.numel() for n, p in peft_model.named_parameters() if n in trainable)
     assert 0 < trainable_count / total < 0.2
