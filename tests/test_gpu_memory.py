@@ -212,3 +212,44 @@ def test_onnx_runtime_process_measures_with_nvml_only():
     assert results["vram_method"] == "nvml-process" and results["vram_device"] == "cuda:1"
     assert results["vram_after_load_bytes"] == 90 * MB and results["vram_peak_bytes"] == 130 * MB
     assert nvml.handles == [("index", 1)] and results["nvml_device_match"].startswith("index")
+
+
+def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
+    """bs1 and bs32 of a configuration share one loaded model; the next GPU configuration (or its
+    measurement process) first drops it and frees the allocator."""
+    from bench import harness
+    from bench.cases import classification_cases
+    from compressors.hardware import CpuInfo, probe_hardware
+
+    class OneT4:
+        def is_available(self):
+            return True
+
+        def device_count(self):
+            return 1
+
+        def get_device_properties(self, index):
+            return types.SimpleNamespace(name="Tesla T4", total_memory=16 * 2**30)
+
+        def get_device_capability(self, index):
+            return (7, 5)
+
+    machine = probe_hardware(OneT4(), "12.8", None, cpu=CpuInfo("cpu", 1, 1, 1, ()))
+    monkeypatch.setattr(harness, "detect", lambda: machine)
+    released, loads, measured = [], [], []
+    monkeypatch.setattr("compressors.gpu_memory.release_cuda_memory", lambda device, cuda: released.append(device) or 0)
+    monkeypatch.setattr(harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object())
+    monkeypatch.setattr(harness, "measure_isolated", lambda artifact, eval_set, device: measured.append(device) or {})
+    session = harness.BenchSession(ctx, types.SimpleNamespace(compressbench_device=None))
+    monkeypatch.setattr(session, "artifact", lambda case: case.chain.name)
+    monkeypatch.setattr(session, "eval_set", lambda model: None)
+    fp32_bs1, fp32_bs32, bf16_bs1, _ = classification_cases(["minilm-sst2"], ["fp32", "bf16"], tiers=("t4",))
+
+    first = session.predictor(fp32_bs1)
+    assert session.predictor(fp32_bs32) is first and released == [] and loads == [("fp32", "cuda:0")]
+    session.predictor(bf16_bs1)
+    assert released == ["cuda:0"] and loads == [("fp32", "cuda:0"), ("bf16", "cuda:0")]
+    assert [k for k in session._memo if k[0] == "predictor"] == [("predictor", "minilm-sst2-bf16-t4", "cuda:0")]
+    session.measurement(fp32_bs1)  # the measurement process gets the GPU to itself
+    assert measured == ["cuda:0"] and released == ["cuda:0", "cuda:0"]
+    assert not [k for k in session._memo if k[0] == "predictor"]
