@@ -188,3 +188,24 @@ def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypat
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*DataError: dev.tsv is missing; use --data-dir*"])
     assert "raise DataError" not in result.stdout.str()
+
+
+def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_bench="def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
+    saved = tmp_path / "run.json"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-json={saved}", "--device", "cpu",
+                                           "--on-fallback", "warn")
+    result.assert_outcomes(passed=1)
+    info = json.loads(saved.read_text())["machine_info"]["compressbench"]
+    from compressors.hardware import detect
+
+    assert info["hardware"] == json.loads(json.dumps(detect().to_dict()))
+    assert set(info["hardware"]["cpu"]["isa"]) == {"avx2", "avx512", "vnni", "avx512_bf16", "amx"}
+    assert {"torch", "transformers", "bitsandbytes", "onnxruntime", "peft"} <= set(info["versions"])
+    assert info["versions"]["torch"] != "absent" and info["device_option"] == "cpu" and info["on_fallback"] == "warn"
+    assert info["torch_build"]["cuda"] == info["hardware"]["cuda"]["torch_cuda"]
+    assert "CPUExecutionProvider" in info["onnxruntime_providers"]
