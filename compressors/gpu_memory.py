@@ -80,20 +80,26 @@ class NvmlProcessMemory:
             lookups = [("uuid", lambda: nvml.nvmlDeviceGetHandleByUUID(nvml_uuid(props.uuid))),
                        ("pci_bus_id", lambda: nvml.nvmlDeviceGetHandleByPciBusId(
                            f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"))]
+        failures = []
         for match, lookup in lookups:
             try:
                 self.handle, self.match = lookup(), match
                 break
-            except Exception:  # noqa: BLE001,S112  (try the next way of naming the device)
-                continue
+            except Exception as exc:  # noqa: BLE001  (kept, then the next way of naming the device is tried)
+                failures.append(f"{match}: {type(exc).__name__}: {exc}")
         if self.handle is None:
-            self.unavailable = f"no NVML device matches CUDA device {index} by UUID or PCI bus id"
+            self.unavailable = f"no NVML device matches CUDA device {index} ({'; '.join(failures)})"
 
     def used_bytes(self) -> int | None:
         """This process's usage now; None (and ``unavailable`` set) when NVML cannot say."""
         if self.handle is None:
             return None
-        for process in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+        try:
+            processes = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except Exception as exc:  # noqa: BLE001  (an NVMLError: per-process figures missing, said in the results)
+            self.unavailable = f"NVML process query failed: {type(exc).__name__}: {exc}"
+            return None
+        for process in processes:
             if process.pid == self.pid:
                 if process.usedGpuMemory is None:  # NVML_VALUE_NOT_AVAILABLE (e.g. Windows WDDM)
                     self.unavailable = "the driver does not report per-process memory"

@@ -194,6 +194,24 @@ def test_nvml_device_found_by_pci_bus_id_when_uuid_fails():
     assert memory.used_bytes() == 300 * MB
 
 
+def test_nvml_failures_are_reported_not_raised():
+    class Broken(FakeNvml):
+        def nvmlDeviceGetHandleByPciBusId(self, bus_id):
+            raise RuntimeError("NVMLError_NotFound")
+
+    memory = NvmlProcessMemory(Broken(by_uuid=False), FakeAllocator(), 0, pid=PID)
+    assert memory.used_bytes() is None
+    assert memory.unavailable == ("no NVML device matches CUDA device 0 (uuid: RuntimeError: NVMLError_NotFound; "
+                                  "pci_bus_id: RuntimeError: NVMLError_NotFound)")
+
+    class GoneAway(FakeNvml):
+        def nvmlDeviceGetComputeRunningProcesses(self, handle):
+            raise RuntimeError("NVMLError_GpuIsLost")
+
+    lost = NvmlProcessMemory(GoneAway(), FakeAllocator(), 0, pid=PID)
+    assert lost.used_bytes() is None and lost.unavailable == "NVML process query failed: RuntimeError: NVMLError_GpuIsLost"
+
+
 def test_nvml_uuid_spelling():
     assert nvml_uuid("5a1e-00") == "GPU-5a1e-00" and nvml_uuid("GPU-5a1e-00") == "GPU-5a1e-00"
 
