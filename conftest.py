@@ -1,9 +1,12 @@
 """Suite-wide pytest options, hardware gating and the terminal summary.
 
 Options: ``--data-dir`` (SST-2/WikiText mirror), ``--cache-dir`` (artifact cache),
-``--models`` and ``--techniques`` (comma lists, validated against the registries).
-Tests marked for a device tier this machine lacks are skipped with a reason;
-the hardware found goes into the saved run's machine info.
+``--models`` and ``--techniques`` (comma lists, validated against the registries),
+``--device`` (``cpu``, ``cuda`` or ``cuda:N``: restrict the run) and ``--on-fallback``
+(what a GPU configuration found partly on the CPU does: fail, xfail or warn).
+Tests marked for a device tier this machine lacks (or ``--device`` excludes) are skipped
+with a reason naming what was looked for; the hardware found and the versions of the
+libraries that change results go into the saved run's machine info.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import pytest
 
 from compressors import CompressbenchError
 from compressors.cache import library_versions
+from compressors.hardware import TIERS as TIER_MARKERS
+from compressors.placement import ON_FALLBACK
 
-TIER_MARKERS = ("cpu", "t4", "legacy_gpu")
+# Versions recorded in machine_info: every library whose version can change a result.
+MACHINE_INFO_PACKAGES = ("torch", "transformers", "bitsandbytes", "onnxruntime", "onnxruntime-gpu", "peft", "accelerate",
+                         "torchao", "onnx", "onnxscript", "tokenizers", "safetensors", "numpy", "pytest-benchmark",
+                         "nvidia-ml-py", "compressbench")
 
 # --benchmark-compare also checks accuracy, perplexity, size and memory (options --compare-*).
 pytest_plugins = ["reports.pytest_plugin"]
@@ -37,6 +45,10 @@ def pytest_addoption(parser):
     group.addoption("--models", default=None, help="comma list of model names to benchmark (default: all)")
     group.addoption("--techniques", default=None,
                     help="comma list of techniques or chains (a+b) to benchmark (default: the standard matrix)")
+    group.addoption("--device", default=None,
+                    help="restrict the run to one device: cpu, cuda (every GPU tier) or cuda:N (that GPU and its tier)")
+    group.addoption("--on-fallback", default="fail", choices=ON_FALLBACK,
+                    help="a GPU configuration found (partly) on the CPU: fail (default), xfail, or warn and keep its numbers")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -61,28 +73,66 @@ def pytest_configure(config):
         except ChainError as exc:
             raise pytest.UsageError(f"--techniques: {exc}") from None
     config.compressbench_selection = Selection(models, techniques)
+    config.compressbench_device = None
+    if config.getoption("--device") is not None:
+        from compressors.hardware import DeviceError, detect, parse_device
+
+        try:
+            config.compressbench_device = parse_device(config.getoption("--device"), detect())
+        except DeviceError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    tiered = [(item, tier) for item in items for tier in TIER_MARKERS if item.get_closest_marker(tier)]
+    if not tiered:  # unit tests: no need to ask CUDA
+        return
     from compressors.hardware import detect
 
-    present = set(detect().tiers)
-    for item in items:
-        for tier in TIER_MARKERS:
-            if item.get_closest_marker(tier) and tier not in present:
-                item.add_marker(pytest.mark.skip(reason=f"needs the {tier} tier; this machine has {sorted(present)}"))
+    hardware, choice = detect(), getattr(config, "compressbench_device", None)
+    for item, tier in tiered:
+        device, reason = hardware.device_for(tier, choice)
+        if device is None:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["compressbench"] = compressbench_machine_info(config)
+
+
+def compressbench_machine_info(config) -> dict:
+    """The hardware found (CPU, ISA features, GPUs, driver), the runtimes' view of it, the
+    options that select devices, and the versions of every library that changes a result."""
     from compressors.hardware import detect
 
-    machine_info["compressbench"] = {
+    info = {
         "hardware": detect().to_dict(),
-        "versions": library_versions("torch", "transformers", "onnx", "onnxruntime", "tokenizers",
-                                     "pytest-benchmark", "numpy"),
+        "versions": library_versions(*MACHINE_INFO_PACKAGES),
+        "device_option": config.getoption("--device"),
+        "on_fallback": config.getoption("--on-fallback"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    import torch
+
+    info["torch_build"] = {"cuda": torch.version.cuda,
+                           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": torch.get_num_threads()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        info["onnxruntime_providers"] = None
+    try:
+        from compressors.placement import bnb_native_library
+
+        info["bitsandbytes_library"] = bnb_native_library()
+    except ImportError:
+        info["bitsandbytes_library"] = None
+    return info
 
 
 def pytest_runtest_logreport(report):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,10 @@ from compressors import CompressbenchError
 from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
 from compressors.data import DataError, load_sst2
+from compressors.hardware import detect
 from compressors.metrics import EvalSet, artifact_size_bytes, encode_sentences, make_eval_set, measure_isolated
 from compressors.models import ModelSpec, ModelUnavailable
+from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
 from compressors.runtime import Predictor, load_predictor
 from compressors.techniques import build_chain, parse_chain
 
@@ -111,16 +114,63 @@ class BenchSession:
 
         return self._once(("eval", model.name), compute)
 
+    def device(self, case: Case) -> str:
+        """Where ``case`` runs here: ``cpu`` or ``cuda:N`` (the first GPU of its tier, or the one
+        ``--device`` names); skips when the tier is absent or ``--device`` excludes it."""
+        device, reason = detect().device_for(case.tier, getattr(self.pytest_config, "compressbench_device", None))
+        if device is None:
+            pytest.skip(reason)
+        return device
+
+    def release_gpu(self) -> None:
+        """One model on the GPU at a time: drop every loaded GPU predictor and free the allocator,
+        so the next configuration's load and VRAM start from an empty device."""
+        keys = [k for k in self._memo if k[0] == "predictor" and k[2].startswith("cuda")]
+        for key in keys:
+            del self._memo[key]
+        if keys:
+            import torch
+
+            from compressors.gpu_memory import release_cuda_memory
+
+            for device in sorted({k[2] for k in keys}):
+                release_cuda_memory(device, torch.cuda)
+
     def measurement(self, case: Case) -> dict:
         """Accuracy and memory of the case's configuration, in an isolated process."""
-        return self._once(("measure", case.config_id),
-                          lambda: measure_isolated(self.artifact(case), self.eval_set(case.model), case.device))
+        device = self.device(case)
+        key = ("measure", case.config_id)
+        if device.startswith("cuda") and key not in self._memo:
+            self.release_gpu()  # the measurement process gets the GPU to itself
+        return self._once(key, lambda: measure_isolated(self.artifact(case), self.eval_set(case.model), device))
 
     def baseline(self, case: Case) -> Case:
         return Case(case.model, parse_chain(BASELINE), "cpu", case.batch_size)
 
     def predictor(self, case: Case) -> Predictor:
-        return self._once(("predictor", case.config_id), lambda: load_predictor(self.artifact(case), case.device))
+        device = self.device(case)
+        key = ("predictor", case.config_id, device)
+        if device.startswith("cuda") and key not in self._memo:
+            self.release_gpu()
+        return self._once(key, lambda: load_predictor(self.artifact(case), device))
+
+    def check_placement(self, case: Case, results: dict, predictor: Predictor) -> list[str]:
+        """Catch a configuration meant for a GPU that runs (partly) on the CPU, in the measurement
+        process or the timed one. Records ``results["fallback"]`` (empty when none) and then,
+        per ``--on-fallback``: fails (default), xfails, or warns and carries on."""
+        parts = [f"measurement process: {p}" for p in fallback_parts(results["placement"])]
+        parts += [f"timed process: {p}" for p in fallback_parts(predictor.placement())]
+        results["fallback"] = parts
+        if parts:
+            message = f"{case.id} {FALLBACK_PREFIX}" + "; ".join(parts)
+            mode = self.pytest_config.getoption("--on-fallback")
+            if mode == "fail":
+                pytest.fail(message, pytrace=False)
+            elif mode == "xfail":
+                pytest.xfail(message)
+            else:
+                warnings.warn(FallbackWarning(message), stacklevel=2)
+        return parts
 
     def timing_batch(self, case: Case) -> dict[str, np.ndarray]:
         """A fixed batch: ``batch_size`` dev sentences drawn with a fixed seed, padded to their longest."""
@@ -151,6 +201,7 @@ class BenchSession:
             "technique": case.chain.name,
             "tier": case.tier,
             "device": case.device,
+            "run_device": self.device(case),  # cpu or cuda:N
             "batch_size": case.batch_size,
             "task": case.model.task,
             "recipe": case.chain.to_dict(),
@@ -164,7 +215,8 @@ class BenchSession:
             "peak_memory_bytes": measured["peak_memory_bytes"],
             "peak_rss_bytes": measured["peak_rss_bytes"],
             "runtime_rss_bytes": measured["runtime_rss_bytes"],
-            **{k: measured[k] for k in ("vram_after_load_bytes", "vram_peak_bytes") if k in measured},
+            **{k: v for k, v in measured.items() if k.startswith("vram_")},  # GPU tiers (compressors.gpu_memory)
+            "memory_flags": measured.get("memory_flags", []),  # negative deltas clamped to 0, named here
             "placement": measured["placement"],
             "artifact_key": artifact.key,
             "artifact_meta": artifact.meta,

@@ -9,6 +9,7 @@ def test_classification(classification_case, bench_session, benchmark, record_pr
     case = classification_case
     results = bench_session.results(case)  # builds (cached) and measures accuracy + memory in a fresh process
     predictor = bench_session.predictor(case)
+    bench_session.check_placement(case, results, predictor)  # a GPU case partly on the CPU: --on-fallback
     inputs = predictor.prepare(bench_session.timing_batch(case))  # untimed; compiles a torch.compile-d model
 
     verdicts = bench_session.verdicts(case, results)

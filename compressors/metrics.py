@@ -39,6 +39,7 @@ import numpy as np
 
 from compressors import CompressbenchError
 from compressors.cache import Artifact
+from compressors.gpu_memory import nonnegative_delta
 from compressors.runtime import Encoded, Predictor, loader_for
 
 EVAL_BATCH_SIZE = 32
@@ -151,10 +152,12 @@ def measure_isolated(artifact: Artifact, eval_set: EvalSet, device: str = "cpu")
                              "artifact": str(artifact.path), "eval_file": str(eval_file)})
     baseline = runtime_baseline_rss(runtime, device)
     result["runtime_rss_bytes"] = baseline
+    flags = result.setdefault("memory_flags", [])  # a negative difference is never reported as memory use
     if result.get("hwm_reset"):
-        result["peak_memory_bytes"] = int(result["peak_rss_since_imports_bytes"]) - int(result["rss_after_imports_bytes"])
+        result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_since_imports_bytes"],
+                                                        result["rss_after_imports_bytes"], flags)
         result["memory_method"] = "rss-high-water-mark-after-imports"
     else:
-        result["peak_memory_bytes"] = max(0, int(result["peak_rss_bytes"]) - baseline)
+        result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_bytes"], baseline, flags)
         result["memory_method"] = "peak-rss-minus-import-only-process"
     return result

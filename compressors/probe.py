@@ -9,6 +9,7 @@ Only the runtime's own modules are imported (an ONNX probe never imports torch).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -71,25 +72,34 @@ def main(request_path: str) -> None:
         raise SystemExit(f"artifact {folder} is not intact: {reason}")
     device = request["device"]
     vram = {}
-    predictor = load_predictor(Artifact(folder, manifest), device)
+    meter = None
     if device.startswith("cuda"):
-        import torch
+        from compressors.gpu_memory import VramMeter
+        from compressors.hardware import import_nvml
 
-        torch.cuda.synchronize()
-        vram["vram_after_load_bytes"] = torch.cuda.memory_allocated()
+        # An ONNX Runtime probe must not import torch (its RSS would count): NVML only there.
+        cuda = importlib.import_module("torch").cuda if request["runtime"] == "torch" else None
+        meter = VramMeter(device, cuda, import_nvml())
+        meter.before_load()
+    predictor = load_predictor(Artifact(folder, manifest), device)
+    if meter:
+        meter.after_load()
     eval_set = EvalSet.load(Path(request["eval_file"]))
-    predictions = predict_labels(predictor, eval_set)
-    if device.startswith("cuda"):
-        vram["vram_peak_bytes"] = torch.cuda.max_memory_allocated()
+    with meter.evaluating() if meter else contextlib.nullcontext():
+        predictions = predict_labels(predictor, eval_set)
+    memory = {"peak_rss_bytes": peak_rss_bytes(), "peak_rss_since_imports_bytes": _status_bytes("VmHWM") if hwm_reset else None}
+    if meter:
+        vram = meter.results()
+        if hasattr(predictor, "profile_node_providers"):  # after the memory readings: it loads a profiling twin
+            predictor.profile_node_providers(predictor.prepare(eval_set.batches[0]))
     result = {
         "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
         "n_examples": int(eval_set.labels.shape[0]),
         "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
         "placement": predictor.placement(),
-        "peak_rss_bytes": peak_rss_bytes(),
         "hwm_reset": hwm_reset,
         "rss_after_imports_bytes": rss_after_imports,
-        "peak_rss_since_imports_bytes": _status_bytes("VmHWM") if hwm_reset else None,
+        **memory,
         # Evidence that the probe stayed within its runtime (an ONNX probe must not load torch).
         "runtimes_loaded": sorted(m for m in ("torch", "onnxruntime") if m in sys.modules),
         **vram,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -121,28 +122,38 @@ class TorchPredictor:
     def placement(self) -> dict:
         import torch
 
+        from compressors.placement import torch_placement
+
         devices = sorted({str(p.device) for p in self.model.parameters()} | {str(b.device) for b in self.model.buffers()})
         dtypes = sorted({str(p.dtype).replace("torch.", "") for p in self.model.parameters()})
         return {
             "runtime": "torch",
-            "requested_device": self.device,
             "parameter_devices": devices,
             "parameter_dtypes": dtypes,
             "torch_threads": torch.get_num_threads(),
+            **torch_placement(self.model, self.device),  # requested_device, per-device counts, what is off it
             **self.extra_placement,
         }
 
 
 class OrtPredictor:
-    """An ONNX Runtime session whose first output is the logits."""
+    """An ONNX Runtime session whose first output is the logits.
+
+    ``model_path`` and ``providers`` are what the session was made from; with them
+    :meth:`profile_node_providers` can find out which provider each node really ran on.
+    """
 
     runtime = "onnxruntime"
 
-    def __init__(self, session, requested_device: str = "cpu"):
+    def __init__(self, session, requested_device: str = "cpu", model_path: str | None = None,
+                 providers: list | None = None):
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [session.get_outputs()[0].name]
         self.requested_device = requested_device
+        self.model_path = model_path
+        self.providers = providers
+        self.node_providers: dict[str, dict[str, int]] | None = None
 
     def prepare(self, encoded: Encoded) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in encoded]
@@ -156,24 +167,48 @@ class OrtPredictor:
     def logits(self, prepared) -> np.ndarray:
         return np.asarray(self.run(prepared), dtype=np.float32)
 
+    def profile_node_providers(self, prepared) -> dict[str, dict[str, int]]:
+        """Run ``prepared`` once in a profiling twin of the session and record which
+        provider ran each node (op types per provider; see ``compressors.placement``).
+        A twin, so the timed session never carries profiling overhead."""
+        import tempfile
+
+        import onnxruntime as ort
+
+        from compressors.placement import ort_profiled_node_providers
+
+        if self.model_path is None:
+            raise ValueError("this predictor was made without its model path; cannot profile node placement")
+        with tempfile.TemporaryDirectory(prefix="compressbench-ort-profile-") as tmp:
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "profile")
+            twin = ort.InferenceSession(self.model_path, options, providers=self.providers)
+            twin.run(self.output_names, prepared)
+            self.node_providers = ort_profiled_node_providers(twin.end_profiling())
+        return self.node_providers
+
     def placement(self) -> dict:
+        from compressors.placement import ort_placement
+
         options = self.session.get_session_options()
         return {
             "runtime": "onnxruntime",
-            "requested_device": self.requested_device,
-            "providers": self.session.get_providers(),
+            **ort_placement(self.session, self.requested_device, self.node_providers),  # providers it really has
             "intra_op_threads": options.intra_op_num_threads,  # 0 = ONNX Runtime's default (physical cores)
         }
 
 
-def ort_providers(device: str) -> list[str]:
-    """Providers to request for ``device``; a CUDA request never lists the CPU provider,
-    so a missing CUDA provider fails instead of silently running on CPU."""
+def ort_providers(device: str) -> list:
+    """Providers to request for ``device`` (``cpu``, ``cuda``, ``cuda:N``); a CUDA request never
+    lists the CPU provider, so a missing CUDA provider fails instead of silently running on CPU
+    (and if ONNX Runtime falls back anyway, ``get_providers()`` shows it and the placement check fails)."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        return ["CUDAExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda")
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and (not index or index.isdigit()):
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)})]
+    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
 
 
 def hf_torch_module(artifact: Artifact):
@@ -210,11 +245,12 @@ def load_onnx(artifact: Artifact, device: str) -> OrtPredictor:
     import onnxruntime as ort
 
     providers = ort_providers(device)
-    missing = [p for p in providers if p not in ort.get_available_providers()]
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    missing = [p for p in names if p not in ort.get_available_providers()]
     if missing:
         raise RuntimeError(f"ONNX Runtime here has no {missing}; available: {ort.get_available_providers()}")
-    session = ort.InferenceSession(str(artifact.file(artifact.meta.get("onnx_file", "model.onnx"))), providers=providers)
-    return OrtPredictor(session, device)
+    path = str(artifact.file(artifact.meta.get("onnx_file", "model.onnx")))
+    return OrtPredictor(ort.InferenceSession(path, providers=providers), device, path, providers)
 
 
 ARTIFACT_LOADERS.register("hf-torch", ArtifactLoader("torch", torch_module_predictor(hf_torch_module), hf_torch_module))

@@ -62,7 +62,106 @@ def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
 def test_absent_gpu_tier_is_skipped_with_reason():
     out = run_pytest("bench", "-m", "t4", "--models", "minilm-sst2", "--techniques", "fp32", "-rs", "-q")
     assert out.returncode == 0
-    assert "needs the t4 tier" in out.stdout or "runs on ['cpu']" in out.stdout
+    from compressors.hardware import detect
+
+    if "t4" not in detect().tiers:  # the reason names what was looked for and what torch said
+        assert "SKIPPED [2] bench/test_classification.py: t4: no NVIDIA GPU with compute capability >= 7.5 found (" \
+            in out.stdout and "torch.cuda.is_available()=" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "gpu"], "--device 'gpu' is not a device; valid: cpu, cuda, cuda:N (on this machine: cpu"),
+    (["--device", "cuda:99"], "--device 'cuda:99': no CUDA device"),
+    # argparse's wording; it quotes the choices before Python 3.12 and not after
+    (["--on-fallback", "ignore"], "argument --on-fallback: invalid choice: 'ignore' (choose from "),
+])
+def test_bad_device_options_are_usage_errors_listing_choices(args, message):
+    out = run_pytest("bench", "--collect-only", "-q", *args)
+    assert out.returncode == 4 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    if args[0] == "--on-fallback":
+        assert all(choice in out.stderr.split("choose from ")[1] for choice in ("fail", "xfail", "warn"))
+
+
+# A plugin that makes compressors.hardware.detect() report simulated GPUs (before bench/ imports it),
+# and prints each collected configuration with its tier markers and skip reasons.
+SIMULATED_GPU_PLUGIN = """
+import os, types
+from compressors import hardware
+
+CARDS = {"t4": [("Tesla T4", (7, 5), 15843721216)],
+         "legacy": [("NVIDIA GeForce GTX 1050 Ti", (6, 1), 4236312576)],
+         "both": [("NVIDIA GeForce GTX 1050 Ti", (6, 1), 4236312576), ("Tesla T4", (7, 5), 15843721216)],
+         }[os.environ["SIMULATED_GPUS"]]
+
+class FakeCuda:
+    def is_available(self): return True
+    def device_count(self): return len(CARDS)
+    def get_device_properties(self, i): return types.SimpleNamespace(name=CARDS[i][0], total_memory=CARDS[i][2])
+    def get_device_capability(self, i): return CARDS[i][1]
+
+SIMULATED = hardware.probe_hardware(FakeCuda(), "12.8", None)
+hardware.detect = lambda: SIMULATED
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        tiers = [m.name for m in item.iter_markers() if m.name in hardware.TIERS]
+        skips = [m.kwargs.get("reason", "") for m in item.iter_markers("skip")]
+        print("CASE", item.callspec.id, ",".join(tiers), "|", " / ".join(skips) or "RUN")
+"""
+
+
+def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
+    (tmp_path / "simulated_gpu.py").write_text(SIMULATED_GPU_PLUGIN)
+    out = run_pytest("bench", "--collect-only", "-q", "-p", "simulated_gpu", *args,
+                     env_extra={"PYTHONPATH": str(tmp_path), "SIMULATED_GPUS": gpus})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    cases = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("CASE "):
+            head, _, skip = line.partition(" | ")
+            _, case_id, tiers = head.split(" ")
+            cases[case_id] = (tiers, skip)
+    return cases
+
+
+def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
+    from bench.cases import CLASSIFICATION_TECHNIQUES
+    from compressors.techniques import parse_chain
+
+    cases = collect_simulated(tmp_path, "t4", "-m", "t4", "--models", "minilm-sst2")
+    assert all(tiers == "t4" and "-t4-bs" in case_id for case_id, (tiers, _) in cases.items())
+    running = {case_id for case_id, (_, skip) in cases.items() if skip == "RUN"}
+    gpu_capable = [name for name in CLASSIFICATION_TECHNIQUES if "cuda" in parse_chain(name).devices]
+    assert running == {f"minilm-sst2-{name}-t4-bs{bs}" for name in gpu_capable for bs in (1, 32)}
+    assert {"fp16", "bnb-nf4", "onnx-fp32", "qlora"} <= set(gpu_capable)
+    assert cases["minilm-sst2-onnx-int8-t4-bs1"][1] == "onnx-int8 runs on ['cpu'], not on cuda (t4)"
+
+
+def test_tier_absent_from_a_gpu_machine_is_skipped_naming_what_was_found(tmp_path):
+    cases = collect_simulated(tmp_path, "t4", "-m", "legacy_gpu", "--models", "minilm-sst2", "--techniques", "fp32")
+    assert set(cases) == {"minilm-sst2-fp32-legacy_gpu-bs1", "minilm-sst2-fp32-legacy_gpu-bs32"}
+    for tiers, skip in cases.values():
+        assert tiers == "legacy_gpu"
+        assert skip == ("legacy_gpu: no NVIDIA GPU with compute capability < 7.5 found (cuda:0 Tesla T4 "
+                        "(compute capability 7.5, t4); torch.cuda.is_available()=True, torch built with CUDA 12.8)")
+
+
+def test_device_option_restricts_tiers(tmp_path):
+    cases = collect_simulated(tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1",
+                              "--device", "cuda:0")
+    assert cases == {
+        "minilm-sst2-fp32-cpu-bs1": ("cpu", "cpu: --device cuda:0 restricts the run to CUDA"),
+        "minilm-sst2-fp32-t4-bs1": ("t4", "t4: --device cuda:0 selects cuda:0 NVIDIA GeForce GTX 1050 Ti "
+                                          "(compute capability 6.1, legacy_gpu)"),
+        "minilm-sst2-fp32-legacy_gpu-bs1": ("legacy_gpu", "RUN"),
+    }
+    on_cpu = collect_simulated(tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1",
+                               "--device", "cpu")
+    assert {case_id: skip for case_id, (_, skip) in on_cpu.items()} == {
+        "minilm-sst2-fp32-cpu-bs1": "RUN",
+        "minilm-sst2-fp32-t4-bs1": "t4: --device cpu restricts the run to the CPU",
+        "minilm-sst2-fp32-legacy_gpu-bs1": "legacy_gpu: --device cpu restricts the run to the CPU",
+    }
 
 
 def test_saved_runs_are_numbered_never_overwritten(tmp_path):
@@ -89,3 +188,24 @@ def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypat
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*DataError: dev.tsv is missing; use --data-dir*"])
     assert "raise DataError" not in result.stdout.str()
+
+
+def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_bench="def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
+    saved = tmp_path / "run.json"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-json={saved}", "--device", "cpu",
+                                           "--on-fallback", "warn")
+    result.assert_outcomes(passed=1)
+    info = json.loads(saved.read_text())["machine_info"]["compressbench"]
+    from compressors.hardware import detect
+
+    assert info["hardware"] == json.loads(json.dumps(detect().to_dict()))
+    assert set(info["hardware"]["cpu"]["isa"]) == {"avx2", "avx512", "vnni", "avx512_bf16", "amx"}
+    assert {"torch", "transformers", "bitsandbytes", "onnxruntime", "peft"} <= set(info["versions"])
+    assert info["versions"]["torch"] != "absent" and info["device_option"] == "cpu" and info["on_fallback"] == "warn"
+    assert info["torch_build"]["cuda"] == info["hardware"]["cuda"]["torch_cuda"]
+    assert "CPUExecutionProvider" in info["onnxruntime_providers"]

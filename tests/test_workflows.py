@@ -1,0 +1,111 @@
+""".github/workflows: valid against GitHub's workflow schema (check-jsonschema's vendored, offline
+copy), and running the commands the README and tox.ini document."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+NIGHTLY_COMMAND = ("pytest bench -m ${{ matrix.tier }} --benchmark-save=nightly-${{ github.sha }} "
+                   "--benchmark-compare --benchmark-compare-fail=median:15%")
+
+
+def check_jsonschema(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def load(name: str) -> dict:
+    data = yaml.safe_load((WORKFLOWS / name).read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as true
+    return data
+
+
+def run_lines(workflow: dict) -> list[str]:
+    return [line.strip() for job in workflow["jobs"].values() for step in job["steps"]
+            for line in step.get("run", "").splitlines() if line.strip()]
+
+
+def test_both_workflows_pass_the_github_workflow_schema():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert [f.name for f in files] == ["ci.yml", "nightly-gpu.yml"]
+    out = check_jsonschema(*files)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("mutate, complaint", [
+    (lambda text: text.replace("    runs-on: ubuntu-latest\n", ""), "runs-on"),  # a job without a runner
+    (lambda text: text.replace("  pull_request:\n", "  pull-request:\n"), "pull-request"),  # unknown event
+    (lambda text: text.replace("timeout-minutes: 60", "timeout-minutes: soon"), "soon"),
+])
+def test_schema_rejects_a_broken_workflow(tmp_path, mutate, complaint):
+    broken = tmp_path / "ci.yml"
+    original = (WORKFLOWS / "ci.yml").read_text()
+    broken.write_text(mutate(original))
+    assert broken.read_text() != original
+    out = check_jsonschema(broken)
+    assert out.returncode == 1 and "Schema validation errors were encountered" in out.stdout + out.stderr
+    assert complaint in out.stdout + out.stderr
+
+
+def test_ci_runs_on_push_and_pull_request_the_readme_test_command():
+    ci = load("ci.yml")
+    assert set(ci["on"]) == {"push", "pull_request"}
+    assert ".ci/run" in run_lines(ci)
+    ci_run = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_run[-1] == ".ci-venv/bin/tox"  # .ci/run ends in the README's test command
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"# 2\. The tests \(what CI runs: .*\)\ntox\n", readme)
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert tox["testenv"]["commands"].split() == ["pytest", "{posargs}", "pytest", "bench", "-m", "smoke"]
+
+
+def test_nightly_gpu_job():
+    nightly = load("nightly-gpu.yml")
+    assert set(nightly["on"]) == {"schedule", "workflow_dispatch"} and nightly["on"]["schedule"][0]["cron"]
+    job = nightly["jobs"]["bench"]
+    matrix = {entry["tier"]: entry for entry in job["strategy"]["matrix"]["include"]}
+    assert set(matrix) == {"t4", "legacy_gpu"} and job["runs-on"] == "${{ matrix.runner }}"
+    for tier, entry in matrix.items():
+        assert "self-hosted" in entry["runner"] and tier in entry["runner"]
+        assert entry["torch_index"].startswith("https://download.pytorch.org/whl/cu")  # a CUDA build of torch
+    lines = run_lines(nightly)
+    assert NIGHTLY_COMMAND in lines
+    first_night = NIGHTLY_COMMAND.split(" --benchmark-compare ")[0]
+    assert first_night in lines  # the first night has nothing to compare with
+    steps = {step.get("name", ""): step for step in job["steps"]}
+    compared = next(s for s in job["steps"] if s.get("run") == NIGHTLY_COMMAND)
+    alone = next(s for s in job["steps"] if s.get("run") == first_night)
+    assert compared["if"] == "steps.stored.outputs.found == 'true'" and alone["if"] == "steps.stored.outputs.found == 'false'"
+    uses = [step.get("uses", "") for step in job["steps"]]
+    restore = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache/restore"))
+    save = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache/save"))
+    assert restore["with"]["path"] == save["with"]["path"] == ".benchmarks"
+    assert restore["with"]["restore-keys"] == "nightly-benchmarks-${{ matrix.tier }}-"
+    assert save["with"]["key"].startswith(restore["with"]["restore-keys"])
+    assert uses.index(restore["uses"]) < uses.index(save["uses"])
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert "nightly-${{ github.sha }}.json" in upload["with"]["path"] and "reports/out/nightly-" in upload["with"]["path"]
+    assert any(line.startswith("python -m reports build") for line in lines)
+    assert "python -m compressors.hardware --require ${{ matrix.tier }}" in lines
+    assert any("pip install" in line and "torch==2.13.0" in line and "--index-url" in line for line in lines)
+    assert all(name for name in steps if name != "") and len(steps) >= len(job["steps"]) - 2  # named, for the log
+
+
+def test_nightly_pytest_arguments_are_accepted_by_the_suite(tmp_path):
+    """The nightly's command line, with a tier this machine has, collects without a usage error."""
+    args = NIGHTLY_COMMAND.replace("${{ matrix.tier }}", "cpu").replace("${{ github.sha }}", "abc123").split()[1:]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--collect-only", "-q",
+                          "--benchmark-storage", str(tmp_path), "--models", "minilm-sst2", "--techniques", "fp32"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "minilm-sst2-fp32-cpu-bs32" in out.stdout
