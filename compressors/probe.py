@@ -3,7 +3,8 @@
 Run by :func:`compressors.metrics.measure_isolated`, never by hand. In
 ``import-only`` mode it imports the runtime and reports its peak RSS; in
 ``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
-inputs and reports accuracy, predictions' checksum, placement and peak RSS.
+inputs and reports accuracy and predictions' checksum (classifiers) or perplexity
+(causal LMs, ``eval_kind: perplexity``), placement and peak RSS.
 Only the runtime's own modules are imported (an ONNX probe never imports torch).
 """
 
@@ -56,7 +57,7 @@ def main(request_path: str) -> None:
 
     import compressors.techniques  # noqa: F401  (registers artifact loaders)
     from compressors.cache import Artifact, verify_entry
-    from compressors.metrics import EvalSet, predict_labels
+    from compressors.metrics import EvalSet, TokenWindows, perplexity, predict_labels
     from compressors.runtime import load_predictor
 
     # Importing torch/transformers briefly peaks above where RSS settles; a peak taken over the
@@ -77,14 +78,20 @@ def main(request_path: str) -> None:
 
         torch.cuda.synchronize()
         vram["vram_after_load_bytes"] = torch.cuda.memory_allocated()
-    eval_set = EvalSet.load(Path(request["eval_file"]))
-    predictions = predict_labels(predictor, eval_set)
+    if request.get("eval_kind", EvalSet.kind) == TokenWindows.kind:
+        quality = perplexity(predictor, TokenWindows.load(Path(request["eval_file"])))
+    else:
+        eval_set = EvalSet.load(Path(request["eval_file"]))
+        predictions = predict_labels(predictor, eval_set)
+        quality = {
+            "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
+            "n_examples": int(eval_set.labels.shape[0]),
+            "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+        }
     if device.startswith("cuda"):
         vram["vram_peak_bytes"] = torch.cuda.max_memory_allocated()
     result = {
-        "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
-        "n_examples": int(eval_set.labels.shape[0]),
-        "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+        **quality,
         "placement": predictor.placement(),
         "peak_rss_bytes": peak_rss_bytes(),
         "hwm_reset": hwm_reset,
