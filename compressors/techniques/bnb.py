@@ -5,7 +5,9 @@ above it run in 16-bit, the rest in int8). ``bnb-fp4`` / ``bnb-nf4``: 4-bit weig
 (FP4 or NormalFloat4, blocks of 64) dequantized in the matmul; ``bnb-nf4-dq`` also
 quantizes the block scales (double quantization). Compute dtype float32.
 
-Every ``nn.Linear`` of the encoder is quantized; the task head is not
+Every ``nn.Linear`` of the encoder (of a causal LM: the decoder, GPT-2's ``Conv1D``
+projections included) is quantized; the task head (a causal LM's ``lm_head``, tied to
+the input embeddings in SmolLM2 and GPT-2) is not
 (``llm_int8_skip_modules``): a 4-bit classifier with 2 outputs trips bitsandbytes'
 ``N must be divisible by block_n`` assertion, the failure a seed reported as "QLoRA on
 DistilBERT is not reliable" (DistilBERT's head is ``pre_classifier`` + ``classifier``).
@@ -116,12 +118,12 @@ def hf_checkpoint(parent: Artifact):
 def _build_bnb(parent: Artifact, out: Path, config: BnbConfig, ctx: BuildContext) -> dict:
     import collections
 
-    from transformers import AutoModelForSequenceClassification
+    from compressors.runtime import hf_auto_class
 
     quiet_bitsandbytes()
     head, misfits = modules_kept_float(load_torch_module(parent), config)
     with hf_checkpoint(parent) as folder:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = hf_auto_class(folder).from_pretrained(
             folder, quantization_config=bnb_quantization_config(config, head + misfits), device_map="cpu")
         copy_side_files(folder, out)  # first: save_pretrained then writes the config with the quantization config
         model.save_pretrained(out, safe_serialization=True)  # before any forward pass (see the module docstring)
@@ -160,10 +162,10 @@ def bnb_backend(model) -> dict:
 
 
 def _load_bnb(artifact: Artifact, device: str) -> TorchPredictor:
-    from transformers import AutoModelForSequenceClassification
+    from compressors.runtime import hf_auto_class
 
     quiet_bitsandbytes()
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, device_map=device)
+    model = hf_auto_class(artifact.path).from_pretrained(artifact.path, device_map=device)
     return TorchPredictor(model, device, {"bitsandbytes": bnb_backend(model)})
 
 

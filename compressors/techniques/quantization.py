@@ -2,8 +2,10 @@
 
 ``dynamic-int8``: PyTorch dynamic quantization (``torch.ao.quantization.quantize_dynamic``):
 int8 weights with one scale per output channel, activations quantized on the fly
-per batch, for every ``nn.Linear`` of the encoder. The classification head stays
-float by default (see :class:`DynamicInt8Config`). The artifact is the quantized
+per batch, for every ``nn.Linear`` of the encoder (of a causal LM: the decoder; GPT-2's
+``Conv1D`` projections are converted to ``nn.Linear`` first). The task head (classifier,
+or a causal LM's ``lm_head``, tied to the embeddings in SmolLM2 and GPT-2) stays float by
+default (see :class:`DynamicInt8Config`); embeddings and norms are never quantized. The artifact is the quantized
 module itself (``torch.save`` of the model: packed int8 weights + scales), so
 loading it never materialises the float weights: rebuilding the float model and
 quantizing it at load time made peak memory higher than fp32's.
@@ -64,8 +66,32 @@ def head_module_names(model) -> set[str]:
     }
 
 
+def conv1d_to_linear(model) -> list[str]:
+    """Replace ``transformers``' ``Conv1D`` modules (GPT-2's projections: ``x @ W + b`` with
+    ``W`` of shape (in, out)) by the equivalent ``nn.Linear`` (weight ``W`` transposed), in
+    place, so quantizers that handle ``nn.Linear`` see them. Returns their names."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = [name for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        conv = getattr(parent, child)
+        in_features, out_features = conv.weight.shape
+        linear = torch.nn.Linear(in_features, out_features, bias=conv.bias is not None,
+                                 dtype=conv.weight.dtype, device=conv.weight.device)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.t())
+            if conv.bias is not None:
+                linear.bias.copy_(conv.bias)
+        setattr(parent, child, linear)
+    return names
+
+
 def apply_dynamic_int8(model, config: DynamicInt8Config):
-    """Quantize ``model``'s linears in place per ``config``; returns the model."""
+    """Quantize ``model``'s linears in place per ``config`` (GPT-2's ``Conv1D`` projections
+    are turned into ``nn.Linear`` first); returns the model."""
     import torch
     from torch.ao.quantization import (
         default_dynamic_qconfig,
@@ -78,6 +104,7 @@ def apply_dynamic_int8(model, config: DynamicInt8Config):
         qconfig = float16_dynamic_qconfig
     else:
         qconfig = per_channel_dynamic_qconfig if config.granularity == "per-channel" else default_dynamic_qconfig
+    conv1d_to_linear(model)
     skip = set() if config.quantize_head else head_module_names(model)
     spec = {
         name: qconfig
@@ -92,6 +119,7 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
     import torch
 
     model = load_torch_module(parent)
+    converted = conv1d_to_linear(model)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     kept_float = [] if config.quantize_head else sorted(head_module_names(model))
     apply_dynamic_int8(model, config)
@@ -101,6 +129,7 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
         "quantized_engine": torch.backends.quantized.engine,
         "float_linear_modules": kept_float,
         "quantized_linear_modules": len(linears) - len(kept_float),
+        "conv1d_converted_to_linear": len(converted),
     }
 
 
