@@ -61,8 +61,10 @@ CLASSIFICATION_TECHNIQUES = (
 BATCH_SIZES = (1, 32)
 
 # The fast subset CI runs (`-m smoke`): the baseline, one PyTorch and one ONNX Runtime quantizer;
-# for the embedded LM the baseline and dynamic-int8 prefill (GGUF conversion ~20 s once, then one
-# 16k-token perplexity evaluation each, about a minute on 2 cores) and the baseline's generation.
+# for the embedded LM the baseline's prefill and generation and the per-channel absmax quantizer's
+# prefill (GGUF conversion ~20 s once, then one 16k-token perplexity evaluation per configuration,
+# about a minute on 2 cores: ~4 minutes in all, cold). Not dynamic-int8, which fails its
+# perplexity budget on SmolLM2 (see bench/budgets.toml).
 SMOKE = {
     "minilm-sst2-fp32-cpu-bs32",
     "minilm-sst2-dynamic-int8-cpu-bs32",
@@ -70,7 +72,7 @@ SMOKE = {
     "minilm-sst2-onnx-int8-cpu-bs32",
     "smollm2-135m-fp32-cpu-bs1-prefill512",
     "smollm2-135m-fp32-cpu-bs1-gen32",
-    "smollm2-135m-dynamic-int8-cpu-bs1-prefill512",
+    "smollm2-135m-custom-int8-channel-cpu-bs1-prefill512",
 }
 
 
