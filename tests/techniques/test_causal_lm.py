@@ -77,3 +77,31 @@ def test_lm_technique_keeps_perplexity_and_lm_head(tiny_lm_base, windows, ctx, t
             assert not attention and all(".mlp." in n for n in quantized)
     out = predictor.generate(predictor.prepare({"input_ids": windows.windows[0][:, :5]}), 3)
     assert out.shape == (1, 8)
+
+
+def test_keep_float_keeps_exactly_the_named_linears_float(tmp_path):
+    """``keep_float`` patterns select by full module name: on a tiny Llama, ``*.mlp.down_proj``
+    keeps every layer's down_proj (and the head) float and quantizes every other linear;
+    ``model.layers.1.*`` keeps one whole decoder layer."""
+    from transformers import LlamaForCausalLM
+
+    from compressors.config import ConfigError
+    from compressors.techniques.bnb import BnbConfig, modules_kept_float
+    from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8, keep_float_names
+    from tests.conftest import save_tiny_causal_lm
+
+    folder = save_tiny_causal_lm(tmp_path / "llama")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    down = {"model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"}
+    assert keep_float_names(model, ("*.mlp.down_proj",)) == down
+    layer1 = keep_float_names(model, ("model.layers.1.*",))
+    assert len(layer1) == 7 and all(n.startswith("model.layers.1.") for n in layer1)
+    assert modules_kept_float(model, BnbConfig(keep_float=("*.mlp.down_proj",)))[0] == sorted(down | {"lm_head"})
+    with pytest.raises(ConfigError):
+        DynamicInt8Config(keep_float="*.mlp.down_proj")
+
+    apply_dynamic_int8(model, DynamicInt8Config(keep_float=("*.mlp.down_proj",)))
+    linears = {n: type(m) for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+    floats = {n for n, kind in linears.items() if kind is torch.nn.Linear}
+    assert floats == down | {"lm_head"}
+    assert len(linears) - len(floats) == 12  # q, k, v, o, gate, up of both layers: dynamically quantized
