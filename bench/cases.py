@@ -80,6 +80,7 @@ SMOKE = {
 LM_TECHNIQUES = (
     "fp32",
     "dynamic-int8",
+    "dynamic-int8-attn",
     "bnb-int8",
     "bnb-fp4",
     "bnb-nf4",

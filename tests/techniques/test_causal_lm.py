@@ -47,6 +47,7 @@ def test_lm_head_is_the_head_kept_float(tiny_lm_base):
 # error more than a trained model: int8 stays within 2%, 4-bit within 15%, bf16 within 1%.
 @pytest.mark.parametrize("technique, tolerance", [
     ("dynamic-int8", 0.02),
+    ("dynamic-int8-attn", 0.02),
     ("custom-int8-tensor", 0.02),
     ("custom-int8-channel", 0.02),
     ("custom-int8-attn", 0.02),
@@ -67,6 +68,12 @@ def test_lm_technique_keeps_perplexity_and_lm_head(tiny_lm_base, windows, ctx, t
     assert result == pytest.approx(reference, rel=tolerance)
     model = predictor.model
     assert isinstance(model.lm_head, torch.nn.Linear) and model.lm_head.weight.dtype in (torch.float32, torch.bfloat16)
+    if technique == "dynamic-int8-attn":
+        quantized = {n for n, m in model.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized")
+                     and type(m).__name__ == "Linear"}
+        floats = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+        assert quantized and not any(".mlp." in n for n in quantized)
+        assert floats - {"lm_head"} and all(".mlp." in n for n in floats - {"lm_head"})
     if technique.startswith("custom"):
         quantized = [n for n, m in model.named_modules() if type(m).__name__ == "Int8Linear"]
         assert quantized and "lm_head" not in quantized
