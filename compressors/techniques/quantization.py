@@ -19,7 +19,7 @@ gate/up inputs up to ~32, against <= 12 for every attention projection. Perplexi
 smollm2-135m (16,384 test tokens, fp32 28.13) by what stays float: nothing +173.7%; the three
 down_proj above 256 +82.4%; the six above 64 +45.8%; every down_proj +19.1%; every down_proj
 and layers 11, 28, 29 whole +5.1%; every down_proj and layers 2, 9, 11, 27, 28, 29 whole +4.2%;
-every MLP linear (this technique) +2.99%. That keeps ~75% of the decoder's linear weights
+every MLP linear (this technique) +2.98%. That keeps ~75% of the decoder's linear weights
 float: the artifact is larger than ``dynamic-int8``'s (``artifact_meta.float_linear_modules``
 lists them).
 """
