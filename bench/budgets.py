@@ -12,7 +12,11 @@ from compressors.models import MODELS
 from compressors.techniques import ChainError, parse_chain
 
 BUDGETS_FILE = Path(__file__).with_name("budgets.toml")
-BUDGET_KEYS = {"max_accuracy_drop_pp": "accuracy drop (pp)", "max_peak_memory_mb": "peak memory (MiB)"}
+BUDGET_KEYS = {
+    "max_accuracy_drop_pp": "accuracy drop (pp)",
+    "max_perplexity_increase_pct": "perplexity increase (%)",
+    "max_peak_memory_mb": "peak memory (MiB)",
+}
 
 
 class BudgetError(CompressbenchError):
@@ -24,6 +28,7 @@ class Budget:
     technique: str
     model: str
     max_accuracy_drop_pp: float | None = None
+    max_perplexity_increase_pct: float | None = None
     max_peak_memory_mb: float | None = None
 
     def to_dict(self) -> dict:
@@ -87,10 +92,23 @@ def budget_for(budgets: dict[str, dict], technique: str, model: str) -> Budget:
     return Budget(technique, model, **entry)
 
 
-def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None) -> list[Verdict]:
+def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None,
+          perplexity_increase_pct: float | None = None) -> list[Verdict]:
+    """Verdicts for each measured metric the budget limits.
+
+    A measured quality metric whose technique has no limit for it fails (a language model
+    benchmarked with a technique budgeted only for accuracy must not pass unchecked).
+    """
     verdicts = []
-    if budget.max_accuracy_drop_pp is not None and accuracy_drop_pp is not None:
-        verdicts.append(Verdict("max_accuracy_drop_pp", accuracy_drop_pp, budget.max_accuracy_drop_pp))
+    for key, measured in (("max_accuracy_drop_pp", accuracy_drop_pp),
+                          ("max_perplexity_increase_pct", perplexity_increase_pct)):
+        if measured is None:
+            continue
+        limit = getattr(budget, key)
+        if limit is None:
+            raise BudgetError(f"{budget.technique!r} on {budget.model!r} has no {key} in {BUDGETS_FILE}: add it to "
+                              f"the [{budget.technique!r}] table (or to [{budget.technique!r}.models.{budget.model}])")
+        verdicts.append(Verdict(key, measured, limit))
     if budget.max_peak_memory_mb is not None and peak_memory_mb is not None:
         verdicts.append(Verdict("max_peak_memory_mb", peak_memory_mb, budget.max_peak_memory_mb))
     return verdicts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import SMOKE, classification_cases
+from bench.cases import SMOKE, classification_cases, lm_cases
 from bench.harness import BenchSession
 from compressors.cache import ArtifactCache
 from compressors.context import BuildContext
@@ -15,7 +15,7 @@ def _case_marks(case) -> list:
     marks = [getattr(pytest.mark, case.tier)]
     if case.model.is_hub:
         marks.append(pytest.mark.hub)
-    if case.chain.slow:
+    if case.slow:
         marks.append(pytest.mark.slow)
     if case.id in SMOKE:
         marks.append(pytest.mark.smoke)
@@ -33,6 +33,10 @@ def pytest_generate_tests(metafunc):
             "classification_case",
             [pytest.param(case, id=case.id, marks=_case_marks(case)) for case in cases],
         )
+    if "lm_case" in metafunc.fixturenames:
+        selection = metafunc.config.compressbench_selection
+        cases = lm_cases(selection.models, selection.techniques)
+        metafunc.parametrize("lm_case", [pytest.param(case, id=case.id, marks=_case_marks(case)) for case in cases])
 
 
 @pytest.fixture(scope="session")

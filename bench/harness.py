@@ -23,9 +23,18 @@ from bench.cases import Case
 from compressors import CompressbenchError
 from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
-from compressors.data import DataError, load_sst2
+from compressors.data import DataError, load_sst2, load_wikitext
 from compressors.hardware import detect
-from compressors.metrics import EvalSet, artifact_size_bytes, encode_sentences, make_eval_set, measure_isolated
+from compressors.metrics import (
+    CPU_EVAL_TOKENS,
+    EvalSet,
+    TokenWindows,
+    artifact_size_bytes,
+    encode_sentences,
+    make_eval_set,
+    make_token_windows,
+    measure_isolated,
+)
 from compressors.models import ModelSpec, ModelUnavailable
 from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
 from compressors.runtime import Predictor, load_predictor
@@ -33,6 +42,8 @@ from compressors.techniques import build_chain, parse_chain
 
 TIMING_SAMPLE_SEED = 0
 BASELINE = "fp32"
+# The fixed prompt language models generate from (greedy, batch 1).
+GENERATION_PROMPT = "The tower is 324 metres tall, about the same height as"
 
 
 class _Failed:
@@ -229,4 +240,105 @@ class BenchSession:
     def verdicts(self, case: Case, results: dict) -> list[budgets_mod.Verdict]:
         budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name)
         results["budget"] = budget.to_dict()
-        return budgets_mod.check(budget, results["accuracy_drop_pp"], results["peak_memory_bytes"] / 2**20)
+        return budgets_mod.check(budget, results.get("accuracy_drop_pp"), results["peak_memory_bytes"] / 2**20,
+                                 perplexity_increase_pct=results.get("perplexity_increase_pct"))
+
+    # ------------------------------------------------------------------ language models
+    def tokenizer(self, model: ModelSpec):
+        def compute():
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.base(model).path)
+
+        return self._once(("tokenizer", model.name), compute)
+
+    def token_windows(self, model: ModelSpec, full_test: bool) -> TokenWindows:
+        """WikiText-2 raw test, tokenized by ``model``'s tokenizer: the CPU budget or all of it."""
+        return self._once(("windows", model.name, full_test), lambda: make_token_windows(
+            self.tokenizer(model), load_wikitext("test", self.ctx.data_dir),
+            max_tokens=None if full_test else CPU_EVAL_TOKENS))
+
+    def lm_measurement(self, case: Case) -> dict:
+        """Perplexity and memory of the case's configuration, in an isolated process."""
+        full = case.scenario.full_test
+        device = self.device(case)
+        key = ("lm-measure", case.config_id, full)
+        if device.startswith("cuda") and key not in self._memo:
+            self.release_gpu()  # the measurement process gets the GPU to itself
+        return self._once(key, lambda: measure_isolated(
+            self.artifact(case), self.token_windows(case.model, full), device))
+
+    def lm_timing_input(self, case: Case) -> dict[str, np.ndarray]:
+        """Prefill: the first ``prefill_tokens`` tokens of the WikiText-2 test text. Generation:
+        :data:`GENERATION_PROMPT`. Batch 1, no padding."""
+
+        def compute():
+            scenario = case.scenario
+            if scenario.timed == "prefill":
+                ids = self.token_windows(case.model, False).windows[0][:, :scenario.prefill_tokens]
+                if ids.shape[1] < scenario.prefill_tokens:
+                    raise DataError(f"the WikiText-2 test text has fewer than {scenario.prefill_tokens} tokens")
+                return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            encoded = self.tokenizer(case.model)(GENERATION_PROMPT, add_special_tokens=False, return_tensors="np")
+            return {k: v.astype(np.int64) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+
+        return self._once(("lm-timing", case.model.name, case.scenario.name), compute)
+
+    def lm_timed_call(self, case: Case, predictor: Predictor) -> tuple[Callable, tuple]:
+        """``(function, args)`` that the benchmark times: one prefill forward or one greedy generation."""
+        prepared = predictor.prepare(self.lm_timing_input(case))  # untimed
+        if case.scenario.timed == "prefill":
+            return predictor.run, (prepared,)
+        if not hasattr(predictor, "generate"):
+            raise ValueError(f"{case.chain.name}: its {predictor.runtime} predictor cannot generate text")
+        return predictor.generate, (prepared, case.scenario.new_tokens)
+
+    def lm_results(self, case: Case) -> dict:
+        """Every non-timing metric of a language-model case (what goes into ``benchmark.extra_info``)."""
+        measured = self.lm_measurement(case)
+        baseline_case = Case(case.model, parse_chain(BASELINE), "cpu", case.batch_size, case.scenario)
+        baseline = measured if baseline_case.config_id == case.config_id else self.lm_measurement(baseline_case)
+        artifact = self.artifact(case)
+        base = self.base(case.model)
+        baseline_size = artifact_size_bytes(self.artifact(baseline_case))
+        size = artifact_size_bytes(artifact)
+        windows = self.token_windows(case.model, case.scenario.full_test)
+        timing = self.lm_timing_input(case)
+        scenario = case.scenario
+        return {
+            "model": case.model.name,
+            "technique": case.chain.name,
+            "tier": case.tier,
+            "device": case.device,
+            "batch_size": case.batch_size,
+            "run_device": self.device(case),  # cpu or cuda:N
+            "scenario": scenario.name,
+            "task": case.model.task,
+            "recipe": case.chain.to_dict(),
+            "model_spec": case.model.to_dict(),
+            "perplexity": round(measured["perplexity"], 4),
+            "baseline_perplexity": round(baseline["perplexity"], 4),
+            "perplexity_increase_pct": round((measured["perplexity"] / baseline["perplexity"] - 1) * 100, 3),
+            "mean_nll": measured["mean_nll"],
+            "eval": {"split": "wikitext-2-raw-test", "scope": scenario.eval_scope, "text": "rows joined with \n\n",
+                     **windows.describe()},
+            "size_bytes": size,
+            "size_ratio_vs_fp32": round(size / baseline_size, 4),
+            "peak_memory_bytes": measured["peak_memory_bytes"],
+            "peak_rss_bytes": measured["peak_rss_bytes"],
+            "runtime_rss_bytes": measured["runtime_rss_bytes"],
+            **{k: v for k, v in measured.items() if k.startswith("vram_")},  # GPU tiers (compressors.gpu_memory)
+            "memory_flags": measured.get("memory_flags", []),  # negative deltas clamped to 0, named here
+            "placement": measured["placement"],
+            "artifact_key": artifact.key,
+            "artifact_meta": artifact.meta,
+            "base_artifact": {"key": base.key, "meta": base.meta},
+            "timing_input": {
+                "timed": scenario.timed,
+                "source": "wikitext-2-raw-test first window" if scenario.timed == "prefill" else GENERATION_PROMPT,
+                "shape": list(timing["input_ids"].shape),
+                **({"new_tokens": scenario.new_tokens, "decoding": "greedy, KV cache"}
+                   if scenario.timed == "generate" else {}),
+            },
+            "versions": library_versions("torch", "transformers", "bitsandbytes", "gguf"),
+        }

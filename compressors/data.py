@@ -1,4 +1,4 @@
-"""Datasets: SST-2 (GLUE) for classification.
+"""Datasets: SST-2 (GLUE) for classification, WikiText-2 for language models.
 
 Two sources, in this order:
 
@@ -10,7 +10,13 @@ Two sources, in this order:
 
 Evaluation uses the dev split only; training, calibration and distillation use
 train only (see ``shared/data/README.md``).
+
+WikiText-2 (:func:`load_wikitext`): perplexity is evaluated on the raw *test* split
+(``wikitext-2-raw/wiki.test.raw``); language-model calibration may only use the
+tokenized *validation* split (``wikitext-2/wiki.valid.tokens``), never test. Without
+a mirror, ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1" / "wikitext-2-v1")``.
 """
+
 
 from __future__ import annotations
 
@@ -47,6 +53,21 @@ SST2_FILES = {
                       "f7271f7a919ea884ca8563e13ed03028aa44296d1f738c003af3142b9a2188f8", 872),
 }
 SPLITS = tuple(SST2_FILES)
+
+# "test" is the evaluation text (raw, as perplexity papers and llama.cpp use it); "valid"
+# (tokenized, <unk> for rare words) is the only WikiText text calibration may see.
+WIKITEXT_FILES = {
+    "test": MirrorFile("wikitext-2-raw/wiki.test.raw",
+                       "4f3e427e4aff23acff917a8a51aeae21bf12832256e26914c8fc250dcef4103c"),
+    "valid": MirrorFile("wikitext-2/wiki.valid.tokens",
+                        "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
+}
+WIKITEXT_HUB = {"test": ("wikitext-2-raw-v1", "test"), "valid": ("wikitext-2-v1", "validation")}
+WIKITEXT_HOW_TO = (
+    "Point the suite at a mirror holding wikitext-2-raw/wiki.test.raw and wikitext-2/wiki.valid.tokens "
+    f"with --data-dir DIR or {DATA_DIR_ENV}=DIR (in this repository's CI that is ../shared/data), or unset "
+    "both to load 'wikitext' through the `datasets` library (needs network or a populated HF cache)."
+)
 
 
 class DataError(CompressbenchError):
@@ -213,3 +234,74 @@ def split_held_apart(
     held_set = set(held)
     rest = [i for i in range(len(train)) if i not in held_set]
     return subset(train, rest, f"{train.name}-rest"), subset(train, held, f"{train.name}-held-apart-{n}")
+
+
+# --------------------------------------------------------------------------- WikiText-2
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """One WikiText split as a single string, plus where it came from.
+
+    ``text`` is the split's rows joined with ``"\n\n"``, as the Hugging Face perplexity
+    guide does (``"\n\n".join(load_dataset("wikitext", ...)["text"])``); ``checksum`` is
+    the sha256 of that text.
+    """
+
+    name: str
+    text: str
+    rows: int
+    source: str
+    checksum: str
+
+
+def wikitext_rows(path: Path) -> list[str]:
+    """The rows ``datasets``' ``wikitext`` builder yields for a raw file: one per line, with
+    its newline, and ``""`` for a line of only whitespace. Joining them with ``"\n\n"``
+    gives byte for byte the text the reference tooling evaluates."""
+    with open(path, encoding="utf-8") as handle:  # universal newlines, like the builder
+        return [row if row.strip() else "" for row in handle]
+
+
+def _corpus(name: str, rows: list[str], source: str) -> TextCorpus:
+    text = "\n\n".join(rows)
+    return TextCorpus(name, text, len(rows), source, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+@lru_cache(maxsize=4)
+def _load_wikitext_cached(split: str, root: Path | None, verify: bool) -> TextCorpus:
+    if root is None:
+        config, hub_split = WIKITEXT_HUB[split]
+        try:
+            import datasets
+
+            table = datasets.load_dataset("wikitext", config, split=hub_split)
+        except Exception as exc:  # datasets raises many types for "unreachable / not cached"
+            raise DataError(f"could not load WikiText-2 {split} through datasets.load_dataset('wikitext', "
+                            f"{config!r}): {type(exc).__name__}: {exc}. {WIKITEXT_HOW_TO}") from exc
+        return _corpus(f"wikitext-2-{split}", list(table["text"]), f"hub:wikitext/{config}/{hub_split}")
+    spec = WIKITEXT_FILES[split]
+    path = root / spec.relpath
+    if not path.is_file():
+        raise DataError(f"WikiText-2 {split} split not found: {path} is missing. {WIKITEXT_HOW_TO}")
+    if verify:
+        actual = sha256_file(path)
+        if actual != spec.sha256:
+            raise DataError(f"{path} does not match the published WikiText-2 {split} file (sha256 {actual}, "
+                            f"expected {spec.sha256}); replace it with the original. {WIKITEXT_HOW_TO}")
+    return _corpus(f"wikitext-2-{split}", wikitext_rows(path), str(path))
+
+
+def load_wikitext(split: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True) -> TextCorpus:
+    """Load one WikiText-2 split as a :class:`TextCorpus`.
+
+    Args:
+        split: ``"test"`` (raw text: what perplexity is evaluated on) or ``"valid"``
+            (tokenized validation text: the only split calibration may use).
+        data_dir: a mirror folder; defaults to ``$COMPRESSBENCH_DATA_DIR``, and without
+            either the Hugging Face Hub is used.
+        verify: check the mirror file's sha256 against the published one.
+    """
+    if split not in WIKITEXT_FILES:
+        raise DataError(f"unknown WikiText-2 split {split!r}; valid splits: {', '.join(WIKITEXT_FILES)}")
+    return _load_wikitext_cached(split, resolve_data_dir(data_dir), verify)

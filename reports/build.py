@@ -102,11 +102,19 @@ class Entry:
         return None if ppl is None or not base else (ppl - base) / base * 100
 
 
+# A language model has several timed scenarios per configuration (prefill512, gen32, the slow
+# prefill512-fullppl); one row per batch size fits these charts, so they show the prefill with the
+# CPU-budget perplexity. The others are in the saved JSON, `python -m reports table` and compare.
+REPORTED_SCENARIOS = (None, "prefill512")
+
+
 def entries_by_group(runs: list[Run], options: BuildOptions) -> dict[tuple[str, str], list[Entry]]:
     """(model, device) -> configurations, ``fp32`` first then by name, speed ratios and scores filled in."""
     entries: dict[tuple, Entry] = {}
     for run in runs:
         for row in benchmark_rows(run):
+            if row.get("scenario") not in REPORTED_SCENARIOS:
+                continue
             key = (run.label, row["model"], row["device"], row["technique"])
             entry = entries.setdefault(key, Entry(run.label, row["model"], row["device"], row["technique"], {}))
             entry.rows[int(row["batch_size"])] = row

@@ -111,8 +111,10 @@ def load_runs(paths: list[Path]) -> list[Run]:
 
 
 def config_id(info: dict) -> str:
-    """``model-technique-tier-bsN``, the test id of the configuration (what ``-k`` matches)."""
-    return f"{info['model']}-{info['technique']}-{info['tier']}-bs{info['batch_size']}"
+    """``model-technique-tier-bsN`` (``-scenario`` for language models: ``-prefill512``, ``-gen32``),
+    the test id of the configuration (what ``-k`` matches)."""
+    scenario = f"-{info['scenario']}" if info.get("scenario") else ""
+    return f"{info['model']}-{info['technique']}-{info['tier']}-bs{info['batch_size']}{scenario}"
 
 
 def percentile(data: list[float], pct: float) -> float | None:
@@ -162,7 +164,8 @@ def benchmark_rows(run: Run) -> list[dict]:
             "sensitivity_key": meta.get("sensitivity_artifact"),
         }
         for key in ("accuracy_pct", "baseline_accuracy_pct", "accuracy_drop_pp", "perplexity", "baseline_perplexity",
-                    "size_bytes", "size_ratio_vs_fp32", "peak_memory_bytes"):
+                    "perplexity_increase_pct", "per_token_s", "scenario", "size_bytes", "size_ratio_vs_fp32",
+                    "peak_memory_bytes"):
             row[key] = info.get(key)
         rows.append({**info, **row})
     return rows
@@ -186,20 +189,38 @@ def _mb(value) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
 
+def _quality(row: dict) -> tuple[str, str]:
+    """(accuracy % or perplexity, drop in pp or perplexity rise in %) of a row, formatted."""
+    if row.get("accuracy_pct") is not None:
+        return f"{row['accuracy_pct']:.2f}", f"{row['accuracy_drop_pp']:.2f}"
+    if row.get("perplexity") is not None:
+        return f"{row['perplexity']:.3f}", f"{row['perplexity_increase_pct']:+.2f}%"
+    return "-", "-"
+
+
 def format_table(rows: list[dict]) -> list[str]:
-    """The results table the suite prints and ``python -m reports table`` shows."""
-    lines = [f"{'configuration':<44} {'median ms':>10} {'acc %':>7} {'drop pp':>8} "
+    """The results table the suite prints and ``python -m reports table`` shows.
+
+    Classifiers show accuracy and its drop in pp; language models perplexity and its rise in %,
+    and their generation rows the time per generated token.
+    """
+    width = max([44] + [len(config_id(row)) for row in rows])
+    lines = [f"{'configuration':<{width}} {'median ms':>10} {'ms/tok':>7} {'acc/ppl':>8} {'drop':>8} "
              f"{'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict"]
-    for row in sorted(rows, key=lambda r: (r["model"], r["tier"], r["batch_size"], r["technique"])):
-        config_id = f"{row['model']}-{row['technique']}-{row['tier']}-bs{row['batch_size']}"
+    for row in sorted(rows, key=lambda r: (r["model"], r["tier"], r["batch_size"], r.get("scenario") or "",
+                                           r["technique"])):
         median = "-" if row.get("median_s") is None else f"{row['median_s'] * 1e3:.2f}"
+        per_token = "" if row.get("per_token_s") is None else f"{row['per_token_s'] * 1e3:.2f}"
+        quality, drop = _quality(row)
         lines.append(
-            f"{config_id:<44} {median:>10} {row['accuracy_pct']:>7.2f} {row['accuracy_drop_pp']:>8.2f} "
+            f"{config_id(row):<{width}} {median:>10} {per_token:>7} {quality:>8} {drop:>8} "
             f"{_mb(row['size_bytes']):>8} {row['size_ratio_vs_fp32']:>7.3f} {_mb(row['peak_memory_bytes']):>7}"
             f"  {row.get('outcome', '')}"
         )
     return lines
 
 
-LEGEND = ("acc: SST-2 dev (872); drop: fp32 minus this, pp; size x: vs fp32; "
+LEGEND = ("acc/ppl: SST-2 dev accuracy % (872 sentences), or WikiText-2 test perplexity (language models); "
+          "drop: fp32 minus this in pp, or perplexity rise vs fp32 in %; ms/tok: generation median / new tokens; "
+          "size x: vs fp32; "
           "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")

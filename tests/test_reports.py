@@ -34,3 +34,13 @@ def test_missing_runs_say_what_to_do(tmp_path, capsys):
     save(tmp_path, "0001_a", [ROW])
     assert main(["table", "0042", "--storage", str(tmp_path)]) == 2
     assert "saved: 0001_a" in capsys.readouterr().err
+
+
+def test_language_model_rows_show_perplexity_rise_and_time_per_token(tmp_path):
+    lm = {**ROW, "model": "lm", "accuracy_pct": None, "accuracy_drop_pp": None, "perplexity": 28.1,
+          "baseline_perplexity": 27.0, "perplexity_increase_pct": 4.074}
+    save(tmp_path, "0001_a", [{**lm, "scenario": "prefill512"}, {**lm, "scenario": "gen32", "per_token_s": 0.0912}])
+    table = format_table(rows_from_run(find_run(None, tmp_path)))
+    gen, prefill = table[1], table[2]
+    assert gen.startswith("lm-fp32-cpu-bs1-gen32 ") and "91.20" in gen and "28.100" in gen and "+4.07%" in gen
+    assert prefill.startswith("lm-fp32-cpu-bs1-prefill512 ") and "91.20" not in prefill

@@ -34,10 +34,30 @@ def test_k_and_models_and_techniques_select():
     assert sorted(i.split("[")[1].rstrip("]") for i in ids) == ["minilm-sst2-fp32-cpu-bs32", "minilm-sst2-onnx-int8-cpu-bs32"]
 
 
-def test_smoke_subset_includes_an_onnx_configuration():
+def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "smoke")
     ids = [line for line in out.stdout.splitlines() if "::" in line]
-    assert 3 <= len(ids) <= 6 and any("onnx" in i for i in ids)
+    assert 3 <= len(ids) <= 8 and any("onnx" in i for i in ids)
+    assert {"smollm2-135m-fp32-cpu-bs1-prefill512", "smollm2-135m-fp32-cpu-bs1-gen32"} <= {
+        i.split("[")[1].rstrip("]") for i in ids}
+
+
+def test_language_model_ids_and_markers():
+    out = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "smollm2-135m,gpt2",
+                     "--techniques", "fp32,bnb-nf4,onnx-int8", "-m", "cpu and not slow")
+    ids = sorted(line.split("[")[1].rstrip("]") for line in out.stdout.splitlines() if "::" in line)
+    assert out.returncode == 0, out.stdout + out.stderr
+    expected = sorted(f"{m}-{t}-cpu-bs1-{s}" for m in ("smollm2-135m", "gpt2") for t in ("fp32", "bnb-nf4", "onnx-int8")
+                      for s in ("prefill512", "gen32"))
+    assert ids == expected  # the full-test-set variant is slow; onnx-int8 is collected and skipped below
+    slow = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "smollm2-135m",
+                      "--techniques", "fp32", "-m", "slow")
+    assert "[smollm2-135m-fp32-cpu-bs1-prefill512-fullppl]" in slow.stdout
+    hub = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "gpt2", "-m", "hub")
+    assert "[gpt2-fp32-cpu-bs1-prefill512]" in hub.stdout
+    skipped = run_pytest("bench/test_language_model.py", "-q", "-rs", "--models", "smollm2-135m",
+                         "--techniques", "onnx-int8", "-k", "prefill512 and not fullppl")
+    assert "onnx-int8 does not apply to causal-lm models" in skipped.stdout, skipped.stdout[-2000:]
 
 
 @pytest.mark.parametrize("args, message", [

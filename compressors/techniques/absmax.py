@@ -14,7 +14,14 @@ Techniques:
 * ``custom-int8-attn``: per-channel, attention projections only.
 * ``custom-int8-ffn``: per-channel, feed-forward linears only.
 
-The task head (every linear outside ``model.base_model_prefix``) stays float.
+The task head (every linear outside ``model.base_model_prefix``: a classifier, or a
+causal LM's ``lm_head``) stays float, and so do embeddings and norms, which are not
+linears. For SmolLM2 and GPT-2 the ``lm_head`` *is* the input embedding matrix (tied
+weights): quantizing it would quantize the embeddings too, and its logits feed the
+perplexity directly. GPT-2's ``Conv1D`` projections are converted to ``nn.Linear`` first
+(:func:`~compressors.techniques.quantization.conv1d_to_linear`). The dequantized weight
+is computed in the activations' dtype (float32 here), so nothing overflows as it would in
+float16.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names
+from compressors.techniques.quantization import conv1d_to_linear, head_module_names
 
 ABSMAX_WEIGHTS = "model_absmax_int8.pt"
 
@@ -92,6 +99,7 @@ def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
     """Replace the selected linears of ``model`` in place; returns their names."""
     from compressors.techniques.absmax_modules import Int8Linear
 
+    conv1d_to_linear(model)
     names = selected_linears(model, config.scope)
     for name in names:
         parent_name, _, child = name.rpartition(".")

@@ -5,7 +5,9 @@ above it run in 16-bit, the rest in int8). ``bnb-fp4`` / ``bnb-nf4``: 4-bit weig
 (FP4 or NormalFloat4, blocks of 64) dequantized in the matmul; ``bnb-nf4-dq`` also
 quantizes the block scales (double quantization). Compute dtype float32.
 
-Every ``nn.Linear`` of the encoder is quantized; the task head is not
+Every ``nn.Linear`` of the encoder (of a causal LM: the decoder, GPT-2's ``Conv1D``
+projections included) is quantized; the task head (a causal LM's ``lm_head``, tied to
+the input embeddings in SmolLM2 and GPT-2) is not
 (``llm_int8_skip_modules``): a 4-bit classifier with 2 outputs trips bitsandbytes'
 ``N must be divisible by block_n`` assertion, the failure a seed reported as "QLoRA on
 DistilBERT is not reliable" (DistilBERT's head is ``pre_classifier`` + ``classifier``).
@@ -29,12 +31,12 @@ import tempfile
 from pathlib import Path
 
 from compressors.cache import Artifact
-from compressors.config import Config, check_choice, check_range
+from compressors.config import Config, ConfigError, check_choice, check_range
 from compressors.context import BuildContext
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names
+from compressors.techniques.quantization import head_module_names, keep_float_names
 
 BNB_LIBS = ("torch", "transformers", "bitsandbytes", "accelerate")
 CPU_4BIT_IN_MULTIPLE, CPU_4BIT_OUT_MULTIPLE = 64, 32
@@ -50,6 +52,8 @@ class BnbConfig(Config):
         double_quant: quantize the 4-bit block scales too.
         int8_threshold: LLM.int8 outlier threshold (activation magnitude kept in 16-bit).
         compute_dtype: dtype the 4-bit matmuls compute in.
+        keep_float: ``fnmatch`` patterns of module names whose linears stay float besides the
+            head (passed to ``llm_int8_skip_modules``; see ``quantization.keep_float_names``).
     """
 
     bits: int = 4
@@ -57,9 +61,12 @@ class BnbConfig(Config):
     double_quant: bool = False
     int8_threshold: float = 6.0
     compute_dtype: str = "float32"
+    keep_float: tuple[str, ...] = ()
 
     def validate(self) -> None:
         name = type(self).__name__
+        if isinstance(self.keep_float, str) or not all(isinstance(p, str) and p for p in self.keep_float):
+            raise ConfigError(f"{name}.keep_float={self.keep_float!r} must be a tuple of module-name patterns")
         check_choice(name, "bits", self.bits, {4, 8})
         check_choice(name, "quant_type", self.quant_type, {"nf4", "fp4"})
         check_choice(name, "compute_dtype", self.compute_dtype, {"float32", "bfloat16", "float16"})
@@ -86,11 +93,11 @@ def bnb_quantization_config(config: BnbConfig, skip: list[str]):
 
 
 def modules_kept_float(model, config: BnbConfig) -> tuple[list[str], list[str]]:
-    """``(head, misfits)``: linears that stay float: the task head, and (4-bit) those whose
-    shape bitsandbytes' CPU kernels cannot take."""
+    """``(kept, misfits)``: linears that stay float: the task head and those ``keep_float``
+    names, and (4-bit) those whose shape bitsandbytes' CPU kernels cannot take."""
     import torch
 
-    head = sorted(head_module_names(model))
+    head = sorted(head_module_names(model) | keep_float_names(model, config.keep_float))
     misfits = []
     if config.bits == 4:
         for name, module in model.named_modules():
@@ -116,17 +123,20 @@ def hf_checkpoint(parent: Artifact):
 def _build_bnb(parent: Artifact, out: Path, config: BnbConfig, ctx: BuildContext) -> dict:
     import collections
 
-    from transformers import AutoModelForSequenceClassification
+    from compressors.runtime import hf_auto_class
 
     quiet_bitsandbytes()
-    head, misfits = modules_kept_float(load_torch_module(parent), config)
+    parent_model = load_torch_module(parent)
+    head, misfits = modules_kept_float(parent_model, config)
+    kept_by_config = sorted(keep_float_names(parent_model, config.keep_float))
+    del parent_model
     with hf_checkpoint(parent) as folder:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = hf_auto_class(folder).from_pretrained(
             folder, quantization_config=bnb_quantization_config(config, head + misfits), device_map="cpu")
         copy_side_files(folder, out)  # first: save_pretrained then writes the config with the quantization config
         model.save_pretrained(out, safe_serialization=True)  # before any forward pass (see the module docstring)
     kinds = collections.Counter(type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear"))
-    return {"bits": config.bits, "float_linear_modules": head + misfits, "kept_float_for_cpu_kernel_shape": misfits,
+    return {"bits": config.bits, "float_linear_modules": head + misfits, "kept_float_by_config": kept_by_config, "kept_float_for_cpu_kernel_shape": misfits,
             "linear_modules_by_type": dict(kinds)}
 
 
@@ -160,10 +170,10 @@ def bnb_backend(model) -> dict:
 
 
 def _load_bnb(artifact: Artifact, device: str) -> TorchPredictor:
-    from transformers import AutoModelForSequenceClassification
+    from compressors.runtime import hf_auto_class
 
     quiet_bitsandbytes()
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, device_map=device)
+    model = hf_auto_class(artifact.path).from_pretrained(artifact.path, device_map=device)
     return TorchPredictor(model, device, {"bitsandbytes": bnb_backend(model)})
 
 
