@@ -221,6 +221,18 @@ class BenchSession:
             "baseline_accuracy_pct": round(baseline["accuracy"], 3),
             "accuracy_drop_pp": round(baseline["accuracy"] - measured["accuracy"], 3),
             "eval": {"split": "sst2-dev", "examples": len(eval_set), "checksum": eval_set.checksum[:16]},
+            **self._size_memory_provenance(measured, artifact, base, size, baseline_size),
+            "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
+                             "shape": list(self.timing_batch(case)["input_ids"].shape)},
+            "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),
+        }
+
+    @staticmethod
+    def _size_memory_provenance(measured: dict, artifact: Artifact, base: Artifact, size: int,
+                                baseline_size: int) -> dict:
+        """The ``extra_info`` keys classification and language-model rows share: size, memory
+        (RAM, and VRAM on GPU tiers), placement and the artifacts measured."""
+        return {
             "size_bytes": size,
             "size_ratio_vs_fp32": round(size / baseline_size, 4),
             "peak_memory_bytes": measured["peak_memory_bytes"],
@@ -232,9 +244,6 @@ class BenchSession:
             "artifact_key": artifact.key,
             "artifact_meta": artifact.meta,
             "base_artifact": {"key": base.key, "meta": base.meta},
-            "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
-                             "shape": list(self.timing_batch(case)["input_ids"].shape)},
-            "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),
         }
 
     def verdicts(self, case: Case, results: dict) -> list[budgets_mod.Verdict]:
@@ -322,17 +331,7 @@ class BenchSession:
             "mean_nll": measured["mean_nll"],
             "eval": {"split": "wikitext-2-raw-test", "scope": scenario.eval_scope, "text": "rows joined with \n\n",
                      **windows.describe()},
-            "size_bytes": size,
-            "size_ratio_vs_fp32": round(size / baseline_size, 4),
-            "peak_memory_bytes": measured["peak_memory_bytes"],
-            "peak_rss_bytes": measured["peak_rss_bytes"],
-            "runtime_rss_bytes": measured["runtime_rss_bytes"],
-            **{k: v for k, v in measured.items() if k.startswith("vram_")},  # GPU tiers (compressors.gpu_memory)
-            "memory_flags": measured.get("memory_flags", []),  # negative deltas clamped to 0, named here
-            "placement": measured["placement"],
-            "artifact_key": artifact.key,
-            "artifact_meta": artifact.meta,
-            "base_artifact": {"key": base.key, "meta": base.meta},
+            **self._size_memory_provenance(measured, artifact, base, size, baseline_size),
             "timing_input": {
                 "timed": scenario.timed,
                 "source": "wikitext-2-raw-test first window" if scenario.timed == "prefill" else GENERATION_PROMPT,
