@@ -145,18 +145,21 @@ def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
     return sentences, labels
 
 
+def _mirror_file(path: Path, sha256: str | None, what: str, how_to: str) -> Path:
+    """``path`` of a local mirror file, checked to exist and (``sha256`` given) to be the published one."""
+    if not path.is_file():
+        raise DataError(f"{what} split not found: {path} is missing. {how_to}")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise DataError(f"{path} does not match the published {what} file (sha256 {actual}, "
+                            f"expected {sha256}); replace it with the original. {how_to}")
+    return path
+
+
 def _load_from_mirror(split: str, root: Path, verify: bool) -> TextClassificationSplit:
     spec = SST2_FILES[split]
-    path = root / spec.relpath
-    if not path.is_file():
-        raise DataError(f"SST-2 {split} split not found: {path} is missing. {HOW_TO_GET}")
-    if verify:
-        actual = sha256_file(path)
-        if actual != spec.sha256:
-            raise DataError(
-                f"{path} does not match the published GLUE SST-2 {split} file "
-                f"(sha256 {actual}, expected {spec.sha256}); replace it with the original. {HOW_TO_GET}"
-            )
+    path = _mirror_file(root / spec.relpath, spec.sha256 if verify else None, f"GLUE SST-2 {split}", HOW_TO_GET)
     sentences, labels = _read_tsv(path)
     if spec.rows is not None and verify and len(sentences) != spec.rows:
         raise DataError(f"{path}: {len(sentences)} rows, expected {spec.rows}. {HOW_TO_GET}")
@@ -281,14 +284,7 @@ def _load_wikitext_cached(split: str, root: Path | None, verify: bool) -> TextCo
                             f"{config!r}): {type(exc).__name__}: {exc}. {WIKITEXT_HOW_TO}") from exc
         return _corpus(f"wikitext-2-{split}", list(table["text"]), f"hub:wikitext/{config}/{hub_split}")
     spec = WIKITEXT_FILES[split]
-    path = root / spec.relpath
-    if not path.is_file():
-        raise DataError(f"WikiText-2 {split} split not found: {path} is missing. {WIKITEXT_HOW_TO}")
-    if verify:
-        actual = sha256_file(path)
-        if actual != spec.sha256:
-            raise DataError(f"{path} does not match the published WikiText-2 {split} file (sha256 {actual}, "
-                            f"expected {spec.sha256}); replace it with the original. {WIKITEXT_HOW_TO}")
+    path = _mirror_file(root / spec.relpath, spec.sha256 if verify else None, f"WikiText-2 {split}", WIKITEXT_HOW_TO)
     return _corpus(f"wikitext-2-{split}", wikitext_rows(path), str(path))
 
 
