@@ -27,6 +27,16 @@ class Config:
     def validate(self) -> None:  # overridden where there is something to check
         pass
 
+    def for_machine(self, cpu) -> Config:
+        """The config as built on ``cpu`` (a :class:`~compressors.hardware.CpuInfo`).
+
+        Fields a config leaves to the machine (``None`` = choose for this CPU) are resolved
+        here, before the cache key is computed, so the choice is part of the key and an
+        artifact built for one CPU kind is never reused on another that needs a different one.
+        Default: nothing to resolve.
+        """
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, **dataclasses.asdict(self)}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compressors.cache import ArtifactCache
+from compressors.hardware import CpuInfo, this_cpu
 
 
 @dataclasses.dataclass
@@ -23,6 +24,8 @@ class BuildContext:
         progress: show progress bars while training or exporting.
         model: the :class:`~compressors.models.ModelSpec` whose chain is being built, for
             techniques that start from its pretrained encoder (LoRA); None outside a case.
+        cpu: the CPU the artifacts are built for (configs resolve machine-dependent choices
+            from it, :meth:`~compressors.config.Config.for_machine`); this machine's by default.
     """
 
     cache: ArtifactCache = dataclasses.field(default_factory=ArtifactCache)
@@ -33,3 +36,4 @@ class BuildContext:
     )
     progress: bool = True
     model: Any = None
+    cpu: CpuInfo = dataclasses.field(default_factory=this_cpu)

@@ -52,6 +52,17 @@ ISA_FEATURES = {
 }
 
 
+# Why some CPUs need a different int8 scheme. x86 CPUs with AVX2/AVX-512 but neither VNNI nor
+# AMX compute uint8 x int8 dot products with vpmaddubsw, which adds pairs of products into an
+# int16 and saturates there (255 * 127 * 2 > 32767). ONNX Runtime's u8s8 kernels (MatMulInteger,
+# QLinearMatMul, DynamicQuantizeMatMul) take that path on such CPUs; its documentation's remedy is
+# ``reduce_range`` (7-bit weights: 255 * 63 * 2 < 32767). VNNI (vpdpbusd) and AMX accumulate in
+# int32 and never saturate. Measured on an Intel Xeon Skylake-SP (AVX-512F/BW, no VNNI): full
+# 8-bit onnx-int8 gave a relative logit error of 0.117 on the unit tests' tiny BERT where VNNI
+# CPUs give < 0.05; 7-bit weights brought it back under 0.1.
+INT8_SATURATION_RULE = "x86 with AVX2/AVX-512 but no VNNI/AMX: u8s8 dot products go through vpmaddubsw (int16, saturating)"
+
+
 class DeviceError(CompressbenchError, ValueError):
     """A ``--device`` value that is malformed or names a device this machine lacks."""
 
@@ -84,6 +95,18 @@ class CpuInfo:
     @property
     def isa(self) -> dict[str, bool]:
         return {feature: any(f in self.flags for f in flags) for feature, flags in ISA_FEATURES.items()}
+
+    @property
+    def int8_dot_saturates(self) -> bool:
+        """Whether uint8 x int8 dot products can saturate here (see :data:`INT8_SATURATION_RULE`)."""
+        isa = self.isa
+        return (isa["avx2"] or isa["avx512"]) and not (isa["vnni"] or isa["amx"])
+
+    def int8_flags(self) -> dict:
+        """The CPU facts an int8 scheme was chosen from (recorded beside the choice)."""
+        isa = self.isa
+        return {"cpu": self.name, **{k: isa[k] for k in ("avx2", "avx512", "vnni", "amx")},
+                "int8_dot_saturates": self.int8_dot_saturates}
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "flags": list(self.flags), "isa": self.isa}
@@ -245,6 +268,12 @@ def parse_device(value: str, hardware: HardwareInfo) -> DeviceChoice:
 # ---------------------------------------------------------------------------------- probing
 
 
+@functools.cache
+def this_cpu() -> CpuInfo:
+    """This machine's CPU, read once per process (no torch import)."""
+    return read_cpu_info()
+
+
 def read_cpu_info(cpuinfo_text: str | None = None) -> CpuInfo:
     """The CPU from ``/proc/cpuinfo`` (or ``cpuinfo_text``), psutil and the affinity mask."""
     import psutil
@@ -308,7 +337,7 @@ def probe_hardware(cuda: Any, torch_cuda_version: str | None, nvml: Any = None, 
             major, minor = cuda.get_device_capability(index)
             gpus.append(GpuInfo(index, props.name, (int(major), int(minor)), int(props.total_memory)))
     driver, note = nvml_driver_version(nvml) if gpus else (None, None)
-    return HardwareInfo(cpu or read_cpu_info(), tuple(gpus), CudaStatus(torch_cuda_version, available, driver, note))
+    return HardwareInfo(cpu or this_cpu(), tuple(gpus), CudaStatus(torch_cuda_version, available, driver, note))
 
 
 @functools.cache

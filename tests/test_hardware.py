@@ -17,6 +17,7 @@ from compressors.hardware import (
     read_cpu_info,
     tier_for_capability,
 )
+from tests import cpus
 
 CPU = CpuInfo("Test CPU", 2, 4, 4, ("avx2",))
 
@@ -200,3 +201,16 @@ def test_hardware_cli_exits_1_when_a_required_tier_is_missing(monkeypatch, capsy
     assert json.loads(capsys.readouterr().out)["tiers"] == ["cpu", "legacy_gpu"]
     assert hardware.main(["--require", "t4"]) == 1
     assert "required tier missing: t4: no NVIDIA GPU with compute capability >= 7.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, saturates", [
+    (cpus.SKYLAKE_SP, True), (cpus.HASWELL, True),  # vpmaddubsw: int16 sums saturate
+    (cpus.ZEN4, False), (cpus.SAPPHIRE_RAPIDS, False), (cpus.ALDER_LAKE, False),  # VNNI / AMX accumulate in int32
+    (cpus.GRAVITON3, False),  # not x86: none of its int8 kernels take that path
+])
+def test_int8_dot_saturation_follows_the_isa(kind, saturates):
+    cpu = read_cpu_info(kind)
+    assert cpu.int8_dot_saturates is saturates, f"{cpu.name}: isa {cpu.isa}"
+    flags = cpu.int8_flags()
+    assert flags["cpu"] == cpu.name and flags["int8_dot_saturates"] is saturates
+    assert set(flags) >= {"avx2", "avx512", "vnni", "amx"}

@@ -98,11 +98,12 @@ class Technique:
     def missing_requirements(self) -> list[str]:
         return [module for module in self.requires if importlib.util.find_spec(module) is None]
 
-    def cache_recipe(self, parent: Artifact) -> dict:
+    def cache_recipe(self, parent: Artifact, config: Config | None = None) -> dict:
+        """What the artifact's cache key hashes; ``config`` is the one resolved for the machine."""
         return {
             "parent": parent.key,
             "technique": self.name,
-            "config": self.config.to_dict(),
+            "config": (config or self.config).to_dict(),
             "versions": library_versions(*self.version_packages),
         }
 
@@ -214,14 +215,15 @@ def build_chain(base: Artifact, chain: Chain, ctx: BuildContext, label: str) -> 
         if stage.build is None:
             continue
         parent = artifact
+        config = stage.config.for_machine(ctx.cpu)
 
-        def build(out: Path, stage=stage, parent=parent) -> dict | None:
-            return stage.build(parent, out, stage.config, ctx)
+        def build(out: Path, stage=stage, parent=parent, config=config) -> dict | None:
+            return stage.build(parent, out, config, ctx)
 
         artifact = ctx.cache.get_or_build(
             artifact_kind=stage.artifact_kind,
             name=f"{label}-{stage.name}",
-            recipe=stage.cache_recipe(parent),
+            recipe=stage.cache_recipe(parent, config),
             build=build,
             weights=list(stage.weights),
         )

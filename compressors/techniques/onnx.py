@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 
 from compressors.cache import Artifact
-from compressors.config import Config, check_choice, check_range
+from compressors.config import Config, ConfigError, check_choice, check_range
 from compressors.context import BuildContext
 from compressors.models import TASK_CLASSIFICATION, copy_side_files
 from compressors.runtime import load_torch_module
@@ -74,15 +74,51 @@ class OrtDynamicQuantConfig(Config):
             default: on minilm-sst2 per-tensor lost 1.15 pp of dev accuracy,
             per-channel none, at the same size (quantizing only MatMul, leaving
             the embedding Gather in float, lost 0.46 pp and kept 56 MB instead of 21 MB).
-        reduce_range: 7-bit weights, for CPUs without VNNI (avoids saturation).
+        reduce_range: 7-bit weights (ONNX Runtime's remedy for CPUs whose uint8 x int8 dot
+            products saturate, :data:`compressors.hardware.INT8_SATURATION_RULE`); ``None``
+            (default): chosen from the CPU the artifact is built for, see :func:`int8_scheme`.
     """
 
     weight_type: str = "qint8"
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "weight_type", self.weight_type, {"qint8", "quint8"})
+        _check_reduce_range(self)
+
+    def for_machine(self, cpu) -> OrtDynamicQuantConfig:
+        return _resolve_reduce_range(self, cpu)
+
+
+INT8_SCHEMES = {
+    False: "u8s8: uint8 activations x int8 weights, full 8-bit",
+    True: "u8s8-reduce-range: uint8 activations x 7-bit weights (no int16 saturation without VNNI/AMX)",
+}
+
+
+def int8_scheme(cpu) -> bool:
+    """``reduce_range`` for ``cpu``: 7-bit weights where its uint8 x int8 dot products saturate
+    (x86 without VNNI/AMX, :data:`compressors.hardware.INT8_SATURATION_RULE`), full 8-bit elsewhere."""
+    return bool(cpu.int8_dot_saturates)
+
+
+def _check_reduce_range(config) -> None:
+    if config.reduce_range not in (None, True, False):
+        raise ConfigError(f"{type(config).__name__}.reduce_range={config.reduce_range!r} is not valid; "
+                          "choose True, False or None (chosen from the CPU)")
+
+
+def _resolve_reduce_range(config, cpu):
+    if config.reduce_range is not None:
+        return config
+    return dataclasses.replace(config, reduce_range=int8_scheme(cpu))
+
+
+def _scheme_meta(config, ctx: BuildContext) -> dict:
+    """What the artifact records about its int8 scheme and the CPU facts that chose it."""
+    return {"int8_scheme": INT8_SCHEMES[config.reduce_range].split(":")[0], "reduce_range": config.reduce_range,
+            "scheme_chosen_for": ctx.cpu.int8_flags()}
 
 
 def export_onnx(model, tokenizer, out_file: Path, opset: int) -> list[str]:
@@ -128,7 +164,7 @@ def _build_onnx_int8(parent: Artifact, out: Path, config: OrtDynamicQuantConfig,
             per_channel=config.per_channel, reduce_range=config.reduce_range,
         )
     copy_side_files(parent.path, out)
-    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs")}
+    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"), **_scheme_meta(config, ctx)}
 
 
 CALIBRATION_SENTENCES = 128
@@ -144,6 +180,8 @@ class OrtStaticQuantConfig(Config):
         calibrate_method: ``percentile``, ``minmax`` or ``entropy``.
         activation_type / weight_type: ``quint8`` or ``qint8``.
         op_types: operators quantized.
+        reduce_range: 7-bit weights; ``None`` (default): chosen from the CPU, as for
+            :class:`OrtDynamicQuantConfig` (the QDQ graph runs on the same u8s8 kernels).
     """
 
     calibration_sentences: int = CALIBRATION_SENTENCES
@@ -151,6 +189,7 @@ class OrtStaticQuantConfig(Config):
     activation_type: str = "quint8"
     weight_type: str = "qint8"
     op_types: tuple[str, ...] = ("MatMul", "Gather")
+    reduce_range: bool | None = None
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -158,6 +197,10 @@ class OrtStaticQuantConfig(Config):
         check_choice(name, "calibrate_method", self.calibrate_method, {"percentile", "minmax", "entropy"})
         check_choice(name, "activation_type", self.activation_type, {"qint8", "quint8"})
         check_choice(name, "weight_type", self.weight_type, {"qint8", "quint8"})
+        _check_reduce_range(self)
+
+    def for_machine(self, cpu) -> OrtStaticQuantConfig:
+        return _resolve_reduce_range(self, cpu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,10 +279,10 @@ def _build_onnx_int8_static(parent: Artifact, out: Path, config: OrtStaticQuantC
         quantize_static(
             str(preprocessed), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=_quant_types(config.activation_type), weight_type=_quant_types(config.weight_type),
-            calibrate_method=method, op_types_to_quantize=list(config.op_types),
+            calibrate_method=method, op_types_to_quantize=list(config.op_types), reduce_range=config.reduce_range,
         )
     copy_side_files(parent.path, out)
-    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"),
+    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"), **_scheme_meta(config, ctx),
             "calibration": {"source": held.source, "sentences": len(sentences), "padded_to": length}}
 
 
@@ -271,7 +314,7 @@ def _build_onnx_opt_int8(parent: Artifact, out: Path, config: OrtDynamicQuantCon
                          per_channel=config.per_channel, reduce_range=config.reduce_range,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     copy_side_files(parent.path, out)
-    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"),
+    return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"), **_scheme_meta(config, ctx),
             "fused_operators": parent.meta.get("fused_operators")}
 
 
