@@ -22,9 +22,24 @@ from compressors.hardware import TIERS as TIER_MARKERS
 from compressors.placement import ON_FALLBACK
 
 # Versions recorded in machine_info: every library whose version can change a result.
-MACHINE_INFO_PACKAGES = ("torch", "transformers", "bitsandbytes", "onnxruntime", "onnxruntime-gpu", "peft", "accelerate",
-                         "torchao", "onnx", "onnxscript", "tokenizers", "safetensors", "numpy", "pytest-benchmark",
-                         "nvidia-ml-py", "compressbench")
+MACHINE_INFO_PACKAGES = (
+    "torch",
+    "transformers",
+    "bitsandbytes",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "peft",
+    "accelerate",
+    "torchao",
+    "onnx",
+    "onnxscript",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pytest-benchmark",
+    "nvidia-ml-py",
+    "compressbench",
+)
 
 # --benchmark-compare also checks accuracy, perplexity, size and memory (options --compare-*).
 pytest_plugins = ["reports.pytest_plugin"]
@@ -38,17 +53,33 @@ class Selection:
 
 def pytest_addoption(parser):
     group = parser.getgroup("compressbench")
-    group.addoption("--data-dir", default=None,
-                    help="GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, else the Hugging Face Hub)")
-    group.addoption("--cache-dir", default=None,
-                    help="artifact cache folder (default: $COMPRESSBENCH_CACHE, else ~/.cache/compressbench)")
+    group.addoption(
+        "--data-dir",
+        default=None,
+        help="GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, else the Hugging Face Hub)",
+    )
+    group.addoption(
+        "--cache-dir",
+        default=None,
+        help="artifact cache folder (default: $COMPRESSBENCH_CACHE, else ~/.cache/compressbench)",
+    )
     group.addoption("--models", default=None, help="comma list of model names to benchmark (default: all)")
-    group.addoption("--techniques", default=None,
-                    help="comma list of techniques or chains (a+b) to benchmark (default: the standard matrix)")
-    group.addoption("--device", default=None,
-                    help="restrict the run to one device: cpu, cuda (every GPU tier) or cuda:N (that GPU and its tier)")
-    group.addoption("--on-fallback", default="fail", choices=ON_FALLBACK,
-                    help="a GPU configuration found (partly) on the CPU: fail (default), xfail, or warn and keep its numbers")
+    group.addoption(
+        "--techniques",
+        default=None,
+        help="comma list of techniques or chains (a+b) to benchmark (default: the standard matrix)",
+    )
+    group.addoption(
+        "--device",
+        default=None,
+        help="restrict the run to one device: cpu, cuda (every GPU tier) or cuda:N (that GPU and its tier)",
+    )
+    group.addoption(
+        "--on-fallback",
+        default="fail",
+        choices=ON_FALLBACK,
+        help="a GPU configuration found (partly) on the CPU: fail (default), xfail, or warn and keep its numbers",
+    )
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -116,10 +147,12 @@ def compressbench_machine_info(config) -> dict:
     }
     import torch
 
-    info["torch_build"] = {"cuda": torch.version.cuda,
-                           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                           "threads": torch.get_num_threads()}
+    info["torch_build"] = {
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
     try:
         import onnxruntime
 
@@ -137,29 +170,30 @@ def compressbench_machine_info(config) -> dict:
 
 def pytest_runtest_logreport(report):
     if report.when == "call":
+        from compressors.results import ResultRow
+
         for name, value in report.user_properties:
             if name == "compressbench":
-                row = dict(value)
-                row["outcome"] = report.outcome
-                _ROWS.append(row)
+                _ROWS.append(ResultRow.from_extra_info(value["extra_info"], value["median_s"], report.outcome))
 
 
 # Result rows of this run (on the xdist controller too: user_properties travel with reports).
-_ROWS: list[dict] = []
+_ROWS: list = []
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _ROWS:
         return
     tr = terminalreporter
-    from reports.runs import LEGEND, format_table
+    from compressors.results import LEGEND, format_table
 
     tr.section("compressbench results")
     for line in format_table(_ROWS):
         tr.write_line(line)
-    if any(row.get("median_s") is None for row in _ROWS):
-        tr.write_line("median ms '-': timing disabled (pytest-xdist or --benchmark-disable); "
-                      "run without -n for timings.")
+    if any(row.latency.median_s is None for row in _ROWS):
+        tr.write_line(
+            "median ms '-': timing disabled (pytest-xdist or --benchmark-disable); run without -n for timings."
+        )
     tr.write_line(LEGEND)
 
 

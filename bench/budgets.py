@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from compressors import CompressbenchError
 from compressors.models import MODELS
@@ -75,7 +74,9 @@ def load_budgets(path: Path = BUDGETS_FILE) -> dict[str, dict]:
         _check_keys(f"{path}: [{technique}]", defaults, set(BUDGET_KEYS))
         for model, override in models.items():
             if model not in MODELS:
-                raise BudgetError(f"{path}: [{technique}.models.{model}]: unknown model; valid: {MODELS.describe_names()}")
+                raise BudgetError(
+                    f"{path}: [{technique}.models.{model}]: unknown model; valid: {MODELS.describe_names()}"
+                )
             _check_keys(f"{path}: [{technique}.models.{model}]", override, set(BUDGET_KEYS))
         budgets[technique] = {"defaults": defaults, "models": models}
     return budgets
@@ -92,22 +93,30 @@ def budget_for(budgets: dict[str, dict], technique: str, model: str) -> Budget:
     return Budget(technique, model, **entry)
 
 
-def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None,
-          perplexity_increase_pct: float | None = None) -> list[Verdict]:
+def check(
+    budget: Budget,
+    accuracy_drop_pp: float | None,
+    peak_memory_mb: float | None,
+    perplexity_increase_pct: float | None = None,
+) -> list[Verdict]:
     """Verdicts for each measured metric the budget limits.
 
     A measured quality metric whose technique has no limit for it fails (a language model
     benchmarked with a technique budgeted only for accuracy must not pass unchecked).
     """
     verdicts = []
-    for key, measured in (("max_accuracy_drop_pp", accuracy_drop_pp),
-                          ("max_perplexity_increase_pct", perplexity_increase_pct)):
+    for key, measured in (
+        ("max_accuracy_drop_pp", accuracy_drop_pp),
+        ("max_perplexity_increase_pct", perplexity_increase_pct),
+    ):
         if measured is None:
             continue
         limit = getattr(budget, key)
         if limit is None:
-            raise BudgetError(f"{budget.technique!r} on {budget.model!r} has no {key} in {BUDGETS_FILE}: add it to "
-                              f"the [{budget.technique!r}] table (or to [{budget.technique!r}.models.{budget.model}])")
+            raise BudgetError(
+                f"{budget.technique!r} on {budget.model!r} has no {key} in {BUDGETS_FILE}: add it to "
+                f"the [{budget.technique!r}] table (or to [{budget.technique!r}.models.{budget.model}])"
+            )
         verdicts.append(Verdict(key, measured, limit))
     if budget.max_peak_memory_mb is not None and peak_memory_mb is not None:
         verdicts.append(Verdict("max_peak_memory_mb", peak_memory_mb, budget.max_peak_memory_mb))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import SMOKE, classification_cases, lm_cases
+from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
 from compressors.cache import ArtifactCache
 from compressors.context import BuildContext
 from compressors.data import DataError, resolve_data_dir
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 
 def _case_marks(case) -> list:
@@ -25,18 +26,17 @@ def _case_marks(case) -> list:
     return marks
 
 
+# Each test function takes the cases of one task (test ids stay stable across refactors: saved runs
+# are compared by them).
+CASE_FIXTURES = {"classification_case": TASK_CLASSIFICATION, "lm_case": TASK_CAUSAL_LM}
+
+
 def pytest_generate_tests(metafunc):
-    if "classification_case" in metafunc.fixturenames:
-        selection = metafunc.config.compressbench_selection
-        cases = classification_cases(selection.models, selection.techniques)
-        metafunc.parametrize(
-            "classification_case",
-            [pytest.param(case, id=case.id, marks=_case_marks(case)) for case in cases],
-        )
-    if "lm_case" in metafunc.fixturenames:
-        selection = metafunc.config.compressbench_selection
-        cases = lm_cases(selection.models, selection.techniques)
-        metafunc.parametrize("lm_case", [pytest.param(case, id=case.id, marks=_case_marks(case)) for case in cases])
+    for fixture, task in CASE_FIXTURES.items():
+        if fixture in metafunc.fixturenames:
+            selection = metafunc.config.compressbench_selection
+            metafunc.parametrize(fixture, [pytest.param(case, id=case.id, marks=_case_marks(case))
+                                           for case in cases(task, selection.models, selection.techniques)])
 
 
 @pytest.fixture(scope="session")

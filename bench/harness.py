@@ -1,16 +1,17 @@
-"""Wiring between the compressors library and pytest: build, measure, memoise, skip.
+"""Wiring between the compressors library and pytest: build, measure, memoise, skip, record.
 
-One :class:`BenchSession` per pytest session (per xdist worker) memoises what is
-shared between tests: base models, built artifacts, tokenized data, isolated
-measurements and loaded predictors, so bs1 and bs32 of a configuration build
-and measure once. Nothing here is timed; the test times only ``predictor.run``.
+One :class:`BenchSession` per pytest session (per xdist worker) memoises what is shared between
+tests: base models, built artifacts, tokenizers, evaluation inputs, isolated measurements and
+loaded predictors, so every scenario of a configuration builds and measures once. What a model
+is evaluated and timed on comes from its task object (:mod:`compressors.tasks`); what a test
+records is a :class:`~compressors.results.ResultRow`. Nothing here is timed; a test times only
+the task's timed call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import random
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,27 +24,15 @@ from bench.cases import Case
 from compressors import CompressbenchError
 from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
-from compressors.data import DataError, load_sst2, load_wikitext
+from compressors.data import DataError, load_sst2
 from compressors.hardware import detect
-from compressors.metrics import (
-    CPU_EVAL_TOKENS,
-    EvalSet,
-    TokenWindows,
-    artifact_size_bytes,
-    encode_sentences,
-    make_eval_set,
-    make_token_windows,
-    measure_isolated,
-)
+from compressors.metrics import artifact_size_bytes, measure_isolated
 from compressors.models import ModelSpec, ModelUnavailable
 from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
+from compressors.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
 from compressors.runtime import Predictor, load_predictor
-from compressors.techniques import build_chain, parse_chain
-
-TIMING_SAMPLE_SEED = 0
-BASELINE = "fp32"
-# The fixed prompt language models generate from (greedy, batch 1).
-GENERATION_PROMPT = "The tower is 324 metres tall, about the same height as"
+from compressors.tasks import BASELINE
+from compressors.techniques import build_chain
 
 
 class _Failed:
@@ -51,6 +40,19 @@ class _Failed:
 
     def __init__(self, exc: BaseException):
         self.exc = exc
+
+
+@dataclasses.dataclass
+class PreparedCase:
+    """Everything a test needs around its timed call: built, measured and loaded, inputs prepared."""
+
+    case: Case
+    row: ResultRow
+    predictor: Predictor
+    timed: Callable
+    args: tuple
+    timing_input: dict[str, np.ndarray]
+    verdicts: list
 
 
 class BenchSession:
@@ -115,16 +117,26 @@ class BenchSession:
 
         return self._once(("artifact", case.model.name, case.chain.name), compute)
 
-    # ------------------------------------------------------------------ measuring
-    def eval_set(self, model: ModelSpec) -> EvalSet:
+    # ------------------------------------------------------------------ task inputs
+    def tokenizer(self, model: ModelSpec):
         def compute():
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(self.base(model).path)
-            return make_eval_set(tokenizer, load_sst2("dev", self.ctx.data_dir))
+            return AutoTokenizer.from_pretrained(self.base(model).path)
 
-        return self._once(("eval", model.name), compute)
+        return self._once(("tokenizer", model.name), compute)
 
+    def eval_data(self, case: Case):
+        """The task's evaluation inputs (SST-2 dev batches, perplexity windows), tokenized once per model."""
+        key = case.task.eval_key(case.scenario)
+        return self._once(("eval", case.model.name, key), lambda: case.task.eval_data(
+            self.tokenizer(case.model), self.ctx.data_dir, case.scenario))
+
+    def timing_input(self, case: Case) -> dict[str, np.ndarray]:
+        return self._once(("timing", case.model.name, case.scenario), lambda: case.task.timing_input(
+            self.tokenizer(case.model), self.ctx.data_dir, case.scenario, lambda: self.eval_data(case)))
+
+    # ------------------------------------------------------------------ measuring
     def device(self, case: Case) -> str:
         """Where ``case`` runs here: ``cpu`` or ``cuda:N`` (the first GPU of its tier, or the one
         ``--device`` names); skips when the tier is absent or ``--device`` excludes it."""
@@ -148,15 +160,13 @@ class BenchSession:
                 release_cuda_memory(device, torch.cuda)
 
     def measurement(self, case: Case) -> dict:
-        """Accuracy and memory of the case's configuration, in an isolated process."""
+        """Quality and memory of the case's configuration, in an isolated process (once per
+        configuration and evaluation: every batch size or timed scenario of it shares it)."""
         device = self.device(case)
-        key = ("measure", case.config_id)
+        key = ("measure", case.config_id, case.task.eval_key(case.scenario))
         if device.startswith("cuda") and key not in self._memo:
             self.release_gpu()  # the measurement process gets the GPU to itself
-        return self._once(key, lambda: measure_isolated(self.artifact(case), self.eval_set(case.model), device))
-
-    def baseline(self, case: Case) -> Case:
-        return Case(case.model, parse_chain(BASELINE), "cpu", case.batch_size)
+        return self._once(key, lambda: measure_isolated(self.artifact(case), self.eval_data(case), device))
 
     def predictor(self, case: Case) -> Predictor:
         device = self.device(case)
@@ -165,13 +175,14 @@ class BenchSession:
             self.release_gpu()
         return self._once(key, lambda: load_predictor(self.artifact(case), device))
 
-    def check_placement(self, case: Case, results: dict, predictor: Predictor) -> list[str]:
+    def check_placement(self, case: Case, row: ResultRow, predictor: Predictor) -> ResultRow:
         """Catch a configuration meant for a GPU that runs (partly) on the CPU, in the measurement
-        process or the timed one. Records ``results["fallback"]`` (empty when none) and then,
-        per ``--on-fallback``: fails (default), xfails, or warns and carries on."""
-        parts = [f"measurement process: {p}" for p in fallback_parts(results["placement"])]
-        parts += [f"timed process: {p}" for p in fallback_parts(predictor.placement())]
-        results["fallback"] = parts
+        process or the timed one. Records the fallback (empty when none) and then, per
+        ``--on-fallback``: fails (default), xfails, or warns and carries on."""
+        timed = predictor.placement()
+        parts = [f"measurement process: {p}" for p in fallback_parts(row.placement.placement)]
+        parts += [f"timed process: {p}" for p in fallback_parts(timed)]
+        row = row.replace(placement={"fallback": parts, "timed_placement": timed})
         if parts:
             message = f"{case.id} {FALLBACK_PREFIX}" + "; ".join(parts)
             mode = self.pytest_config.getoption("--on-fallback")
@@ -181,163 +192,80 @@ class BenchSession:
                 pytest.xfail(message)
             else:
                 warnings.warn(FallbackWarning(message), stacklevel=2)
-        return parts
-
-    def timing_batch(self, case: Case) -> dict[str, np.ndarray]:
-        """A fixed batch: ``batch_size`` dev sentences drawn with a fixed seed, padded to their longest."""
-
-        def compute():
-            from transformers import AutoTokenizer
-
-            dev = load_sst2("dev", self.ctx.data_dir)
-            picks = random.Random(TIMING_SAMPLE_SEED).sample(range(len(dev)), case.batch_size)
-            tokenizer = AutoTokenizer.from_pretrained(self.base(case.model).path)
-            return encode_sentences(tokenizer, [dev.sentences[i] for i in picks], batch_size=case.batch_size)[0]
-
-        return self._once(("timing", case.model.name, case.batch_size), compute)
+        return row
 
     # ------------------------------------------------------------------ results
-    def results(self, case: Case) -> dict:
-        """Every non-timing metric of ``case`` (what goes into ``benchmark.extra_info``)."""
+    def result_row(self, case: Case) -> ResultRow:
+        """Every non-timing figure of ``case``: quality vs the fp32 baseline, size, memory, provenance."""
         measured = self.measurement(case)
-        baseline_case = self.baseline(case)
+        baseline_case = dataclasses.replace(case.with_chain(BASELINE), tier="cpu")  # the same model, fp32 on CPU
         baseline = measured if baseline_case.config_id == case.config_id else self.measurement(baseline_case)
-        artifact = self.artifact(case)
-        base = self.base(case.model)
-        baseline_size = artifact_size_bytes(self.artifact(baseline_case))
-        size = artifact_size_bytes(artifact)
-        eval_set = self.eval_set(case.model)
-        return {
-            "model": case.model.name,
-            "technique": case.chain.name,
-            "tier": case.tier,
-            "device": case.device,
-            "run_device": self.device(case),  # cpu or cuda:N
-            "batch_size": case.batch_size,
-            "task": case.model.task,
-            "recipe": case.chain.to_dict(),
-            "model_spec": case.model.to_dict(),
-            "accuracy_pct": round(measured["accuracy"], 3),
-            "baseline_accuracy_pct": round(baseline["accuracy"], 3),
-            "accuracy_drop_pp": round(baseline["accuracy"] - measured["accuracy"], 3),
-            "eval": {"split": "sst2-dev", "examples": len(eval_set), "checksum": eval_set.checksum[:16]},
-            **self._size_memory_provenance(measured, artifact, base, size, baseline_size),
-            "timing_input": {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED,
-                             "shape": list(self.timing_batch(case)["input_ids"].shape)},
-            "versions": library_versions("torch", "transformers", "onnxruntime", "onnx"),
-        }
+        artifact, base = self.artifact(case), self.base(case.model)
+        size, baseline_size = artifact_size_bytes(artifact), artifact_size_bytes(self.artifact(baseline_case))
+        eval_data = self.eval_data(case)
+        return ResultRow(
+            identity=Identity(model=case.model.name, technique=case.chain.name, tier=case.tier,
+                              batch_size=case.batch_size, device=case.device, run_device=self.device(case),
+                              task=case.model.task, scenario=case.scenario.name),
+            quality=case.task.quality(measured, baseline, eval_data, case.scenario),
+            size=SizeMemory(
+                size_bytes=size, size_ratio_vs_fp32=round(size / baseline_size, 4),
+                peak_memory_bytes=measured["peak_memory_bytes"], peak_rss_bytes=measured["peak_rss_bytes"],
+                runtime_rss_bytes=measured["runtime_rss_bytes"],
+                memory_flags=measured.get("memory_flags", []),  # negative deltas clamped to 0, named here
+                vram={k: v for k, v in measured.items() if k.startswith("vram_")} or None),  # GPU tiers
+            placement=Placement(placement=measured["placement"]),
+            provenance=Provenance(
+                recipe=case.chain.to_dict(), model_spec=case.model.to_dict(), artifact_key=artifact.key,
+                artifact_meta=artifact.meta, base_artifact={"key": base.key, "meta": base.meta},
+                versions=library_versions(*case.task.versions),
+                timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario)),
+        )
 
-    @staticmethod
-    def _size_memory_provenance(measured: dict, artifact: Artifact, base: Artifact, size: int,
-                                baseline_size: int) -> dict:
-        """The ``extra_info`` keys classification and language-model rows share: size, memory
-        (RAM, and VRAM on GPU tiers), placement and the artifacts measured."""
-        return {
-            "size_bytes": size,
-            "size_ratio_vs_fp32": round(size / baseline_size, 4),
-            "peak_memory_bytes": measured["peak_memory_bytes"],
-            "peak_rss_bytes": measured["peak_rss_bytes"],
-            "runtime_rss_bytes": measured["runtime_rss_bytes"],
-            **{k: v for k, v in measured.items() if k.startswith("vram_")},  # GPU tiers (compressors.gpu_memory)
-            "memory_flags": measured.get("memory_flags", []),  # negative deltas clamped to 0, named here
-            "placement": measured["placement"],
-            "artifact_key": artifact.key,
-            "artifact_meta": artifact.meta,
-            "base_artifact": {"key": base.key, "meta": base.meta},
-        }
-
-    def verdicts(self, case: Case, results: dict) -> list[budgets_mod.Verdict]:
+    def verdicts(self, case: Case, row: ResultRow) -> tuple[ResultRow, list[budgets_mod.Verdict]]:
         budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name)
-        results["budget"] = budget.to_dict()
-        return budgets_mod.check(budget, results.get("accuracy_drop_pp"), results["peak_memory_bytes"] / 2**20,
-                                 perplexity_increase_pct=results.get("perplexity_increase_pct"))
+        row = row.replace(provenance={"budget": budget.to_dict()})
+        peak = row.size.peak_memory_bytes
+        return row, budgets_mod.check(budget, row.quality.accuracy_drop_pp, None if peak is None else peak / 2**20,
+                                      perplexity_increase_pct=row.quality.perplexity_increase_pct)
 
-    # ------------------------------------------------------------------ language models
-    def tokenizer(self, model: ModelSpec):
-        def compute():
-            from transformers import AutoTokenizer
+    # ------------------------------------------------------------------ one test
+    def prepare(self, case: Case) -> PreparedCase:
+        """Build (cached), measure quality and memory in a fresh process, load the predictor, check
+        its placement and prepare the timed call's inputs: everything before timing, untimed."""
+        row = self.result_row(case)
+        predictor = self.predictor(case)
+        row = self.check_placement(case, row, predictor)  # a GPU case partly on the CPU: --on-fallback
+        timing_input = self.timing_input(case)
+        prepared = predictor.prepare(timing_input)  # untimed; compiles a torch.compile-d model
+        try:
+            timed, args = case.task.timed_call(predictor, prepared, case.scenario)
+        except ValueError as exc:
+            raise ValueError(f"{case.chain.name}: {exc}") from None
+        row, verdicts = self.verdicts(case, row)
+        return PreparedCase(case, row, predictor, timed, args, timing_input, verdicts)
 
-            return AutoTokenizer.from_pretrained(self.base(model).path)
+    def finish(self, run: PreparedCase, benchmark, output, record_property) -> None:
+        """After timing: check the output, add latency to the row, save the row in ``extra_info``,
+        hand it to the terminal summary, and fail with the budgets it broke."""
+        case = run.case
+        case.task.check_output(output, run.timing_input, case.scenario)
+        row = run.row
+        if benchmark.stats:  # None when timing is off (xdist, --benchmark-disable)
+            median = benchmark.stats.stats.median
+            row = row.replace(latency={"median_s": median, "latency_s": latency_summary(benchmark.stats.stats.data),
+                                       **case.task.latency_extras(median, case.scenario)})
+        benchmark.extra_info.update(row.to_extra_info())
+        # plain data: user properties travel to the xdist controller (the terminal summary rebuilds the row)
+        record_property("compressbench", {"extra_info": row.to_extra_info(), "median_s": row.latency.median_s})
+        failed = [str(v) for v in run.verdicts if not v.ok]
+        if failed:
+            pytest.fail(f"{case.id} over budget: " + "; ".join(failed), pytrace=False)
 
-        return self._once(("tokenizer", model.name), compute)
 
-    def token_windows(self, model: ModelSpec, full_test: bool) -> TokenWindows:
-        """WikiText-2 raw test, tokenized by ``model``'s tokenizer: the CPU budget or all of it."""
-        return self._once(("windows", model.name, full_test), lambda: make_token_windows(
-            self.tokenizer(model), load_wikitext("test", self.ctx.data_dir),
-            max_tokens=None if full_test else CPU_EVAL_TOKENS))
-
-    def lm_measurement(self, case: Case) -> dict:
-        """Perplexity and memory of the case's configuration, in an isolated process."""
-        full = case.scenario.full_test
-        device = self.device(case)
-        key = ("lm-measure", case.config_id, full)
-        if device.startswith("cuda") and key not in self._memo:
-            self.release_gpu()  # the measurement process gets the GPU to itself
-        return self._once(key, lambda: measure_isolated(
-            self.artifact(case), self.token_windows(case.model, full), device))
-
-    def lm_timing_input(self, case: Case) -> dict[str, np.ndarray]:
-        """Prefill: the first ``prefill_tokens`` tokens of the WikiText-2 test text. Generation:
-        :data:`GENERATION_PROMPT`. Batch 1, no padding."""
-
-        def compute():
-            scenario = case.scenario
-            if scenario.timed == "prefill":
-                ids = self.token_windows(case.model, False).windows[0][:, :scenario.prefill_tokens]
-                if ids.shape[1] < scenario.prefill_tokens:
-                    raise DataError(f"the WikiText-2 test text has fewer than {scenario.prefill_tokens} tokens")
-                return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            encoded = self.tokenizer(case.model)(GENERATION_PROMPT, add_special_tokens=False, return_tensors="np")
-            return {k: v.astype(np.int64) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-
-        return self._once(("lm-timing", case.model.name, case.scenario.name), compute)
-
-    def lm_timed_call(self, case: Case, predictor: Predictor) -> tuple[Callable, tuple]:
-        """``(function, args)`` that the benchmark times: one prefill forward or one greedy generation."""
-        prepared = predictor.prepare(self.lm_timing_input(case))  # untimed
-        if case.scenario.timed == "prefill":
-            return predictor.run, (prepared,)
-        if not hasattr(predictor, "generate"):
-            raise ValueError(f"{case.chain.name}: its {predictor.runtime} predictor cannot generate text")
-        return predictor.generate, (prepared, case.scenario.new_tokens)
-
-    def lm_results(self, case: Case) -> dict:
-        """Every non-timing metric of a language-model case (what goes into ``benchmark.extra_info``)."""
-        measured = self.lm_measurement(case)
-        baseline_case = Case(case.model, parse_chain(BASELINE), "cpu", case.batch_size, case.scenario)
-        baseline = measured if baseline_case.config_id == case.config_id else self.lm_measurement(baseline_case)
-        artifact = self.artifact(case)
-        base = self.base(case.model)
-        baseline_size = artifact_size_bytes(self.artifact(baseline_case))
-        size = artifact_size_bytes(artifact)
-        windows = self.token_windows(case.model, case.scenario.full_test)
-        timing = self.lm_timing_input(case)
-        scenario = case.scenario
-        return {
-            "model": case.model.name,
-            "technique": case.chain.name,
-            "tier": case.tier,
-            "device": case.device,
-            "batch_size": case.batch_size,
-            "run_device": self.device(case),  # cpu or cuda:N
-            "scenario": scenario.name,
-            "task": case.model.task,
-            "recipe": case.chain.to_dict(),
-            "model_spec": case.model.to_dict(),
-            "perplexity": round(measured["perplexity"], 4),
-            "baseline_perplexity": round(baseline["perplexity"], 4),
-            "perplexity_increase_pct": round((measured["perplexity"] / baseline["perplexity"] - 1) * 100, 3),
-            "mean_nll": measured["mean_nll"],
-            "eval": {"split": "wikitext-2-raw-test", "scope": scenario.eval_scope, "text": "rows joined with \n\n",
-                     **windows.describe()},
-            **self._size_memory_provenance(measured, artifact, base, size, baseline_size),
-            "timing_input": {
-                "timed": scenario.timed,
-                "source": "wikitext-2-raw-test first window" if scenario.timed == "prefill" else GENERATION_PROMPT,
-                "shape": list(timing["input_ids"].shape),
-                **({"new_tokens": scenario.new_tokens, "decoding": "greedy, KV cache"}
-                   if scenario.timed == "generate" else {}),
-            },
-            "versions": library_versions("torch", "transformers", "bitsandbytes", "gguf"),
-        }
+def run_benchmark(case: Case, session: BenchSession, benchmark, record_property) -> None:
+    """One benchmark test: prepare untimed, time the task's call, record and judge."""
+    run = session.prepare(case)
+    benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
+    output = benchmark(run.timed, *run.args)
+    session.finish(run, benchmark, output, record_property)

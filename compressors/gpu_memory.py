@@ -195,23 +195,29 @@ class VramMeter:
         out: dict[str, Any] = {"vram_device": self.device}
         if self.cuda is not None:
             before = raw["allocated_before"]
-            out.update({
-                "vram_method": "torch-allocator",
-                "vram_after_load_bytes": nonnegative_delta("vram_after_load", raw["allocated_after_load"], before, flags),
-                "vram_load_peak_bytes": nonnegative_delta("vram_load_peak", raw["load_peak"], before, flags),
-                "vram_peak_bytes": nonnegative_delta("vram_peak", raw["eval_peak"], before, flags),
-                "vram_allocated_before_load_bytes": before,  # > 0: something else held tensors on the GPU
-            })
+            out.update(
+                {
+                    "vram_method": "torch-allocator",
+                    "vram_after_load_bytes": nonnegative_delta(
+                        "vram_after_load", raw["allocated_after_load"], before, flags
+                    ),
+                    "vram_load_peak_bytes": nonnegative_delta("vram_load_peak", raw["load_peak"], before, flags),
+                    "vram_peak_bytes": nonnegative_delta("vram_peak", raw["eval_peak"], before, flags),
+                    "vram_allocated_before_load_bytes": before,  # > 0: something else held tensors on the GPU
+                }
+            )
         process_before = raw.get("process_before")
         if process_before is not None and raw.get("process_after_load") is not None:
             process = {
                 "vram_process_context_bytes": process_before,
                 "vram_process_after_load_bytes": nonnegative_delta(
-                    "vram_process_after_load", raw["process_after_load"], process_before, flags),
+                    "vram_process_after_load", raw["process_after_load"], process_before, flags
+                ),
             }
             if raw.get("process_peak") is not None:
                 process["vram_process_peak_bytes"] = nonnegative_delta(
-                    "vram_process_peak", raw["process_peak"], process_before, flags)
+                    "vram_process_peak", raw["process_peak"], process_before, flags
+                )
             out.update(process)
             if self.cuda is None:
                 out["vram_method"] = "nvml-process"

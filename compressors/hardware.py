@@ -7,8 +7,8 @@ Tiers are what the pytest markers mean:
 * ``legacy_gpu``: an NVIDIA GPU older than 7.5 (e.g. GTX 1050 Ti, 6.1).
 
 :func:`detect` inspects the machine: the CPU (name, physical cores, threads, the ISA
-features that change results: AVX2, AVX-512, VNNI, AVX512-BF16, AMX, read from
-``/proc/cpuinfo``'s flags; core counts from psutil) and every CUDA device torch sees
+features that change results: AVX2, AVX-512, VNNI, AVX512-BF16, AMX, from py-cpuinfo;
+core counts from psutil) and every CUDA device torch sees
 (name, compute capability, memory), with the driver version from NVML
 (``nvidia-ml-py``) where it is installed. :func:`probe_hardware` does the same with the
 CUDA and NVML modules passed in, which is how the unit tests simulate each tier.
@@ -60,7 +60,9 @@ ISA_FEATURES = {
 # int32 and never saturate. Measured on an Intel Xeon Skylake-SP (AVX-512F/BW, no VNNI): full
 # 8-bit onnx-int8 gave a relative logit error of 0.117 on the unit tests' tiny BERT where VNNI
 # CPUs give < 0.05; 7-bit weights brought it back under 0.1.
-INT8_SATURATION_RULE = "x86 with AVX2/AVX-512 but no VNNI/AMX: u8s8 dot products go through vpmaddubsw (int16, saturating)"
+INT8_SATURATION_RULE = (
+    "x86 with AVX2/AVX-512 but no VNNI/AMX: u8s8 dot products go through vpmaddubsw (int16, saturating)"
+)
 
 
 class DeviceError(CompressbenchError, ValueError):
@@ -105,8 +107,11 @@ class CpuInfo:
     def int8_flags(self) -> dict:
         """The CPU facts an int8 scheme was chosen from (recorded beside the choice)."""
         isa = self.isa
-        return {"cpu": self.name, **{k: isa[k] for k in ("avx2", "avx512", "vnni", "amx")},
-                "int8_dot_saturates": self.int8_dot_saturates}
+        return {
+            "cpu": self.name,
+            **{k: isa[k] for k in ("avx2", "avx512", "vnni", "amx")},
+            "int8_dot_saturates": self.int8_dot_saturates,
+        }
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "flags": list(self.flags), "isa": self.isa}
@@ -158,7 +163,9 @@ class CudaStatus:
         else:
             parts.append(f"torch built with CUDA {self.torch_cuda}")
             if not self.available:
-                parts.append(f"no driver or no visible device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+                parts.append(
+                    f"no driver or no visible device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+                )
         if self.driver_version:
             parts.append(f"driver {self.driver_version}")
         return ", ".join(parts)
@@ -257,11 +264,15 @@ def parse_device(value: str, hardware: HardwareInfo) -> DeviceChoice:
     kind, index = match.group(1), None if match.group(2) is None else int(match.group(2))
     if kind == "cuda":
         if not hardware.gpus:
-            raise DeviceError(f"--device {value!r}: no CUDA device found ({hardware.cuda.explain()}); "
-                              f"valid on this machine: {choices}")
+            raise DeviceError(
+                f"--device {value!r}: no CUDA device found ({hardware.cuda.explain()}); "
+                f"valid on this machine: {choices}"
+            )
         if index is not None and index not in {g.index for g in hardware.gpus}:
             found = "; ".join(g.describe() for g in hardware.gpus)
-            raise DeviceError(f"--device {value!r}: no CUDA device {index} (found {found}); valid on this machine: {choices}")
+            raise DeviceError(
+                f"--device {value!r}: no CUDA device {index} (found {found}); valid on this machine: {choices}"
+            )
     return DeviceChoice(kind, index)
 
 
@@ -274,29 +285,28 @@ def this_cpu() -> CpuInfo:
     return read_cpu_info()
 
 
-def read_cpu_info(cpuinfo_text: str | None = None) -> CpuInfo:
-    """The CPU from ``/proc/cpuinfo`` (or ``cpuinfo_text``), psutil and the affinity mask."""
+def read_cpu_info(info: dict | None = None) -> CpuInfo:
+    """The CPU from py-cpuinfo (``cpuinfo.get_cpu_info()``: its name and ISA flags, from
+    ``/proc/cpuinfo``, sysctl or CPUID depending on the OS), psutil's core count and the affinity
+    mask. ``info`` stands in for py-cpuinfo's answer (a dict with ``brand_raw`` and ``flags``)."""
     import psutil
 
-    if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo_text = handle.read()
-        except OSError:  # not Linux: name from platform, no flags
-            cpuinfo_text = ""
-    name, flags = None, set()
-    for line in cpuinfo_text.splitlines():  # one block per logical CPU: the first one's values
-        key, _, rest = line.partition(":")
-        key = key.strip()
-        if key == "model name" and name is None:
-            name = rest.strip()
-        elif key in ("flags", "Features") and not flags:  # Features: the ARM spelling
-            flags = set(rest.split())
-    name = name or platform.processor() or platform.machine()
+    if info is None:
+        import cpuinfo
+
+        info = cpuinfo.get_cpu_info()
+    # py-cpuinfo lists the kernel's names (avx512_vnni) and, from CPUID, names without underscores.
+    present = {str(f).replace("_", "").lower() for f in info.get("flags") or ()}
+    name = info.get("brand_raw") or platform.processor() or platform.machine()
     threads = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
-    return CpuInfo(name=name, physical_cores=psutil.cpu_count(logical=False), threads=threads, usable_threads=usable,
-                   flags=tuple(f for f in INTERESTING_FLAGS if f in flags))
+    return CpuInfo(
+        name=name,
+        physical_cores=psutil.cpu_count(logical=False),
+        threads=threads,
+        usable_threads=usable,
+        flags=tuple(f for f in INTERESTING_FLAGS if f.replace("_", "") in present),
+    )
 
 
 def nvml_driver_version(nvml: Any) -> tuple[str | None, str | None]:
@@ -325,7 +335,9 @@ def import_nvml():
     return pynvml
 
 
-def probe_hardware(cuda: Any, torch_cuda_version: str | None, nvml: Any = None, cpu: CpuInfo | None = None) -> HardwareInfo:
+def probe_hardware(
+    cuda: Any, torch_cuda_version: str | None, nvml: Any = None, cpu: CpuInfo | None = None
+) -> HardwareInfo:
     """Build a :class:`HardwareInfo` from a ``torch.cuda``-like module (``is_available``,
     ``device_count``, ``get_device_properties``, ``get_device_capability``) and a
     ``pynvml``-like module (or None). :func:`detect` passes the real ones."""
@@ -354,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m compressors.hardware", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--require", choices=TIERS, action="append", default=[],
-                        help="exit 1 unless this tier is present (repeatable)")
+    parser.add_argument(
+        "--require", choices=TIERS, action="append", default=[], help="exit 1 unless this tier is present (repeatable)"
+    )
     args = parser.parse_args(argv)
     hardware = detect()
     print(json.dumps(hardware.to_dict(), indent=2))

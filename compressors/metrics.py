@@ -143,7 +143,8 @@ class TokenWindows:
                        str(data["checksum"]))
 
 
-def make_token_windows(tokenizer, corpus, window: int = PERPLEXITY_WINDOW, max_tokens: int | None = None) -> TokenWindows:
+def make_token_windows(tokenizer, corpus, window: int = PERPLEXITY_WINDOW,
+                       max_tokens: int | None = None) -> TokenWindows:
     """Tokenize ``corpus`` (a :class:`~compressors.data.TextCorpus`) into perplexity windows.
 
     The whole text is tokenized at once without special tokens (no BOS/EOS inserted), so
@@ -159,8 +160,11 @@ def make_token_windows(tokenizer, corpus, window: int = PERPLEXITY_WINDOW, max_t
     corpus_tokens = int(ids.shape[0])
     if max_tokens is not None:
         ids = ids[:max_tokens]
-    windows = tuple(ids[start:start + window][None, :] for start in range(0, len(ids), window)
-                    if len(ids[start:start + window]) >= 2)
+    windows = tuple(
+        ids[start : start + window][None, :]
+        for start in range(0, len(ids), window)
+        if len(ids[start : start + window]) >= 2
+    )
     if not windows:
         raise ValueError(f"{corpus.name}: {len(ids)} tokens, too few for one perplexity window")
     digest = hashlib.sha256(corpus.checksum.encode())
@@ -184,7 +188,7 @@ def sequence_nll(logits: np.ndarray, ids: np.ndarray) -> tuple[float, int]:
         rows = logits[start:stop].astype(np.float64)
         peak = rows.max(axis=1, keepdims=True)
         log_z = np.log(np.exp(rows - peak).sum(axis=1)) + peak[:, 0]
-        total += float((log_z - rows[np.arange(stop - start), ids[start + 1:stop + 1]]).sum())
+        total += float((log_z - rows[np.arange(stop - start), ids[start + 1 : stop + 1]]).sum())
     return total, n - 1
 
 
@@ -200,17 +204,25 @@ def perplexity(predictor: Predictor, windows: TokenWindows) -> dict:
         total, count = total + nll, count + n
     mean = total / count
     if not math.isfinite(mean):
-        raise MeasurementError(f"perplexity is not finite (mean NLL {mean}) over {count} tokens: the model's "
-                               "logits overflowed or hold NaN")
+        raise MeasurementError(
+            f"perplexity is not finite (mean NLL {mean}) over {count} tokens: the model's logits overflowed or hold NaN"
+        )
     return {"perplexity": math.exp(mean), "mean_nll": mean, "predicted_tokens": count}
 
 
-def encode_sentences(tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH) -> list[Encoded]:
+def encode_sentences(
+    tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH
+) -> list[Encoded]:
     """Tokenize ``sentences`` into int64 numpy batches padded to each batch's longest."""
     batches = []
     for start in range(0, len(sentences), batch_size):
-        enc = tokenizer(list(sentences[start : start + batch_size]), padding=True, truncation=True,
-                        max_length=max_length, return_tensors="np")
+        enc = tokenizer(
+            list(sentences[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
+        )
         batches.append({k: v.astype(np.int64) for k, v in enc.items()})
     return batches
 
@@ -242,21 +254,27 @@ def artifact_size_bytes(artifact: Artifact) -> int:
 
 def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
     with tempfile.TemporaryDirectory(prefix="compressbench-probe-") as tmp:
-        req = Path(tmp) / "request.json"
-        req.write_text(json.dumps(request))
+        req, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps({**request, "result_file": str(result)}))
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run([sys.executable, "-m", "compressors.probe", str(req)], capture_output=True, text=True,
-                              timeout=timeout, env=env)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise MeasurementError(f"measurement process for {request.get('artifact', request['runtime'])} failed "
-                               f"(exit {proc.returncode}):\n{tail}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise MeasurementError(f"measurement process printed no result; stdout: {proc.stdout[-500:]!r}")
-    return json.loads(lines[-1])
+        proc = subprocess.run(
+            [sys.executable, "-m", "compressors.probe", str(req)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise MeasurementError(
+                f"measurement process for {request.get('artifact', request['runtime'])} failed "
+                f"(exit {proc.returncode}):\n{tail}"
+            )
+        if not result.is_file():
+            raise MeasurementError(f"measurement process exited 0 but wrote no result; stdout: {proc.stdout[-500:]!r}")
+        return json.loads(result.read_text())
 
 
 @functools.cache
@@ -278,14 +296,23 @@ def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, devic
     with tempfile.TemporaryDirectory(prefix="compressbench-eval-") as tmp:
         eval_file = Path(tmp) / "eval.npz"
         eval_set.save(eval_file)
-        result = _run_probe({"mode": "evaluate", "runtime": runtime, "device": device, "eval_kind": eval_set.kind,
-                             "artifact": str(artifact.path), "eval_file": str(eval_file)})
+        result = _run_probe(
+            {
+                "mode": "evaluate",
+                "runtime": runtime,
+                "device": device,
+                "eval_kind": eval_set.kind,
+                "artifact": str(artifact.path),
+                "eval_file": str(eval_file),
+            }
+        )
     baseline = runtime_baseline_rss(runtime, device)
     result["runtime_rss_bytes"] = baseline
     flags = result.setdefault("memory_flags", [])  # a negative difference is never reported as memory use
     if result.get("hwm_reset"):
-        result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_since_imports_bytes"],
-                                                        result["rss_after_imports_bytes"], flags)
+        result["peak_memory_bytes"] = nonnegative_delta(
+            "peak_memory", result["peak_rss_since_imports_bytes"], result["rss_after_imports_bytes"], flags
+        )
         result["memory_method"] = "rss-high-water-mark-after-imports"
     else:
         result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_bytes"], baseline, flags)

@@ -61,7 +61,10 @@ def _summarise(names: list[str]) -> list[str]:
 
 
 def _is_bnb_layer(module) -> bool:
-    return type(module).__module__.startswith("bitsandbytes") and type(module).__name__ in ("Linear8bitLt", "Linear4bit")
+    return type(module).__module__.startswith("bitsandbytes") and type(module).__name__ in (
+        "Linear8bitLt",
+        "Linear4bit",
+    )
 
 
 def bnb_layer_devices(module) -> dict[str, str]:
@@ -81,8 +84,10 @@ def bnb_native_library() -> dict:
     from bitsandbytes import cextension
 
     library = getattr(cextension, "lib", None)
-    return {"backend": getattr(cextension, "BNB_BACKEND", "unknown"),
-            "native_library": getattr(getattr(library, "_lib", None), "_name", None) or type(library).__name__}
+    return {
+        "backend": getattr(cextension, "BNB_BACKEND", "unknown"),
+        "native_library": getattr(getattr(library, "_lib", None), "_name", None) or type(library).__name__,
+    }
 
 
 def torch_placement(model, requested: str, bnb_library: dict | None = None) -> dict:
@@ -101,17 +106,26 @@ def torch_placement(model, requested: str, bnb_library: dict | None = None) -> d
             counts[device] += 1
             if not device_matches(device, requested):
                 off.append(f"{kind} {name} on {device}")
-    placement: dict[str, Any] = {"requested_device": requested, "tensor_devices": dict(sorted(counts.items())),
-                                 "off_device_count": len(off), "off_device": _summarise(off)}
+    placement: dict[str, Any] = {
+        "requested_device": requested,
+        "tensor_devices": dict(sorted(counts.items())),
+        "off_device_count": len(off),
+        "off_device": _summarise(off),
+    }
     layers = [(name, m) for name, m in model.named_modules() if _is_bnb_layer(m)]
     if layers:
         misplaced = []
         for name, module in layers:
             devices = bnb_layer_devices(module)
             if not all(device_matches(d, requested) for d in devices.values()):
-                misplaced.append(f"{type(module).__name__} {name} ({', '.join(f'{k} on {v}' for k, v in devices.items())})")
-        placement["bitsandbytes_layers"] = {"count": len(layers), "off_device_count": len(misplaced),
-                                            "off_device": _summarise(misplaced)}
+                misplaced.append(
+                    f"{type(module).__name__} {name} ({', '.join(f'{k} on {v}' for k, v in devices.items())})"
+                )
+        placement["bitsandbytes_layers"] = {
+            "count": len(layers),
+            "off_device_count": len(misplaced),
+            "off_device": _summarise(misplaced),
+        }
         placement["bitsandbytes_library"] = bnb_library if bnb_library is not None else bnb_native_library()
     return placement
 
@@ -151,17 +165,23 @@ def fallback_parts(placement: dict) -> list[str]:
         return []
     parts = []
     if placement.get("off_device_count"):
-        parts.append(f"{placement['off_device_count']} of {sum(placement['tensor_devices'].values())} "
-                     f"parameters/buffers not on {requested}: {', '.join(placement['off_device'])}")
+        parts.append(
+            f"{placement['off_device_count']} of {sum(placement['tensor_devices'].values())} "
+            f"parameters/buffers not on {requested}: {', '.join(placement['off_device'])}"
+        )
     layers = placement.get("bitsandbytes_layers")
     if layers:
         if layers["off_device_count"]:
-            parts.append(f"{layers['off_device_count']} of {layers['count']} bitsandbytes layers not on {requested}: "
-                         + ", ".join(layers["off_device"]))
+            parts.append(
+                f"{layers['off_device_count']} of {layers['count']} bitsandbytes layers not on {requested}: "
+                + ", ".join(layers["off_device"])
+            )
         library = placement.get("bitsandbytes_library") or {}
         if library.get("backend") not in BNB_GPU_BACKENDS:
-            parts.append(f"bitsandbytes runs its {library.get('backend')} backend "
-                         f"({library.get('native_library')}), not CUDA kernels")
+            parts.append(
+                f"bitsandbytes runs its {library.get('backend')} backend "
+                f"({library.get('native_library')}), not CUDA kernels"
+            )
     if "providers" in placement:
         providers = placement["providers"]
         if not providers or providers[0] != "CUDAExecutionProvider":
@@ -169,6 +189,8 @@ def fallback_parts(placement: dict) -> list[str]:
         cpu_ops = (placement.get("node_providers") or {}).get("CPUExecutionProvider", {})
         compute = {op: n for op, n in cpu_ops.items() if op in ORT_COMPUTE_OPS}
         if compute and providers and providers[0] == "CUDAExecutionProvider":
-            parts.append("ONNX Runtime ran compute nodes on CPUExecutionProvider: "
-                         + ", ".join(f"{op} x{n}" for op, n in compute.items()))
+            parts.append(
+                "ONNX Runtime ran compute nodes on CPUExecutionProvider: "
+                + ", ".join(f"{op} x{n}" for op, n in compute.items())
+            )
     return parts

@@ -1,6 +1,7 @@
 """Isolated measurement process: ``python -m compressors.probe REQUEST.json``.
 
-Run by :func:`compressors.metrics.measure_isolated`, never by hand. In
+Run by :func:`compressors.metrics.measure_isolated`, never by hand; the result is written as JSON to
+the request's ``result_file`` (library output on stdout/stderr cannot be mistaken for it). In
 ``import-only`` mode it imports the runtime and reports its peak RSS; in
 ``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
 inputs and reports accuracy and predictions' checksum (classifiers) or perplexity
@@ -14,34 +15,18 @@ import contextlib
 import hashlib
 import importlib
 import json
-import resource
 import sys
 from pathlib import Path
 
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+from compressors.process_memory import peak_rss_bytes, reset_peak_rss, status_bytes
 
 
-def _status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return _status_bytes("VmHWM") is not None
+def write_result(request: dict, result: dict) -> None:
+    """Write the result where the request says (atomically: a reader never sees half a file)."""
+    target = Path(request["result_file"])
+    partial = target.with_suffix(".partial")
+    partial.write_text(json.dumps(result))
+    partial.replace(target)
 
 
 def main(request_path: str) -> None:
@@ -51,7 +36,7 @@ def main(request_path: str) -> None:
     for module in RUNTIME_IMPORTS[request["runtime"]]:
         importlib.import_module(module)
     if request["mode"] == "import-only":
-        print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
+        write_result(request, {"peak_rss_bytes": peak_rss_bytes()})
         return
 
     import numpy as np
@@ -64,7 +49,7 @@ def main(request_path: str) -> None:
     # Importing torch/transformers briefly peaks above where RSS settles; a peak taken over the
     # whole process would hide any model smaller than that spike. Restart the high-water mark
     # here, so the peak below is the one reached while loading and evaluating.
-    rss_after_imports = _status_bytes("VmRSS")
+    rss_after_imports = status_bytes("VmRSS")
     hwm_reset = reset_peak_rss()
 
     folder = Path(request["artifact"])
@@ -97,10 +82,15 @@ def main(request_path: str) -> None:
                 "n_examples": int(eval_set.labels.shape[0]),
                 "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
             }
-    memory = {"peak_rss_bytes": peak_rss_bytes(), "peak_rss_since_imports_bytes": _status_bytes("VmHWM") if hwm_reset else None}
+    memory = {
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_since_imports_bytes": status_bytes("VmHWM") if hwm_reset else None,
+    }
     if meter:
         vram = meter.results()
-        if eval_set is not None and hasattr(predictor, "profile_node_providers"):  # after the memory readings: it loads a profiling twin
+        if eval_set is not None and hasattr(
+            predictor, "profile_node_providers"
+        ):  # after the memory readings: it loads a profiling twin
             predictor.profile_node_providers(predictor.prepare(eval_set.batches[0]))
     result = {
         **quality,
@@ -112,7 +102,7 @@ def main(request_path: str) -> None:
         "runtimes_loaded": sorted(m for m in ("torch", "onnxruntime") if m in sys.modules),
         **vram,
     }
-    print(json.dumps(result))
+    write_result(request, result)
 
 
 if __name__ == "__main__":

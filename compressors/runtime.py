@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from compressors.cache import Artifact
+from compressors.hf import hf_auto_class
 from compressors.registry import Registry
 
 # What "only imports the runtime" means for the memory baseline of each runtime.
@@ -105,7 +106,11 @@ class TorchPredictor:
     def prepare(self, encoded: Encoded):
         import torch
 
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in encoded.items() if k in self.accepts}
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+            for k, v in encoded.items()
+            if k in self.accepts
+        }
 
     def run(self, prepared):
         import torch
@@ -129,8 +134,14 @@ class TorchPredictor:
         if isinstance(pad, list):
             pad = pad[0]
         with torch.inference_mode():
-            out = self.model.generate(**prepared, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
-                                      min_new_tokens=new_tokens, pad_token_id=pad)
+            out = self.model.generate(
+                **prepared,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=pad,
+            )
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         return out
@@ -140,7 +151,9 @@ class TorchPredictor:
 
         from compressors.placement import torch_placement
 
-        devices = sorted({str(p.device) for p in self.model.parameters()} | {str(b.device) for b in self.model.buffers()})
+        devices = sorted(
+            {str(p.device) for p in self.model.parameters()} | {str(b.device) for b in self.model.buffers()}
+        )
         dtypes = sorted({str(p.dtype).replace("torch.", "") for p in self.model.parameters()})
         return {
             "runtime": "torch",
@@ -161,8 +174,9 @@ class OrtPredictor:
 
     runtime = "onnxruntime"
 
-    def __init__(self, session, requested_device: str = "cpu", model_path: str | None = None,
-                 providers: list | None = None):
+    def __init__(
+        self, session, requested_device: str = "cpu", model_path: str | None = None, providers: list | None = None
+    ):
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [session.get_outputs()[0].name]
@@ -227,25 +241,6 @@ def ort_providers(device: str) -> list:
     raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
 
 
-def is_causal_lm_folder(folder) -> bool:
-    """Whether the Hugging Face model saved in ``folder`` is a causal LM (by its config's
-    ``architectures``: ``...ForCausalLM``, ``...LMHeadModel``), not a sequence classifier."""
-    import json
-    from pathlib import Path
-
-    config = json.loads((Path(folder) / "config.json").read_text())
-    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
-
-
-def hf_auto_class(folder):
-    """The ``transformers`` Auto class that loads the model saved in ``folder``."""
-    import transformers
-
-    if is_causal_lm_folder(folder):
-        return transformers.AutoModelForCausalLM
-    return transformers.AutoModelForSequenceClassification
-
-
 def hf_torch_module(artifact: Artifact):
     # dtype="auto": keep the dtype the weights were saved in (bf16 artifacts stay bf16).
     return hf_auto_class(artifact.path).from_pretrained(artifact.path, dtype="auto")
@@ -260,7 +255,9 @@ def torch_module_predictor(module_loader: Callable[[Artifact], Any]) -> Callable
     return load
 
 
-def load_pickled_module(artifact: Artifact, filename: str, device: str, extra_placement: dict | None = None) -> TorchPredictor:
+def load_pickled_module(
+    artifact: Artifact, filename: str, device: str, extra_placement: dict | None = None
+) -> TorchPredictor:
     """Load a whole ``torch.save``-d module (quantized modules whose packed weights no
     state-dict format holds).
 

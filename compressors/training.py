@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 
 from compressors.config import Config, check_range
-from compressors.data import TextClassificationSplit
+from compressors.data import HELD_APART_SENTENCES, TextClassificationSplit, load_sst2, split_held_apart
+from compressors.process_memory import reset_peak_rss, status_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,9 @@ def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
     return indices[: min(n, n_total)]
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, bucket_batches: int, rng: random.Random) -> list[list[int]]:
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, bucket_batches: int, rng: random.Random
+) -> list[list[int]]:
     """Shuffled batches of positions into ``lengths``, each of similar lengths.
 
     Positions are shuffled, cut into windows of ``batch_size * bucket_batches``,
@@ -159,7 +162,11 @@ def train_classifier(
     lengths = [len(ids) for ids in encoded["input_ids"]]
 
     params = [p for p in model.parameters() if p.requires_grad]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    no_decay = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)
+    ]
     no_decay_ids = {id(p) for p in no_decay}
     groups = [
         {"params": [p for p in params if id(p) not in no_decay_ids], "weight_decay": recipe.weight_decay},
@@ -177,8 +184,6 @@ def train_classifier(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     loss_fn = loss_fn or (lambda logits, y, _idx: torch.nn.functional.cross_entropy(logits, y))
-
-    from compressors.probe import _status_bytes, reset_peak_rss
 
     hwm_reset = reset_peak_rss()  # peak RSS *while training*, not of whatever ran before
     on_cuda = any(p.is_cuda for p in model.parameters())
@@ -214,6 +219,21 @@ def train_classifier(
         final_loss=running,
         trainable_parameters=trainable,
         total_parameters=total,
-        peak_rss_bytes=_status_bytes("VmHWM") if hwm_reset else None,
+        peak_rss_bytes=status_bytes("VmHWM") if hwm_reset else None,
         peak_vram_bytes=int(torch.cuda.max_memory_allocated()) if on_cuda else None,
     )
+
+
+# Re-finetune after compressing (layer dropping, low-rank factorization): 16,000 train sentences (of
+# the 66,349 outside the held-apart slice), one epoch, the first fine-tune's peak LR. Chosen on the
+# held-apart slice; see compressors/decisions/refinetune-recipe.md.
+REFINETUNE_RECIPE = FineTuneRecipe(n_sentences=16000, epochs=1, lr=8e-5, batch_size=32, max_length=64, seed=1)
+
+
+def refinetune(
+    model, tokenizer, recipe: FineTuneRecipe, ctx, description: str, held_apart: int = HELD_APART_SENTENCES
+) -> dict:
+    """Re-finetune a compressed model in place on SST-2 train minus the held-apart slice (``ctx``: a
+    :class:`~compressors.context.BuildContext`); returns the training report."""
+    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), held_apart)
+    return train_classifier(model, tokenizer, rest, recipe, progress=ctx.progress, description=description).to_dict()

@@ -13,7 +13,8 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from reports.runs import DEFAULT_STORAGE, LEGEND, SkippedRunWarning, find_run, find_runs, format_table, rows_from_run
+from compressors.results import LEGEND, format_table
+from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
 

@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from compressors import CompressbenchError
+from compressors.results import ResultRow
 from reports.runs import Run, benchmark_rows
 
 BASELINE = "fp32"
@@ -75,23 +76,21 @@ class Entry:
     model: str
     device: str
     technique: str
-    rows: dict[int, dict]  # batch size -> row
+    rows: dict[int, ResultRow]  # batch size -> row
     speed: dict[int, float | None] = dataclasses.field(default_factory=dict)
     score: float | None = None
     terms: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     def first(self, key):
+        """``key`` (a :class:`ResultRow` field name) of the first batch size that has it."""
         for batch in sorted(self.rows):
-            if self.rows[batch].get(key) is not None:
+            if self.rows[batch][key] is not None:
                 return self.rows[batch][key]
         return None
 
     def median(self, batch: int) -> float | None:
-        return (self.rows.get(batch) or {}).get("median_s")
-
-    @property
-    def label(self) -> str:
-        return self.technique
+        row = self.rows.get(batch)
+        return None if row is None else row.latency.median_s
 
     @property
     def drop(self) -> float | None:
@@ -113,11 +112,13 @@ def entries_by_group(runs: list[Run], options: BuildOptions) -> dict[tuple[str, 
     entries: dict[tuple, Entry] = {}
     for run in runs:
         for row in benchmark_rows(run):
-            if row.get("scenario") not in REPORTED_SCENARIOS:
+            ident = row.identity
+            if ident.scenario not in REPORTED_SCENARIOS:
                 continue
-            key = (run.label, row["model"], row["device"], row["technique"])
-            entry = entries.setdefault(key, Entry(run.label, row["model"], row["device"], row["technique"], {}))
-            entry.rows[int(row["batch_size"])] = row
+            device = ident.device or ident.tier
+            key = (run.label, ident.model, device, ident.technique)
+            entry = entries.setdefault(key, Entry(run.label, ident.model, device, ident.technique, {}))
+            entry.rows[ident.batch_size] = row
     groups: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for entry in entries.values():
         groups[(entry.model, entry.device)].append(entry)
@@ -190,9 +191,10 @@ def table_columns(group: list[Entry]) -> tuple[list[str], list[list[tuple[str, f
             rise = e.drop if e.first("accuracy_drop_pp") is None else None
             cells += [(_fmt(e.first("perplexity"), ".3f"), e.first("perplexity")), (_fmt(rise, ".2f"), rise)]
         for b in batches:
-            row = e.rows.get(b) or {}
+            row = e.rows.get(b)
             for key in ("median_s", "p90_s", "p99_s"):
-                cells.append((_fmt(row.get(key), ".3f", 1e3), row.get(key)))
+                value = None if row is None else row[key]
+                cells.append((_fmt(value, ".3f", 1e3), value))
             cells.append((_fmt(e.speed.get(b), ".2f"), e.speed.get(b)))
         size, mem = e.first("size_bytes"), e.first("peak_memory_bytes")
         cells += [(_fmt(size, ".1f", 2**-20), size), (_fmt(e.first("size_ratio_vs_fp32"), ".3f"),
@@ -222,7 +224,8 @@ def _hover(e: Entry, batch: int) -> str:
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
     """Indices of the points no other point beats on both latency (lower) and quality, by latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1] if higher_is_better else points[i][1]))
+    order = sorted(range(len(points)),
+                   key=lambda i: (points[i][0], -points[i][1] if higher_is_better else points[i][1]))
     front, best = [], None
     for i in order:
         q = points[i][1]
@@ -244,16 +247,37 @@ def pareto_figure(group: list[Entry], options: BuildOptions):
     sizes = [(e.first("size_bytes") or 0) / 2**20 for e in shown]
     biggest = max(sizes) or 1
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text", name="configurations",
-        text=[e.technique for e in shown], textposition="top center", textfont={"size": 9},
-        hovertext=[_hover(e, batch) for e in shown], hoverinfo="text",
-        marker={"size": sizes, "sizemode": "area", "sizeref": 2 * biggest / 40**2, "sizemin": 4, "opacity": 0.6}))
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="markers+text",
+            name="configurations",
+            text=[e.technique for e in shown],
+            textposition="top center",
+            textfont={"size": 9},
+            hovertext=[_hover(e, batch) for e in shown],
+            hoverinfo="text",
+            marker={"size": sizes, "sizemode": "area", "sizeref": 2 * biggest / 40**2, "sizemin": 4, "opacity": 0.6},
+        )
+    )
     front = pareto_front(points, higher)
-    fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines+markers",
-                             name="Pareto front", line={"shape": "hv", "color": "crimson"}, hoverinfo="skip"))
-    fig.update_layout(title=f"{title} vs batch-{batch} median latency (marker area = artifact size)",
-                      xaxis_title=f"bs{batch} median latency, ms", yaxis_title=title, height=520)
+    fig.add_trace(
+        go.Scatter(
+            x=[points[i][0] for i in front],
+            y=[points[i][1] for i in front],
+            mode="lines+markers",
+            name="Pareto front",
+            line={"shape": "hv", "color": "crimson"},
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(
+        title=f"{title} vs batch-{batch} median latency (marker area = artifact size)",
+        xaxis_title=f"bs{batch} median latency, ms",
+        yaxis_title=title,
+        height=520,
+    )
     return fig
 
 
@@ -265,14 +289,20 @@ def radar_axes(group: list[Entry], batch: int) -> dict[str, list[float | None]]:
         if not present:
             return [None] * len(values)
         lo, hi = min(present), max(present)
-        return [None if v is None else 1.0 if hi == lo else min(1.0, RADAR_ALPHA + (1 - RADAR_ALPHA) * (hi - v) / (hi - lo))
-                for v in values]
+        return [
+            None if v is None else 1.0 if hi == lo else min(1.0, RADAR_ALPHA + (1 - RADAR_ALPHA) * (hi - v) / (hi - lo))
+            for v in values
+        ]
 
     accuracy = []
     for e in group:
         acc = e.first("accuracy_pct")
-        accuracy.append(None if acc is None else RADAR_ALPHA + (1 - RADAR_ALPHA) * min(
-            1.0, max(0.0, (acc - CHANCE_ACCURACY_PCT) / (100 - CHANCE_ACCURACY_PCT))))
+        accuracy.append(
+            None
+            if acc is None
+            else RADAR_ALPHA
+            + (1 - RADAR_ALPHA) * min(1.0, max(0.0, (acc - CHANCE_ACCURACY_PCT) / (100 - CHANCE_ACCURACY_PCT)))
+        )
     axes = {"accuracy": accuracy}
     if all(a is None for a in accuracy):
         axes = {"perplexity": inverted([e.first("perplexity") for e in group])}
@@ -294,13 +324,24 @@ def radar_figure(group: list[Entry], options: BuildOptions, top: int = 5):
         values = [axes[n][i] for n in names]
         if any(v is None for v in values):
             continue
-        fig.add_trace(go.Scatterpolar(r=values + values[:1], theta=names + names[:1], name=f"{e.technique} ({e.run})",
-                                      fill="toself", opacity=0.5, visible=True if i in visible else "legendonly"))
+        fig.add_trace(
+            go.Scatterpolar(
+                r=values + values[:1],
+                theta=names + names[:1],
+                name=f"{e.technique} ({e.run})",
+                fill="toself",
+                opacity=0.5,
+                visible=True if i in visible else "legendonly",
+            )
+        )
     if not fig.data:
         return None
-    fig.update_layout(title=f"normalised profile (1 = best, floor {RADAR_ALPHA}); the top {top} by WS and fp32 "
-                            "shown, click the legend for others",
-                      polar={"radialaxis": {"range": [0, 1]}}, height=520)
+    fig.update_layout(
+        title=f"normalised profile (1 = best, floor {RADAR_ALPHA}); the top {top} by WS and fp32 "
+        "shown, click the legend for others",
+        polar={"radialaxis": {"range": [0, 1]}},
+        height=520,
+    )
     return fig
 
 
@@ -310,9 +351,11 @@ def parallel_figure(group: list[Entry], options: BuildOptions):
 
     batch = options.score_batch
     title, _, _ = _quality(group[0]) if group else ("accuracy %", None, True)
-    columns = [("size MB", [_none_scale(e.first("size_bytes"), 2**-20) for e in group]),
-               (title, [_quality(e)[1] for e in group]),
-               (f"bs{batch} speedup x", [e.speed.get(batch) for e in group])]
+    columns = [
+        ("size MB", [_none_scale(e.first("size_bytes"), 2**-20) for e in group]),
+        (title, [_quality(e)[1] for e in group]),
+        (f"bs{batch} speedup x", [e.speed.get(batch) for e in group]),
+    ]
     keep = [i for i in range(len(group)) if all(col[i] is not None for _, col in columns)]
     if not keep:
         return None
@@ -320,16 +363,30 @@ def parallel_figure(group: list[Entry], options: BuildOptions):
     fig = go.Figure()
     for i in keep:
         e = group[i]
-        ys = [0.5 if hi == lo else (col[i] - lo) / (hi - lo) for (_, col), (lo, hi) in zip(columns, bounds, strict=True)]
+        ys = [
+            0.5 if hi == lo else (col[i] - lo) / (hi - lo) for (_, col), (lo, hi) in zip(columns, bounds, strict=True)
+        ]
         text = "<br>".join(f"{name}: {col[i]:.3g}" for name, col in columns)
-        fig.add_trace(go.Scatter(x=[0, 1, 2], y=ys, mode="lines+markers", name=f"{e.technique} ({e.run})",
-                                 hovertext=f"{e.technique}<br>{text}", hoverinfo="text", opacity=0.7))
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1, 2],
+                y=ys,
+                mode="lines+markers",
+                name=f"{e.technique} ({e.run})",
+                hovertext=f"{e.technique}<br>{text}",
+                hoverinfo="text",
+                opacity=0.7,
+            )
+        )
     for x, (lo, hi) in enumerate(bounds):
         fig.add_annotation(x=x, y=1.06, text=f"{hi:.3g}", showarrow=False)
         fig.add_annotation(x=x, y=-0.06, text=f"{lo:.3g}", showarrow=False)
-    fig.update_layout(title="parallel coordinates: each line is a configuration (axis ends = min and max)",
-                      xaxis={"tickvals": [0, 1, 2], "ticktext": [n for n, _ in columns], "range": [-0.2, 2.2]},
-                      yaxis={"visible": False, "range": [-0.12, 1.12]}, height=520)
+    fig.update_layout(
+        title="parallel coordinates: each line is a configuration (axis ends = min and max)",
+        xaxis={"tickvals": [0, 1, 2], "ticktext": [n for n, _ in columns], "range": [-0.2, 2.2]},
+        yaxis={"visible": False, "range": [-0.12, 1.12]},
+        height=520,
+    )
     return fig
 
 
@@ -349,12 +406,23 @@ def sensitivity_figure(group: list[Entry]):
         return None
     fig = go.Figure()
     for (run, key), (_, curve) in curves.items():
-        points = sorted((p for p in curve if p.get("layer") is not None and p.get("drop_pp") is not None),
-                        key=lambda p: p["layer"])
-        fig.add_trace(go.Scatter(x=[p["layer"] for p in points], y=[p["drop_pp"] for p in points],
-                                 mode="lines+markers", name=f"{run} ({key or 'sensitivity'})"))
-    fig.update_layout(title="layer sensitivity: accuracy drop when that one encoder layer is removed "
-                            "(held-apart train slice)", xaxis_title="layer", yaxis_title="drop pp", height=420)
+        points = sorted(
+            (p for p in curve if p.get("layer") is not None and p.get("drop_pp") is not None), key=lambda p: p["layer"]
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p["layer"] for p in points],
+                y=[p["drop_pp"] for p in points],
+                mode="lines+markers",
+                name=f"{run} ({key or 'sensitivity'})",
+            )
+        )
+    fig.update_layout(
+        title="layer sensitivity: accuracy drop when that one encoder layer is removed (held-apart train slice)",
+        xaxis_title="layer",
+        yaxis_title="drop pp",
+        height=420,
+    )
     return fig
 
 
@@ -365,14 +433,17 @@ def _machine_lines(run: Run) -> list[tuple[str, str]]:
     cpu = m.get("cpu") or {}
     versions = bench.get("versions") or {}
     hardware = bench.get("hardware") or {}
-    return [("file", str(run.path)), ("saved", str(run.data.get("datetime", "n/a"))),
-            ("commit", f"{c.get('id', 'n/a')} ({c.get('branch', '?')}{', dirty' if c.get('dirty') else ''})"),
-            ("machine", f"{m.get('node', 'n/a')}: {m.get('system', '')} {m.get('release', '')} {m.get('machine', '')}"),
-            ("cpu", f"{cpu.get('brand_raw', 'n/a')}, {cpu.get('count', '?')} cores"),
-            ("hardware", json.dumps(hardware) if hardware else "n/a"),
-            ("python", str(m.get("python_version", "n/a"))),
-            ("pytest-benchmark", str(run.data.get("version", "n/a"))),
-            ("libraries", ", ".join(f"{k} {v}" for k, v in versions.items()) or "n/a")]
+    return [
+        ("file", str(run.path)),
+        ("saved", str(run.data.get("datetime", "n/a"))),
+        ("commit", f"{c.get('id', 'n/a')} ({c.get('branch', '?')}{', dirty' if c.get('dirty') else ''})"),
+        ("machine", f"{m.get('node', 'n/a')}: {m.get('system', '')} {m.get('release', '')} {m.get('machine', '')}"),
+        ("cpu", f"{cpu.get('brand_raw', 'n/a')}, {cpu.get('count', '?')} cores"),
+        ("hardware", json.dumps(hardware) if hardware else "n/a"),
+        ("python", str(m.get("python_version", "n/a"))),
+        ("pytest-benchmark", str(run.data.get("version", "n/a"))),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in versions.items()) or "n/a"),
+    ]
 
 
 SORT_SCRIPT = """
@@ -426,9 +497,12 @@ def _recommend_text(group: list[Entry], options: BuildOptions) -> str:
     best = recommendation(group, options)
     if best is None:
         return f"no configuration with a bs{options.score_batch} timing within {options.max_drop:g} pp"
-    return (f"{best.technique} ({best.run}): bs{options.score_batch} median {_fmt(best.median(options.score_batch), '.3f', 1e3)} ms, "
-            f"speed x{_fmt(best.speed.get(options.score_batch), '.2f')}, drop {_fmt(best.drop, '.2f')}, "
-            f"size {_fmt(best.first('size_bytes'), '.1f', 2**-20)} MB")
+    return (
+        f"{best.technique} ({best.run}): bs{options.score_batch} median "
+        f"{_fmt(best.median(options.score_batch), '.3f', 1e3)} ms, "
+        f"speed x{_fmt(best.speed.get(options.score_batch), '.2f')}, drop {_fmt(best.drop, '.2f')}, "
+        f"size {_fmt(best.first('size_bytes'), '.1f', 2**-20)} MB"
+    )
 
 
 def definitions(options: BuildOptions) -> list[str]:
@@ -437,7 +511,8 @@ def definitions(options: BuildOptions) -> list[str]:
         f"WS = {w_a:g}*A + {w_cr:g}*CR + {w_is:g}*IS, each relative to fp32 of the same run, model and device: "
         "A = accuracy / fp32 accuracy (or fp32 perplexity / perplexity), CR = fp32 size / size, "
         f"IS = fp32 median / median at batch {options.score_batch}; fp32 scores {w_a + w_cr + w_is:g}.",
-        f"Recommendation: the lowest batch-{options.score_batch} median whose accuracy drop is <= {options.max_drop:g} pp "
+        f"Recommendation: the lowest batch-{options.score_batch} median whose accuracy drop is "
+        f"<= {options.max_drop:g} pp "
         "(perplexity: rise <= that many %).",
         f"Radar: axes in [{RADAR_ALPHA}, 1]; accuracy from chance ({CHANCE_ACCURACY_PCT:g}%) -> {RADAR_ALPHA} to "
         f"100% -> 1; latency, size, memory (and perplexity) inverted min-max over the configurations shown.",
@@ -452,9 +527,11 @@ def render(runs: list[Run], options: BuildOptions) -> tuple[str, str]:
 
     groups = entries_by_group(runs, options)
     labels = ", ".join(r.label for r in runs)
-    parts = [f"<h1>compressbench report: {html.escape(labels)}</h1>",
-             f'<p class="note">built {datetime.datetime.now().isoformat(timespec="seconds")}; '
-             "click a column header to sort</p>"]
+    parts = [
+        f"<h1>compressbench report: {html.escape(labels)}</h1>",
+        f'<p class="note">built {datetime.datetime.now().isoformat(timespec="seconds")}; '
+        "click a column header to sort</p>",
+    ]
     md = [f"# compressbench report: {labels}", ""]
     parts.append("<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in definitions(options)) + "</ul>")
     md += [f"- {d}" for d in definitions(options)] + [""]
@@ -472,31 +549,55 @@ def render(runs: list[Run], options: BuildOptions) -> tuple[str, str]:
         parts.append(f"<p><b>Recommendation for {html.escape(device)}</b>: {html.escape(rec)}</p>")
         md += [f"**Recommendation for {device}**: {rec}", ""]
         ranked = ranking(group)
-        parts.append("<h3>Weighted score</h3><ol>" + "".join(
-            f"<li>{html.escape(e.technique)} ({html.escape(e.run)}): WS {e.score:.3f} "
-            f"(A {e.terms['A']:.3f}, CR {e.terms['CR']:.2f}, IS {e.terms['IS']:.2f})</li>" for e in ranked) + "</ol>")
-        md += ["Weighted score, ranked:", ""] + [
-            f"{i}. {e.technique} ({e.run}): WS {e.score:.3f} (A {e.terms['A']:.3f}, CR {e.terms['CR']:.2f}, "
-            f"IS {e.terms['IS']:.2f})" for i, e in enumerate(ranked, 1)] + [""]
-        for fig in (pareto_figure(group, options), radar_figure(group, options), parallel_figure(group, options),
-                    sensitivity_figure(group)):
+        parts.append(
+            "<h3>Weighted score</h3><ol>"
+            + "".join(
+                f"<li>{html.escape(e.technique)} ({html.escape(e.run)}): WS {e.score:.3f} "
+                f"(A {e.terms['A']:.3f}, CR {e.terms['CR']:.2f}, IS {e.terms['IS']:.2f})</li>"
+                for e in ranked
+            )
+            + "</ol>"
+        )
+        md += (
+            ["Weighted score, ranked:", ""]
+            + [
+                f"{i}. {e.technique} ({e.run}): WS {e.score:.3f} (A {e.terms['A']:.3f}, CR {e.terms['CR']:.2f}, "
+                f"IS {e.terms['IS']:.2f})"
+                for i, e in enumerate(ranked, 1)
+            ]
+            + [""]
+        )
+        for fig in (
+            pareto_figure(group, options),
+            radar_figure(group, options),
+            parallel_figure(group, options),
+            sensitivity_figure(group),
+        ):
             if fig is None:
                 continue
             # plotly.js inlined once, so the page opens offline and stays one file
-            parts.append('<div class="chart">' + fig.to_html(full_html=False, include_plotlyjs=charts == 0,
-                                                              default_height="520px",
-                                                              div_id=f"chart-{charts}") + "</div>")
+            parts.append(
+                '<div class="chart">'
+                + fig.to_html(
+                    full_html=False, include_plotlyjs=charts == 0, default_height="520px", div_id=f"chart-{charts}"
+                )
+                + "</div>"
+            )
             charts += 1
     parts.append("<h2>Runs: machines and library versions</h2>")
     md += ["## Runs: machines and library versions", ""]
     for run in runs:
         lines = _machine_lines(run)
-        parts.append(f"<h3>{html.escape(run.label)}</h3>" + _html_table(["", ""], [[(k, None), (v, None)]
-                                                                                    for k, v in lines], False))
+        parts.append(
+            f"<h3>{html.escape(run.label)}</h3>"
+            + _html_table(["", ""], [[(k, None), (v, None)] for k, v in lines], False)
+        )
         md += [f"### {run.label}", ""] + [f"- {k}: {v}" for k, v in lines] + [""]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>compressbench report: {html.escape(labels)}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}"
-            f"<p class='note'>plotly {plotly.__version__}</p><script>{SORT_SCRIPT}</script></body></html>")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>compressbench report: {html.escape(labels)}"
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}"
+        f"<p class='note'>plotly {plotly.__version__}</p><script>{SORT_SCRIPT}</script></body></html>"
+    )
     return page, "\n".join(md) + "\n"
 
 
@@ -504,8 +605,9 @@ def default_out(runs: list[Run]) -> Path:
     return DEFAULT_OUT / "+".join(r.label for r in runs)
 
 
-def write_report(runs: list[Run], out: Path, options: BuildOptions, force: bool = False,
-                 storage: Path | None = None) -> tuple[Path, Path]:
+def write_report(
+    runs: list[Run], out: Path, options: BuildOptions, force: bool = False, storage: Path | None = None
+) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.md`` into ``out``; refuse an existing report unless ``force``."""
     out = Path(out)
     if storage is not None and (out.resolve() == storage.resolve() or storage.resolve() in out.resolve().parents):

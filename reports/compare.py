@@ -9,7 +9,8 @@ regressed when it moved the wrong way by more than its threshold:
 | perplexity | rises by more than 2% |
 | size | rises by more than 5% |
 | memory (peak) | rises by more than 10% |
-| latency median | rises by more than 10% (``reports compare`` only: inside pytest, ``--benchmark-compare-fail`` owns timings) |
+| latency median | rises by more than 10% (``reports compare`` only: inside pytest,            |
+|                | ``--benchmark-compare-fail`` owns timings)                                  |
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 from collections.abc import Callable
 
 from compressors import CompressbenchError
+from compressors.results import ResultRow
 from reports.runs import Run, benchmark_rows
 
 
@@ -69,14 +71,15 @@ def add_threshold_options(add, fields=None) -> None:
 
 def thresholds_from_options(get, fields=None) -> Thresholds:
     """A :class:`Thresholds` from option values; ``get(field)`` returns one (others keep their default)."""
-    return Thresholds(**{field: get(field) for _flag, field, _ in THRESHOLD_OPTIONS
-                         if fields is None or field in fields})
+    return Thresholds(
+        **{field: get(field) for _flag, field, _ in THRESHOLD_OPTIONS if fields is None or field in fields}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
     name: str
-    key: str  # row key (see reports.runs.benchmark_rows)
+    key: str  # field of compressors.results.ResultRow
     threshold: str  # Thresholds field
     higher_is_better: bool
     absolute: bool  # threshold in the metric's own unit (pp) rather than percent
@@ -124,17 +127,20 @@ class Change:
 
     def describe(self) -> str:
         show = self.metric.show
-        return (f"{self.metric.name} {show(self.before)} -> {show(self.after)} ({self.delta}, "
-                f"threshold {self.limit_text})")
+        return (
+            f"{self.metric.name} {show(self.before)} -> {show(self.after)} ({self.delta}, threshold {self.limit_text})"
+        )
 
 
-def metric_changes(config: str, before: dict, after: dict, thresholds: Thresholds, timing: bool = True) -> list[Change]:
+def metric_changes(
+    config: str, before: ResultRow, after: ResultRow, thresholds: Thresholds, timing: bool = True
+) -> list[Change]:
     """Each metric present in ``before`` or ``after``, with whether it regressed beyond ``thresholds``."""
     changes = []
     for metric in METRICS:
         if metric.timing and not timing:
             continue
-        old, new = before.get(metric.key), after.get(metric.key)
+        old, new = before[metric.key], after[metric.key]
         if old is None and new is None:
             continue
         limit = getattr(thresholds, metric.threshold)
@@ -184,18 +190,26 @@ def machine_difference(a: Run, b: Run) -> str | None:
     differ = [f"{k}: {sa[k]!r} vs {sb[k]!r}" for k in sa if sa[k] != sb[k]]
     if not differ:
         return None
-    return (f"{a.label} and {b.label} come from different machines ({'; '.join(differ)}): "
-            "timings are not comparable; compared anyway")
+    return (
+        f"{a.label} and {b.label} come from different machines ({'; '.join(differ)}): "
+        "timings are not comparable; compared anyway"
+    )
 
 
 def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds()) -> Comparison:
-    rows_a = {r["id"]: r for r in benchmark_rows(before)}
-    rows_b = {r["id"]: r for r in benchmark_rows(after)}
+    rows_a = {r.config_id: r for r in benchmark_rows(before)}
+    rows_b = {r.config_id: r for r in benchmark_rows(after)}
     changes = []
     for config in sorted(rows_a.keys() & rows_b.keys()):
         changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds))
-    return Comparison(before, after, changes, sorted(rows_a.keys() - rows_b.keys()),
-                      sorted(rows_b.keys() - rows_a.keys()), machine_difference(before, after))
+    return Comparison(
+        before,
+        after,
+        changes,
+        sorted(rows_a.keys() - rows_b.keys()),
+        sorted(rows_b.keys() - rows_a.keys()),
+        machine_difference(before, after),
+    )
 
 
 def format_comparison(comparison: Comparison) -> list[str]:
@@ -210,7 +224,9 @@ def format_comparison(comparison: Comparison) -> list[str]:
         verdict = f"REGRESSED (threshold {change.limit_text})" if change.regressed else ""
         config = change.config if change.config != last else ""
         last = change.config
-        lines.append(f"{config:<{width}}  {change.metric.name:<15} {before:>16} {after:>16} {change.delta:>10}  {verdict}")
+        lines.append(
+            f"{config:<{width}}  {change.metric.name:<15} {before:>16} {after:>16} {change.delta:>10}  {verdict}"
+        )
     for label, configs in ((a, comparison.only_before), (b, comparison.only_after)):
         if configs:
             lines.append(f"only in {label} ({len(configs)}): {', '.join(configs)}")

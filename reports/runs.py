@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
+from compressors.results import ResultRow, latency_summary
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -110,117 +110,27 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return runs
 
 
-def config_id(info: dict) -> str:
-    """``model-technique-tier-bsN`` (``-scenario`` for language models: ``-prefill512``, ``-gen32``),
-    the test id of the configuration (what ``-k`` matches)."""
-    scenario = f"-{info['scenario']}" if info.get("scenario") else ""
-    return f"{info['model']}-{info['technique']}-{info['tier']}-bs{info['batch_size']}{scenario}"
-
-
-def percentile(data: list[float], pct: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default method) of per-round timings; ``None`` without data."""
-    if not data:
-        return None
-    ordered = sorted(data)
-    rank = (len(ordered) - 1) * pct / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def latency_summary(data: list[float]) -> dict:
-    """What the suite saves in ``extra_info["latency_s"]``: percentiles of the per-round timings (seconds)."""
-    return {"rounds": len(data), **{f"p{p}": percentile(data, p) for p in (50, 90, 99)}}
-
-
-def benchmark_rows(run: Run) -> list[dict]:
-    """One flat row per compressbench benchmark of ``run``: extra_info plus latency, missing fields ``None``.
+def benchmark_rows(run: Run) -> list[ResultRow]:
+    """One typed row per compressbench benchmark of ``run`` (:meth:`ResultRow.from_extra_info`),
+    with pytest-benchmark's median.
 
     Percentiles come from the suite's ``extra_info["latency_s"]``, else from the per-round
     timings pytest-benchmark saves with ``--benchmark-save-data``; runs with neither get ``None``.
-    Benchmarks without compressbench's ``extra_info`` (no ``model``) are left out.
+    Benchmarks without compressbench's ``extra_info`` (no model, technique, tier, batch size) are
+    left out.
     """
     rows = []
     for bench in run.data["benchmarks"]:
-        if not isinstance(bench, dict):
-            continue
-        info = dict(bench.get("extra_info") or {})
-        if not all(info.get(k) is not None for k in ("model", "technique", "tier", "batch_size")):
+        if not isinstance(bench, dict) or not ResultRow.is_result(bench.get("extra_info")):
             continue
         stats = bench.get("stats") or {}
-        saved = info.get("latency_s") or {}
-        data = stats.get("data") or []
-        meta = info.get("artifact_meta") or {}
-        training = meta.get("training") or {}
-        row = {
-            "run": run.label,
-            "id": config_id(info),
-            "device": info.get("device") or info["tier"],
-            "median_s": stats.get("median"),
-            "p90_s": saved.get("p90") if saved.get("p90") is not None else percentile(data, 90),
-            "p99_s": saved.get("p99") if saved.get("p99") is not None else percentile(data, 99),
-            "rounds": stats.get("rounds"),
-            "training_s": training.get("wall_seconds"),
-            "sensitivity": meta.get("sensitivity"),
-            "sensitivity_key": meta.get("sensitivity_artifact"),
-        }
-        for key in ("accuracy_pct", "baseline_accuracy_pct", "accuracy_drop_pp", "perplexity", "baseline_perplexity",
-                    "perplexity_increase_pct", "per_token_s", "scenario", "size_bytes", "size_ratio_vs_fp32",
-                    "peak_memory_bytes"):
-            row[key] = info.get(key)
-        rows.append({**info, **row})
+        row = ResultRow.from_extra_info(bench["extra_info"], median_s=stats.get("median"), outcome="saved")
+        if row.latency.latency_s is None and stats.get("data"):
+            row = row.replace(latency={"latency_s": latency_summary(stats["data"])})
+        rows.append(row)
     return rows
 
 
-def rows_from_run(path: Path) -> list[dict]:
-    """One row per benchmark: compressbench's extra_info plus the median latency."""
-    data = json.loads(path.read_text())
-    rows = []
-    for bench in data.get("benchmarks", []):
-        info = dict(bench.get("extra_info") or {})
-        if "model" not in info:
-            continue
-        info["median_s"] = (bench.get("stats") or {}).get("median")
-        info["outcome"] = "saved"
-        rows.append(info)
-    return rows
-
-
-def _mb(value) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f}"
-
-
-def _quality(row: dict) -> tuple[str, str]:
-    """(accuracy % or perplexity, drop in pp or perplexity rise in %) of a row, formatted."""
-    if row.get("accuracy_pct") is not None:
-        return f"{row['accuracy_pct']:.2f}", f"{row['accuracy_drop_pp']:.2f}"
-    if row.get("perplexity") is not None:
-        return f"{row['perplexity']:.3f}", f"{row['perplexity_increase_pct']:+.2f}%"
-    return "-", "-"
-
-
-def format_table(rows: list[dict]) -> list[str]:
-    """The results table the suite prints and ``python -m reports table`` shows.
-
-    Classifiers show accuracy and its drop in pp; language models perplexity and its rise in %,
-    and their generation rows the time per generated token.
-    """
-    width = max([44] + [len(config_id(row)) for row in rows])
-    lines = [f"{'configuration':<{width}} {'median ms':>10} {'ms/tok':>7} {'acc/ppl':>8} {'drop':>8} "
-             f"{'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict"]
-    for row in sorted(rows, key=lambda r: (r["model"], r["tier"], r["batch_size"], r.get("scenario") or "",
-                                           r["technique"])):
-        median = "-" if row.get("median_s") is None else f"{row['median_s'] * 1e3:.2f}"
-        per_token = "" if row.get("per_token_s") is None else f"{row['per_token_s'] * 1e3:.2f}"
-        quality, drop = _quality(row)
-        lines.append(
-            f"{config_id(row):<{width}} {median:>10} {per_token:>7} {quality:>8} {drop:>8} "
-            f"{_mb(row['size_bytes']):>8} {row['size_ratio_vs_fp32']:>7.3f} {_mb(row['peak_memory_bytes']):>7}"
-            f"  {row.get('outcome', '')}"
-        )
-    return lines
-
-
-LEGEND = ("acc/ppl: SST-2 dev accuracy % (872 sentences), or WikiText-2 test perplexity (language models); "
-          "drop: fp32 minus this in pp, or perplexity rise vs fp32 in %; ms/tok: generation median / new tokens; "
-          "size x: vs fp32; "
-          "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")
+def rows_from_run(path: Path) -> list[ResultRow]:
+    """The typed rows of the run saved in ``path``."""
+    return benchmark_rows(load_run(path))

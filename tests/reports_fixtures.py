@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from compressors.results import Identity, Placement, Provenance, Quality, ResultRow, SizeMemory
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_SUITE = '''
 import json, os
 import pytest
-from reports.runs import latency_summary
+from compressors.results import latency_summary
 
 CASES = json.loads(os.environ["FAKE_CASES"])
 
@@ -37,21 +39,30 @@ def test_classification(info, benchmark):
 
 
 def case(technique: str, batch_size: int, **changes) -> dict:
-    """extra_info as bench/harness.py writes it (the keys reports read), for a fake model ``tiny``."""
+    """extra_info as bench/ saves it (a :class:`ResultRow`'s), for a fake model ``tiny``; ``changes``
+    are flat field names."""
     fp32_size = 4 * 2**20
     size = {"fp32": fp32_size, "onnx-int8": 2**20, "layerdrop-2": 3 * 2**20}.get(technique, 2 * 2**20)
-    info = {"model": "tiny", "technique": technique, "tier": "cpu", "device": "cpu", "batch_size": batch_size,
-            "task": "sequence-classification", "accuracy_pct": 90.0, "baseline_accuracy_pct": 90.0,
-            "accuracy_drop_pp": 0.0, "size_bytes": size, "size_ratio_vs_fp32": round(size / fp32_size, 4),
-            "peak_memory_bytes": 100 * 2**20, "placement": {"runtime": "torch"}, "artifact_meta": {},
-            "budget": {"max_accuracy_drop_pp": 1.0}}
+    meta = {}
     if technique == "fp32":
-        info["artifact_meta"] = {"training": {"wall_seconds": 12.5}}
+        meta = {"training": {"wall_seconds": 12.5}}
     if technique == "layerdrop-2":
-        info["artifact_meta"] = {"sensitivity_artifact": "abc", "training": {"wall_seconds": 3.0},
-                                 "sensitivity": [{"layer": 0, "accuracy_pct": 80.0, "drop_pp": 10.0},
-                                                 {"layer": 1, "accuracy_pct": 89.0, "drop_pp": 1.0}]}
+        meta = {"sensitivity_artifact": "abc", "training": {"wall_seconds": 3.0},
+                "sensitivity": [{"layer": 0, "accuracy_pct": 80.0, "drop_pp": 10.0},
+                                {"layer": 1, "accuracy_pct": 89.0, "drop_pp": 1.0}]}
+    row = ResultRow(
+        identity=Identity(model="tiny", technique=technique, tier="cpu", device="cpu", batch_size=batch_size,
+                          task="sequence-classification"),
+        quality=Quality(accuracy_pct=90.0, baseline_accuracy_pct=90.0, accuracy_drop_pp=0.0),
+        size=SizeMemory(size_bytes=size, size_ratio_vs_fp32=round(size / fp32_size, 4), peak_memory_bytes=100 * 2**20),
+        placement=Placement(placement={"runtime": "torch"}),
+        provenance=Provenance(artifact_meta=meta, budget={"max_accuracy_drop_pp": 1.0}),
+    )
+    info = row.to_extra_info()
     info.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            del info[key]
     if "accuracy_pct" in changes:
         info["accuracy_drop_pp"] = round(info["baseline_accuracy_pct"] - info["accuracy_pct"], 3)
     return info

@@ -1,7 +1,10 @@
 import pytest
 
 from bench.budgets import BudgetError, budget_for, check, load_budgets
-from bench.cases import CLASSIFICATION_TECHNIQUES
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.techniques import default_techniques
+
+CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)
 
 
 def test_every_default_technique_has_a_budget_and_int8_starts_at_one_point():
@@ -45,7 +48,7 @@ def test_verdict_shows_measured_and_budget():
 
 
 def test_every_language_model_technique_has_a_perplexity_budget():
-    from bench.cases import LM_TECHNIQUES
+    LM_TECHNIQUES = default_techniques(TASK_CAUSAL_LM)
 
     budgets = load_budgets()
     for model in ("smollm2-135m", "gpt2", "distilgpt2"):

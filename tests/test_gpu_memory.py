@@ -141,7 +141,8 @@ def test_torch_model_load_and_evaluation_peaks():
     assert results["vram_process_context_bytes"] == 310 * MB
     assert results["vram_process_after_load_bytes"] == 64 * MB
     assert results["vram_process_peak_bytes"] == 96 * MB  # only the sampler saw it
-    assert results["nvml_device_match"] == "uuid" and nvml.handles == [("uuid", "GPU-5a1e2b3c-0000-1111-2222-333344445555")]
+    assert results["nvml_device_match"] == "uuid"
+    assert nvml.handles == [("uuid", "GPU-5a1e2b3c-0000-1111-2222-333344445555")]
     assert results["memory_flags"] == [] and nvml.shutdowns == 1
 
 
@@ -168,11 +169,14 @@ def test_model_that_left_the_gpu_reports_no_negative_memory():
     assert "negative delta -209715200 bytes" in results["memory_flags"][0]
 
 
-@pytest.mark.parametrize("nvml, reason", [
-    (None, "nvidia-ml-py not installed"),
-    (FakeNvml(listed=False), f"process {PID} not among NVML's compute processes (own PID namespace?)"),
-    (FakeNvml(per_process=False), "the driver does not report per-process memory"),
-])
+@pytest.mark.parametrize(
+    "nvml, reason",
+    [
+        (None, "nvidia-ml-py not installed"),
+        (FakeNvml(listed=False), f"process {PID} not among NVML's compute processes (own PID namespace?)"),
+        (FakeNvml(per_process=False), "the driver does not report per-process memory"),
+    ],
+)
 def test_without_per_process_nvml_the_allocator_figures_stay_and_the_reason_is_given(nvml, reason):
     cuda = FakeAllocator()
     meter = VramMeter("cuda", cuda, nvml, pid=PID)
@@ -201,15 +205,19 @@ def test_nvml_failures_are_reported_not_raised():
 
     memory = NvmlProcessMemory(Broken(by_uuid=False), FakeAllocator(), 0, pid=PID)
     assert memory.used_bytes() is None
-    assert memory.unavailable == ("no NVML device matches CUDA device 0 (uuid: RuntimeError: NVMLError_NotFound; "
-                                  "pci_bus_id: RuntimeError: NVMLError_NotFound)")
+    assert memory.unavailable == (
+        "no NVML device matches CUDA device 0 (uuid: RuntimeError: NVMLError_NotFound; "
+        "pci_bus_id: RuntimeError: NVMLError_NotFound)"
+    )
 
     class GoneAway(FakeNvml):
         def nvmlDeviceGetComputeRunningProcesses(self, handle):
             raise RuntimeError("NVMLError_GpuIsLost")
 
     lost = NvmlProcessMemory(GoneAway(), FakeAllocator(), 0, pid=PID)
-    assert lost.used_bytes() is None and lost.unavailable == "NVML process query failed: RuntimeError: NVMLError_GpuIsLost"
+    assert (
+        lost.used_bytes() is None and lost.unavailable == "NVML process query failed: RuntimeError: NVMLError_GpuIsLost"
+    )
 
 
 def test_nvml_uuid_spelling():
@@ -236,8 +244,9 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     """bs1 and bs32 of a configuration share one loaded model; the next GPU configuration (or its
     measurement process) first drops it and frees the allocator."""
     from bench import harness
-    from bench.cases import classification_cases
+    from bench.cases import cases
     from compressors.hardware import CpuInfo, probe_hardware
+    from compressors.models import TASK_CLASSIFICATION
 
     class OneT4:
         def is_available(self):
@@ -256,12 +265,14 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     monkeypatch.setattr(harness, "detect", lambda: machine)
     released, loads, measured = [], [], []
     monkeypatch.setattr("compressors.gpu_memory.release_cuda_memory", lambda device, cuda: released.append(device) or 0)
-    monkeypatch.setattr(harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object())
+    monkeypatch.setattr(
+        harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object()
+    )
     monkeypatch.setattr(harness, "measure_isolated", lambda artifact, eval_set, device: measured.append(device) or {})
     session = harness.BenchSession(ctx, types.SimpleNamespace(compressbench_device=None))
     monkeypatch.setattr(session, "artifact", lambda case: case.chain.name)
-    monkeypatch.setattr(session, "eval_set", lambda model: None)
-    fp32_bs1, fp32_bs32, bf16_bs1, _ = classification_cases(["minilm-sst2"], ["fp32", "bf16"], tiers=("t4",))
+    monkeypatch.setattr(session, "eval_data", lambda case: None)
+    fp32_bs1, fp32_bs32, bf16_bs1, _ = cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32", "bf16"], tiers=("t4",))
 
     first = session.predictor(fp32_bs1)
     assert session.predictor(fp32_bs32) is first and released == [] and loads == [("fp32", "cuda:0")]

@@ -123,35 +123,46 @@ def test_skip_reason_with_cuda_build_but_no_driver(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     info = probe_hardware(FakeCuda([], available=False), "12.8", FakeNvml(), cpu=CPU)
     reason = info.missing_reason("t4")
-    assert "torch built with CUDA 12.8" in reason and "no driver or no visible device (CUDA_VISIBLE_DEVICES='')" in reason
+    assert "torch built with CUDA 12.8" in reason
+    assert "no driver or no visible device (CUDA_VISIBLE_DEVICES='')" in reason
 
 
 def test_skip_reason_names_the_gpu_of_the_other_tier():
     reason = machine(GTX1050TI).missing_reason("t4")
-    assert reason.startswith("t4: no NVIDIA GPU with compute capability >= 7.5 found (cuda:0 NVIDIA GeForce GTX 1050 Ti "
-                             "(compute capability 6.1, legacy_gpu)")
+    assert reason.startswith(
+        "t4: no NVIDIA GPU with compute capability >= 7.5 found (cuda:0 NVIDIA GeForce GTX 1050 Ti "
+        "(compute capability 6.1, legacy_gpu)"
+    )
     assert "driver 550.54.15" in reason
     assert "cuda:0 Tesla T4 (compute capability 7.5, t4)" in machine(T4).missing_reason("legacy_gpu")
     with pytest.raises(ValueError, match="unknown tier 'gpu'; valid tiers: cpu, t4, legacy_gpu"):
         machine(T4).missing_reason("gpu")
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("cpu", DeviceChoice("cpu")), ("cuda", DeviceChoice("cuda")), ("cuda:1", DeviceChoice("cuda", 1)),
-    (" CUDA:0 ", DeviceChoice("cuda", 0)),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("cpu", DeviceChoice("cpu")),
+        ("cuda", DeviceChoice("cuda")),
+        ("cuda:1", DeviceChoice("cuda", 1)),
+        (" CUDA:0 ", DeviceChoice("cuda", 0)),
+    ],
+)
 def test_parse_device_accepts(value, expected):
     assert parse_device(value, machine(GTX1050TI, T4)) == expected
 
 
-@pytest.mark.parametrize("value, cards, message", [
-    ("gpu", (T4,), "--device 'gpu' is not a device; valid: cpu, cuda, cuda:N (on this machine: cpu, cuda, cuda:0)"),
-    ("cuda:x", (T4,), "--device 'cuda:x' is not a device"),
-    ("cpu:0", (T4,), "--device 'cpu:0' is not a device"),
-    ("cuda:2", (GTX1050TI, T4), "--device 'cuda:2': no CUDA device 2 (found cuda:0 NVIDIA GeForce GTX 1050 Ti"),
-    ("cuda:2", (GTX1050TI, T4), "valid on this machine: cpu, cuda, cuda:0, cuda:1"),
-    ("cuda", (), "--device 'cuda': no CUDA device found (torch.cuda.is_available()=False"),
-])
+@pytest.mark.parametrize(
+    "value, cards, message",
+    [
+        ("gpu", (T4,), "--device 'gpu' is not a device; valid: cpu, cuda, cuda:N (on this machine: cpu, cuda, cuda:0)"),
+        ("cuda:x", (T4,), "--device 'cuda:x' is not a device"),
+        ("cpu:0", (T4,), "--device 'cpu:0' is not a device"),
+        ("cuda:2", (GTX1050TI, T4), "--device 'cuda:2': no CUDA device 2 (found cuda:0 NVIDIA GeForce GTX 1050 Ti"),
+        ("cuda:2", (GTX1050TI, T4), "valid on this machine: cpu, cuda, cuda:0, cuda:1"),
+        ("cuda", (), "--device 'cuda': no CUDA device found (torch.cuda.is_available()=False"),
+    ],
+)
 def test_parse_device_rejects_with_value_and_choices(value, cards, message):
     with pytest.raises(DeviceError) as caught:
         parse_device(value, machine(*cards))
@@ -167,20 +178,18 @@ def test_device_for_maps_tiers_to_devices_and_respects_device_option():
     assert both.device_for("cpu", DeviceChoice("cuda")) == (None, "cpu: --device cuda restricts the run to CUDA")
     assert both.device_for("t4", DeviceChoice("cpu")) == (None, "t4: --device cpu restricts the run to the CPU")
     assert both.device_for("t4", DeviceChoice("cuda", 0)) == (
-        None, "t4: --device cuda:0 selects cuda:0 NVIDIA GeForce GTX 1050 Ti (compute capability 6.1, legacy_gpu)")
+        None,
+        "t4: --device cuda:0 selects cuda:0 NVIDIA GeForce GTX 1050 Ti (compute capability 6.1, legacy_gpu)",
+    )
     assert both.device_for("legacy_gpu", DeviceChoice("cuda", 0)) == ("cuda:0", None)
     device, reason = machine().device_for("t4", DeviceChoice("cpu"))
     assert device is None and reason.startswith("t4: no NVIDIA GPU")  # absent tier: say that first
 
 
-CPUINFO = """processor\t: 0
-model name\t: Intel(R) Xeon(R) Platinum 8480C
-flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8
-
-processor\t: 1
-model name\t: Intel(R) Xeon(R) Platinum 8480C
-flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8
-"""
+CPUINFO = {
+    "brand_raw": "Intel(R) Xeon(R) Platinum 8480C",  # what py-cpuinfo reports on Linux
+    "flags": ["fpu", "sse2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"],
+}
 
 
 def test_cpu_info_reads_name_and_isa_features():
@@ -189,9 +198,9 @@ def test_cpu_info_reads_name_and_isa_features():
     assert cpu.flags == ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
     assert cpu.isa == {"avx2": True, "avx512": True, "vnni": True, "avx512_bf16": True, "amx": True}
     assert cpu.threads >= cpu.usable_threads >= 1 and (cpu.physical_cores is None or cpu.physical_cores >= 1)
-    old = read_cpu_info("model name\t: Intel(R) Core(TM) i7-4770\nflags\t: fpu sse2 avx avx2\n")
+    old = read_cpu_info({"brand_raw": "Intel(R) Core(TM) i7-4770", "flags": ["fpu", "sse2", "avx", "avx2"]})
     assert old.isa == {"avx2": True, "avx512": False, "vnni": False, "avx512_bf16": False, "amx": False}
-    client = read_cpu_info("model name\t: 12th Gen Intel(R) Core(TM) i7-12700\nflags\t: avx2 avx_vnni\n")
+    client = read_cpu_info({"brand_raw": "12th Gen Intel(R) Core(TM) i7-12700", "flags": ["avx2", "avxvnni"]})  # CPUID
     assert client.isa["vnni"] and not client.isa["avx512"]
 
 
@@ -203,11 +212,17 @@ def test_hardware_cli_exits_1_when_a_required_tier_is_missing(monkeypatch, capsy
     assert "required tier missing: t4: no NVIDIA GPU with compute capability >= 7.5" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind, saturates", [
-    (cpus.SKYLAKE_SP, True), (cpus.HASWELL, True),  # vpmaddubsw: int16 sums saturate
-    (cpus.ZEN4, False), (cpus.SAPPHIRE_RAPIDS, False), (cpus.ALDER_LAKE, False),  # VNNI / AMX accumulate in int32
-    (cpus.GRAVITON3, False),  # not x86: none of its int8 kernels take that path
-])
+@pytest.mark.parametrize(
+    "kind, saturates",
+    [
+        (cpus.SKYLAKE_SP, True),
+        (cpus.HASWELL, True),  # vpmaddubsw: int16 sums saturate
+        (cpus.ZEN4, False),
+        (cpus.SAPPHIRE_RAPIDS, False),
+        (cpus.ALDER_LAKE, False),  # VNNI / AMX accumulate in int32
+        (cpus.GRAVITON3, False),  # not x86: none of its int8 kernels take that path
+    ],
+)
 def test_int8_dot_saturation_follows_the_isa(kind, saturates):
     cpu = read_cpu_info(kind)
     assert cpu.int8_dot_saturates is saturates, f"{cpu.name}: isa {cpu.isa}"

@@ -69,11 +69,15 @@ def test_memory_grows_with_model_size(tmp_path, cache, tiny_eval_set):
     small, large = base(1), base(200)
     extra_weights = large.weight_bytes - small.weight_bytes
     assert extra_weights > 6e6
-    grown = measure_isolated(large, tiny_eval_set)["peak_memory_bytes"] - measure_isolated(small, tiny_eval_set)["peak_memory_bytes"]
+    grown = (
+        measure_isolated(large, tiny_eval_set)["peak_memory_bytes"]
+        - measure_isolated(small, tiny_eval_set)["peak_memory_bytes"]
+    )
     assert grown > 0.5 * extra_weights
 
 
 # ----------------------------------------------------------------------------- perplexity
+
 
 def _windows(tokenizer, text, window, max_tokens=None):
     from compressors.data import TextCorpus
@@ -91,7 +95,7 @@ def test_windows_cut_the_token_stream_without_overlap():
             return {"input_ids": ids}
 
     windows = _windows(Tokenizer(), "abc", window=5)
-    assert [w.tolist() for w in windows.windows] == [[ids[i:i + 5]] for i in range(0, 20, 5)] + [[ids[20:23]]]
+    assert [w.tolist() for w in windows.windows] == [[ids[i : i + 5]] for i in range(0, 20, 5)] + [[ids[20:23]]]
     assert windows.n_tokens == 23 and windows.n_predicted == 4 * 4 + 2 and windows.corpus_tokens == 23
     budget = _windows(Tokenizer(), "abc", window=5, max_tokens=11)  # 5 + 5 + a last window of 1 token: dropped
     assert [w.shape[1] for w in budget.windows] == [5, 5] and budget.corpus_tokens == 23
@@ -130,7 +134,8 @@ def test_perplexity_matches_the_models_own_loss(tiny_lm_base, tmp_path):
     windows.save(tmp_path / "w.npz")  # what the isolated process reads
     loaded = TokenWindows.load(tmp_path / "w.npz")
     assert loaded.checksum == windows.checksum and all(
-        np.array_equal(a, b) for a, b in zip(loaded.windows, windows.windows, strict=True))
+        np.array_equal(a, b) for a, b in zip(loaded.windows, windows.windows, strict=True)
+    )
     isolated = measure_isolated(tiny_lm_base, loaded)
     assert isolated["perplexity"] == pytest.approx(ours["perplexity"], rel=1e-5)
     assert isolated["peak_memory_bytes"] > 0 and "accuracy" not in isolated

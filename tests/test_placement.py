@@ -44,7 +44,9 @@ def move_to_fake_cuda(model, keep_on_cpu=lambda name: False, index: int = 0):
                 if tensor is None or keep_on_cpu(name):
                     continue
                 moved = fake_cuda(tensor, index)
-                getattr(module, kind)[leaf] = torch.nn.Parameter(moved, requires_grad=False) if kind == "_parameters" else moved
+                getattr(module, kind)[leaf] = (
+                    torch.nn.Parameter(moved, requires_grad=False) if kind == "_parameters" else moved
+                )
     return model
 
 
@@ -53,8 +55,15 @@ def tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    config = BertConfig(
+        vocab_size=30,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -75,7 +84,9 @@ def test_model_wholly_on_the_gpu_passes():
 def test_model_half_on_cpu_is_caught_with_the_offending_parts():
     from compressors.runtime import TorchPredictor
 
-    model = move_to_fake_cuda(tiny_bert(), keep_on_cpu=lambda name: ".layer.1." in name or name.startswith("classifier"))
+    model = move_to_fake_cuda(
+        tiny_bert(), keep_on_cpu=lambda name: ".layer.1." in name or name.startswith("classifier")
+    )
     placement = TorchPredictor(model, "cuda:0").placement()
     parts = fallback_parts(placement)
     assert len(parts) == 1
@@ -109,8 +120,11 @@ def bnb_model(on_cuda: bool):
     import bitsandbytes as bnb
     import torch
 
-    model = torch.nn.Sequential(bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=False),
-                                bnb.nn.Linear4bit(32, 64, quant_type="nf4"), torch.nn.Linear(64, 2)).to("cpu")
+    model = torch.nn.Sequential(
+        bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=False),
+        bnb.nn.Linear4bit(32, 64, quant_type="nf4"),
+        torch.nn.Linear(64, 2),
+    ).to("cpu")
     if on_cuda:
         state = model[1].weight.quant_state
         move_to_fake_cuda(model)
@@ -127,7 +141,10 @@ def test_bitsandbytes_layers_on_cpu_are_caught():
     parts = fallback_parts(placement)
     layer_part = next(p for p in parts if "bitsandbytes layers" in p)
     assert layer_part.startswith("2 of 2 bitsandbytes layers not on cuda:0: ")
-    assert "Linear8bitLt 0 (weight on cpu, SCB on cpu)" in layer_part and "Linear4bit 1 (weight on cpu, absmax on cpu)" in layer_part
+    assert (
+        "Linear8bitLt 0 (weight on cpu, SCB on cpu)" in layer_part
+        and "Linear4bit 1 (weight on cpu, absmax on cpu)" in layer_part
+    )
 
 
 def test_bitsandbytes_quant_state_left_on_cpu_is_caught():
@@ -144,7 +161,9 @@ def test_bitsandbytes_on_cuda_passes_only_with_its_cuda_backend():
     assert fallback_parts(placement) == []
     cpu_library = {"backend": "CPU", "native_library": "/site-packages/bitsandbytes/libbitsandbytes_cpu.so"}
     parts = fallback_parts(torch_placement(bnb_model(on_cuda=True), "cuda:0", bnb_library=cpu_library))
-    assert parts == ["bitsandbytes runs its CPU backend (/site-packages/bitsandbytes/libbitsandbytes_cpu.so), not CUDA kernels"]
+    assert parts == [
+        "bitsandbytes runs its CPU backend (/site-packages/bitsandbytes/libbitsandbytes_cpu.so), not CUDA kernels"
+    ]
 
 
 def test_bitsandbytes_library_of_this_machine_is_recorded():
@@ -165,12 +184,19 @@ def tiny_onnx(tmp_path):
 
     weight = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(4, 2) / 8, "W")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="matmul"),
-         helper.make_node("Softmax", ["h"], ["y"], name="softmax", axis=-1),
-         helper.make_node("Shape", ["x"], ["s"], name="shape")],
-        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("s", TensorProto.INT64, [2])], [weight])
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="matmul"),
+            helper.make_node("Softmax", ["h"], ["y"], name="softmax", axis=-1),
+            helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+        ],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "tiny.onnx"
@@ -188,7 +214,8 @@ def test_ort_session_with_cpu_provider_first_is_caught(tiny_onnx):
     placement = OrtPredictor(session, "cuda:0", str(tiny_onnx), ["CPUExecutionProvider"]).placement()
     assert placement["providers"] == ["CPUExecutionProvider"]
     assert fallback_parts(placement) == [
-        "ONNX Runtime session providers are ['CPUExecutionProvider'] (not led by CUDAExecutionProvider)"]
+        "ONNX Runtime session providers are ['CPUExecutionProvider'] (not led by CUDAExecutionProvider)"
+    ]
     assert fallback_parts(OrtPredictor(session, "cpu").placement()) == []
 
 
@@ -215,7 +242,8 @@ class CudaSession:
 def test_ort_compute_nodes_on_cpu_in_a_cuda_session_are_caught():
     nodes = {"CUDAExecutionProvider": {"MatMul": 30}, "CPUExecutionProvider": {"MatMulInteger": 6, "Shape": 4}}
     assert fallback_parts(ort_placement(CudaSession(), "cuda:0", nodes)) == [
-        "ONNX Runtime ran compute nodes on CPUExecutionProvider: MatMulInteger x6"]
+        "ONNX Runtime ran compute nodes on CPUExecutionProvider: MatMulInteger x6"
+    ]
 
 
 def test_ort_cuda_session_with_only_shape_nodes_on_cpu_passes():
@@ -228,14 +256,28 @@ def test_profile_parsing_counts_each_node_once(tmp_path):
     events = [
         {"cat": "Session", "name": "model_run"},
         {"cat": "Node", "name": "matmul_fence_before", "args": {"op_name": "MatMul"}},
-        {"cat": "Node", "name": "matmul_kernel_time", "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"}},
-        {"cat": "Node", "name": "matmul_kernel_time", "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"}},
-        {"cat": "Node", "name": "dq_kernel_time", "args": {"op_name": "DynamicQuantizeLinear", "provider": "CPUExecutionProvider"}},
+        {
+            "cat": "Node",
+            "name": "matmul_kernel_time",
+            "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"},
+        },
+        {
+            "cat": "Node",
+            "name": "matmul_kernel_time",
+            "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"},
+        },
+        {
+            "cat": "Node",
+            "name": "dq_kernel_time",
+            "args": {"op_name": "DynamicQuantizeLinear", "provider": "CPUExecutionProvider"},
+        },
     ]
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(events))
-    assert ort_profiled_node_providers(path) == {"CPUExecutionProvider": {"DynamicQuantizeLinear": 1},
-                                                 "CUDAExecutionProvider": {"MatMul": 1}}
+    assert ort_profiled_node_providers(path) == {
+        "CPUExecutionProvider": {"DynamicQuantizeLinear": 1},
+        "CUDAExecutionProvider": {"MatMul": 1},
+    }
 
 
 # ---------------------------------------------------------------------------------- --on-fallback
@@ -259,19 +301,25 @@ class FakePredictor:
 
 
 def check(mode, ctx, measured_placement, timed_placement):
-    from bench.cases import classification_cases
+    from bench.cases import cases
     from bench.harness import BenchSession
+    from compressors.models import TASK_CLASSIFICATION
 
-    case = next(c for c in classification_cases(["minilm-sst2"], ["fp32"], tiers=("t4",), batch_sizes=(32,)))
-    results = {"placement": measured_placement}
-    session = BenchSession(ctx, FakeConfig(mode))
-    return session.check_placement(case, results, FakePredictor(timed_placement)), results
+    case = next(c for c in cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32"], tiers=("t4",), batch_sizes=(32,)))
+    from compressors.results import Identity, Placement, ResultRow
+
+    row = ResultRow(Identity("minilm-sst2", "fp32", "t4", 32), placement=Placement(placement=measured_placement))
+    row = BenchSession(ctx, FakeConfig(mode)).check_placement(case, row, FakePredictor(timed_placement))
+    return row.placement.fallback, {
+        "fallback": row.placement.fallback,
+        "timed_placement": row.placement.timed_placement,
+    }
 
 
 def test_on_fallback_fail_xfail_warn(ctx):
     half = move_to_fake_cuda(tiny_bert(), keep_on_cpu=lambda name: name.startswith("classifier"))
     bad, good = torch_placement(half, "cuda:0"), torch_placement(move_to_fake_cuda(tiny_bert()), "cuda:0")
-    expected = ("minilm-sst2-fp32-t4-bs32 " + FALLBACK_PREFIX + "timed process: 2 of")
+    expected = "minilm-sst2-fp32-t4-bs32 " + FALLBACK_PREFIX + "timed process: 2 of"
     with pytest.raises(pytest.fail.Exception) as failed:
         check("fail", ctx, good, bad)
     assert str(failed.value).startswith(expected) and "parameter classifier.weight on cpu" in str(failed.value)

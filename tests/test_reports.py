@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from compressors.results import format_table
 from reports.__main__ import main
-from reports.runs import RunNotFound, find_run, format_table, rows_from_run
+from reports.runs import RunNotFound, find_run, rows_from_run
 
 ROW = {"model": "m", "technique": "fp32", "tier": "cpu", "batch_size": 1, "accuracy_pct": 90.0,
        "accuracy_drop_pp": 0.0, "size_bytes": 2**20, "size_ratio_vs_fp32": 1.0, "peak_memory_bytes": 3 * 2**20}

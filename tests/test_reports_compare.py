@@ -38,8 +38,12 @@ def test_different_machines_warn_and_still_compare(saved_runs, capsys):
 
 
 def test_latency_perplexity_and_missing_metrics():
-    before = {"median_s": 0.010, "perplexity": 20.0, "accuracy_pct": None, "size_bytes": 100}
-    after = {"median_s": 0.0115, "perplexity": 20.5, "size_bytes": None}
+    from compressors.results import ResultRow
+
+    ident = {"model": "m", "technique": "t", "tier": "cpu", "batch_size": 1}
+    before = ResultRow.from_extra_info({**ident, "perplexity": 20.0, "accuracy_pct": None, "size_bytes": 100},
+                                       median_s=0.010)
+    after = ResultRow.from_extra_info({**ident, "perplexity": 20.5, "size_bytes": None}, median_s=0.0115)
     changes = {c.metric.name: c for c in metric_changes("x", before, after, Thresholds())}
     assert changes["latency median"].regressed and changes["perplexity"].regressed  # +15%, +2.5%
     assert not changes["size"].regressed and changes["size"].delta == "n/a"
@@ -63,8 +67,9 @@ def test_missing_run_and_corrupt_run_are_named(saved_runs, tmp_path, capsys):
 def test_compare_runs_matches_by_configuration(saved_runs):
     comparison = compare_runs(load_run(find_run("0001", saved_runs)), load_run(find_run("0003", saved_runs)))
     assert not comparison.only_before and not comparison.only_after
-    assert {c.config for c in comparison.changes} == {f"tiny-{t}-cpu-bs{b}" for t in ("fp32", "onnx-int8", "layerdrop-2")
-                                                      for b in (1, 32)}
+    assert {c.config for c in comparison.changes} == {
+        f"tiny-{t}-cpu-bs{b}" for t in ("fp32", "onnx-int8", "layerdrop-2") for b in (1, 32)
+    }
 
 
 def test_benchmark_compare_fails_the_regressed_configuration(saved_runs, tmp_path):
@@ -81,9 +86,31 @@ def test_benchmark_compare_fails_the_regressed_configuration(saved_runs, tmp_pat
     assert "tiny-onnx-int8-cpu-bs32 regressed against" in text and "accuracy 90.00% -> 89.00% (-1.00 pp" in text
     assert "memory 100.00 MB -> 120.00 MB (+20.0%, threshold +10%)" in text
     # thresholds are options; without --benchmark-compare nothing is checked
-    out = run_fake_suite(folder, storage, worse, "-p", "reports.pytest_plugin", "--benchmark-compare=0001",
-                         "--compare-accuracy-pp=2", "--compare-memory-pct=25")
+    out = run_fake_suite(
+        folder,
+        storage,
+        worse,
+        "-p",
+        "reports.pytest_plugin",
+        "--benchmark-compare=0001",
+        "--compare-accuracy-pp=2",
+        "--compare-memory-pct=25",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     out = run_fake_suite(folder, storage, worse, "-p", "reports.pytest_plugin")
     assert out.returncode == 0, out.stdout + out.stderr
     assert not list(storage.glob("*/0004_*"))  # nothing was saved by comparing
+
+
+def test_the_compared_run_adapter_fails_loudly_when_pytest_benchmark_changes():
+    """reports.pytest_plugin reads pytest-benchmark's compared run in one adapter; if pytest-benchmark
+    stops exposing it, the comparison errors instead of silently checking nothing."""
+    import types
+
+    from reports.pytest_plugin import PytestBenchmarkChanged, compared_benchmarks
+
+    mapping = {"0001_base.json": {"test_x": {"extra_info": {}}}}
+    config = types.SimpleNamespace(_benchmarksession=types.SimpleNamespace(compared_mapping=mapping))
+    assert compared_benchmarks(config) == mapping
+    with pytest.raises(PytestBenchmarkChanged, match="no longer exposes the compared run"):
+        compared_benchmarks(types.SimpleNamespace(_benchmarksession=types.SimpleNamespace()))

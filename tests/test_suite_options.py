@@ -31,7 +31,10 @@ def test_k_and_models_and_techniques_select():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu", "--models", "minilm-sst2",
                      "--techniques", "fp32,onnx-int8", "-k", "bs32")
     ids = [line for line in out.stdout.splitlines() if "::" in line]
-    assert sorted(i.split("[")[1].rstrip("]") for i in ids) == ["minilm-sst2-fp32-cpu-bs32", "minilm-sst2-onnx-int8-cpu-bs32"]
+    assert sorted(i.split("[")[1].rstrip("]") for i in ids) == [
+        "minilm-sst2-fp32-cpu-bs32",
+        "minilm-sst2-onnx-int8-cpu-bs32",
+    ]
 
 
 def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
@@ -39,32 +42,67 @@ def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
     ids = [line for line in out.stdout.splitlines() if "::" in line]
     assert 3 <= len(ids) <= 8 and any("onnx" in i for i in ids)
     assert {"smollm2-135m-fp32-cpu-bs1-prefill512", "smollm2-135m-fp32-cpu-bs1-gen32"} <= {
-        i.split("[")[1].rstrip("]") for i in ids}
+        i.split("[")[1].rstrip("]") for i in ids
+    }
 
 
 def test_language_model_ids_and_markers():
-    out = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "smollm2-135m,gpt2",
-                     "--techniques", "fp32,bnb-nf4,onnx-int8", "-m", "cpu and not slow")
+    out = run_pytest(
+        "bench/test_language_model.py",
+        "--collect-only",
+        "-q",
+        "--models",
+        "smollm2-135m,gpt2",
+        "--techniques",
+        "fp32,bnb-nf4,onnx-int8",
+        "-m",
+        "cpu and not slow",
+    )
     ids = sorted(line.split("[")[1].rstrip("]") for line in out.stdout.splitlines() if "::" in line)
     assert out.returncode == 0, out.stdout + out.stderr
-    expected = sorted(f"{m}-{t}-cpu-bs1-{s}" for m in ("smollm2-135m", "gpt2") for t in ("fp32", "bnb-nf4", "onnx-int8")
-                      for s in ("prefill512", "gen32"))
+    expected = sorted(
+        f"{m}-{t}-cpu-bs1-{s}"
+        for m in ("smollm2-135m", "gpt2")
+        for t in ("fp32", "bnb-nf4", "onnx-int8")
+        for s in ("prefill512", "gen32")
+    )
     assert ids == expected  # the full-test-set variant is slow; onnx-int8 is collected and skipped below
-    slow = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "smollm2-135m",
-                      "--techniques", "fp32", "-m", "slow")
+    slow = run_pytest(
+        "bench/test_language_model.py",
+        "--collect-only",
+        "-q",
+        "--models",
+        "smollm2-135m",
+        "--techniques",
+        "fp32",
+        "-m",
+        "slow",
+    )
     assert "[smollm2-135m-fp32-cpu-bs1-prefill512-fullppl]" in slow.stdout
     hub = run_pytest("bench/test_language_model.py", "--collect-only", "-q", "--models", "gpt2", "-m", "hub")
     assert "[gpt2-fp32-cpu-bs1-prefill512]" in hub.stdout
-    skipped = run_pytest("bench/test_language_model.py", "-q", "-rs", "--models", "smollm2-135m",
-                         "--techniques", "onnx-int8", "-k", "prefill512 and not fullppl")
+    skipped = run_pytest(
+        "bench/test_language_model.py",
+        "-q",
+        "-rs",
+        "--models",
+        "smollm2-135m",
+        "--techniques",
+        "onnx-int8",
+        "-k",
+        "prefill512 and not fullppl",
+    )
     assert "onnx-int8 does not apply to causal-lm models" in skipped.stdout, skipped.stdout[-2000:]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--models", "minilm-sst2,gpt7"], "unknown model 'gpt7'; valid models: minilm-sst2"),
-    (["--techniques", "int3"], "unknown technique 'int3'"),
-    (["--techniques", "onnx-fp32+dynamic-int8"], "'dynamic-int8' needs a float PyTorch model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "minilm-sst2,gpt7"], "unknown model 'gpt7'; valid models: minilm-sst2"),
+        (["--techniques", "int3"], "unknown technique 'int3'"),
+        (["--techniques", "onnx-fp32+dynamic-int8"], "'dynamic-int8' needs a float PyTorch model"),
+    ],
+)
 def test_bad_names_are_usage_errors_listing_choices(args, message):
     out = run_pytest("bench", "--collect-only", "-q", *args)
     assert out.returncode == 4
@@ -72,8 +110,15 @@ def test_bad_names_are_usage_errors_listing_choices(args, message):
 
 
 def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
-    out = run_pytest("bench", "-k", "minilm-sst2-fp32-cpu-bs1", "--data-dir", str(tmp_path / "nowhere"),
-                     "--cache-dir", str(tmp_path / "cache"))
+    out = run_pytest(
+        "bench",
+        "-k",
+        "minilm-sst2-fp32-cpu-bs1",
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert out.returncode == 4, out.stdout[-2000:]
     text = out.stdout + out.stderr
     assert "nowhere" in text and "does not exist" in text and "--data-dir" in text and "Traceback" not in text
@@ -85,16 +130,22 @@ def test_absent_gpu_tier_is_skipped_with_reason():
     from compressors.hardware import detect
 
     if "t4" not in detect().tiers:  # the reason names what was looked for and what torch said
-        assert "SKIPPED [2] bench/test_classification.py: t4: no NVIDIA GPU with compute capability >= 7.5 found (" \
-            in out.stdout and "torch.cuda.is_available()=" in out.stdout
+        assert (
+            "SKIPPED [2] bench/test_classification.py: t4: no NVIDIA GPU with compute capability >= 7.5 found ("
+            in out.stdout
+            and "torch.cuda.is_available()=" in out.stdout
+        )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "gpu"], "--device 'gpu' is not a device; valid: cpu, cuda, cuda:N (on this machine: cpu"),
-    (["--device", "cuda:99"], "--device 'cuda:99': no CUDA device"),
-    # argparse's wording; it quotes the choices before Python 3.12 and not after
-    (["--on-fallback", "ignore"], "argument --on-fallback: invalid choice: 'ignore' (choose from "),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "gpu"], "--device 'gpu' is not a device; valid: cpu, cuda, cuda:N (on this machine: cpu"),
+        (["--device", "cuda:99"], "--device 'cuda:99': no CUDA device"),
+        # argparse's wording; it quotes the choices before Python 3.12 and not after
+        (["--on-fallback", "ignore"], "argument --on-fallback: invalid choice: 'ignore' (choose from "),
+    ],
+)
 def test_bad_device_options_are_usage_errors_listing_choices(args, message):
     out = run_pytest("bench", "--collect-only", "-q", *args)
     assert out.returncode == 4 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -132,8 +183,15 @@ def pytest_collection_finish(session):
 
 def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
     (tmp_path / "simulated_gpu.py").write_text(SIMULATED_GPU_PLUGIN)
-    out = run_pytest("bench", "--collect-only", "-q", "-p", "simulated_gpu", *args,
-                     env_extra={"PYTHONPATH": str(tmp_path), "SIMULATED_GPUS": gpus})
+    out = run_pytest(
+        "bench",
+        "--collect-only",
+        "-q",
+        "-p",
+        "simulated_gpu",
+        *args,
+        env_extra={"PYTHONPATH": str(tmp_path), "SIMULATED_GPUS": gpus},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     cases = {}
     for line in out.stdout.splitlines():
@@ -145,7 +203,10 @@ def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
 
 
 def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
-    from bench.cases import CLASSIFICATION_TECHNIQUES
+    from compressors.models import TASK_CLASSIFICATION
+    from compressors.techniques import default_techniques
+
+    CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)
     from compressors.techniques import parse_chain
 
     cases = collect_simulated(tmp_path, "t4", "-m", "t4", "--models", "minilm-sst2")
@@ -162,21 +223,27 @@ def test_tier_absent_from_a_gpu_machine_is_skipped_naming_what_was_found(tmp_pat
     assert set(cases) == {"minilm-sst2-fp32-legacy_gpu-bs1", "minilm-sst2-fp32-legacy_gpu-bs32"}
     for tiers, skip in cases.values():
         assert tiers == "legacy_gpu"
-        assert skip == ("legacy_gpu: no NVIDIA GPU with compute capability < 7.5 found (cuda:0 Tesla T4 "
-                        "(compute capability 7.5, t4); torch.cuda.is_available()=True, torch built with CUDA 12.8)")
+        assert skip == (
+            "legacy_gpu: no NVIDIA GPU with compute capability < 7.5 found (cuda:0 Tesla T4 "
+            "(compute capability 7.5, t4); torch.cuda.is_available()=True, torch built with CUDA 12.8)"
+        )
 
 
 def test_device_option_restricts_tiers(tmp_path):
-    cases = collect_simulated(tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1",
-                              "--device", "cuda:0")
+    cases = collect_simulated(
+        tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1", "--device", "cuda:0"
+    )
     assert cases == {
         "minilm-sst2-fp32-cpu-bs1": ("cpu", "cpu: --device cuda:0 restricts the run to CUDA"),
-        "minilm-sst2-fp32-t4-bs1": ("t4", "t4: --device cuda:0 selects cuda:0 NVIDIA GeForce GTX 1050 Ti "
-                                          "(compute capability 6.1, legacy_gpu)"),
+        "minilm-sst2-fp32-t4-bs1": (
+            "t4",
+            "t4: --device cuda:0 selects cuda:0 NVIDIA GeForce GTX 1050 Ti (compute capability 6.1, legacy_gpu)",
+        ),
         "minilm-sst2-fp32-legacy_gpu-bs1": ("legacy_gpu", "RUN"),
     }
-    on_cpu = collect_simulated(tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1",
-                               "--device", "cpu")
+    on_cpu = collect_simulated(
+        tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1", "--device", "cpu"
+    )
     assert {case_id: skip for case_id, (_, skip) in on_cpu.items()} == {
         "minilm-sst2-fp32-cpu-bs1": "RUN",
         "minilm-sst2-fp32-t4-bs1": "t4: --device cpu restricts the run to the CPU",
@@ -189,7 +256,9 @@ def test_saved_runs_are_numbered_never_overwritten(tmp_path):
     (tmp_path / "test_x.py").write_text("def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     for _ in range(2):
-        out = run_pytest("test_x.py", "--benchmark-save=run1", "--benchmark-storage", str(tmp_path / ".b"), cwd=tmp_path)
+        out = run_pytest(
+            "test_x.py", "--benchmark-save=run1", "--benchmark-storage", str(tmp_path / ".b"), cwd=tmp_path
+        )
         assert out.returncode == 0, out.stdout
     saved = sorted(p.name for p in (tmp_path / ".b").rglob("*.json"))
     assert [name[:4] for name in saved] == ["0001", "0002"] and all(name.endswith("_run1.json") for name in saved)
@@ -198,12 +267,14 @@ def test_saved_runs_are_numbered_never_overwritten(tmp_path):
 def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the conftest's plugins from this checkout, not an installed copy
     pytester.makeconftest((ROOT / "conftest.py").read_text())
-    pytester.makepyfile(test_raises="""
+    pytester.makepyfile(
+        test_raises="""
         from compressors.data import DataError
 
         def test_it():
             raise DataError("dev.tsv is missing; use --data-dir")
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*DataError: dev.tsv is missing; use --data-dir*"])
@@ -217,8 +288,9 @@ def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatc
     pytester.makeconftest((ROOT / "conftest.py").read_text())
     pytester.makepyfile(test_bench="def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
     saved = tmp_path / "run.json"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-json={saved}", "--device", "cpu",
-                                           "--on-fallback", "warn")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--benchmark-json={saved}", "--device", "cpu", "--on-fallback", "warn"
+    )
     result.assert_outcomes(passed=1)
     info = json.loads(saved.read_text())["machine_info"]["compressbench"]
     from compressors.hardware import detect

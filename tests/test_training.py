@@ -55,5 +55,7 @@ def test_training_learns_a_toy_task(tmp_path):
     with torch.no_grad():
         predicted = model(**enc).logits.argmax(-1).tolist()
     assert predicted == [1, 1, 1, 0, 0, 0]
-    assert report.steps == 45 and report.sentences == 120 and report.final_loss < 0.69  # below chance (ln 2); the smoothed loss lags
+    assert (
+        report.steps == 45 and report.sentences == 120 and report.final_loss < 0.69
+    )  # below chance (ln 2); the smoothed loss lags
     assert (report.trainable_parameters, report.total_parameters) == count_parameters(model)

@@ -85,7 +85,10 @@ def test_nightly_gpu_job():
     steps = {step.get("name", ""): step for step in job["steps"]}
     compared = next(s for s in job["steps"] if s.get("run") == NIGHTLY_COMMAND)
     alone = next(s for s in job["steps"] if s.get("run") == first_night)
-    assert compared["if"] == "steps.stored.outputs.found == 'true'" and alone["if"] == "steps.stored.outputs.found == 'false'"
+    assert (
+        compared["if"] == "steps.stored.outputs.found == 'true'"
+        and alone["if"] == "steps.stored.outputs.found == 'false'"
+    )
     uses = [step.get("uses", "") for step in job["steps"]]
     restore = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache/restore"))
     save = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache/save"))
@@ -94,7 +97,9 @@ def test_nightly_gpu_job():
     assert save["with"]["key"].startswith(restore["with"]["restore-keys"])
     assert uses.index(restore["uses"]) < uses.index(save["uses"])
     upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
-    assert "nightly-${{ github.sha }}.json" in upload["with"]["path"] and "reports/out/nightly-" in upload["with"]["path"]
+    assert (
+        "nightly-${{ github.sha }}.json" in upload["with"]["path"] and "reports/out/nightly-" in upload["with"]["path"]
+    )
     assert any(line.startswith("python -m reports build") for line in lines)
     assert "python -m compressors.hardware --require ${{ matrix.tier }}" in lines
     assert any("pip install" in line and "torch==2.13.0" in line and "--index-url" in line for line in lines)
@@ -104,8 +109,27 @@ def test_nightly_gpu_job():
 def test_nightly_pytest_arguments_are_accepted_by_the_suite(tmp_path):
     """The nightly's command line, with a tier this machine has, collects without a usage error."""
     args = NIGHTLY_COMMAND.replace("${{ matrix.tier }}", "cpu").replace("${{ github.sha }}", "abc123").split()[1:]
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--collect-only", "-q",
-                          "--benchmark-storage", str(tmp_path), "--models", "minilm-sst2", "--techniques", "fp32"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            "--collect-only",
+            "-q",
+            "--benchmark-storage",
+            str(tmp_path),
+            "--models",
+            "minilm-sst2",
+            "--techniques",
+            "fp32",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "minilm-sst2-fp32-cpu-bs32" in out.stdout

@@ -21,12 +21,20 @@ from compressors.techniques import (  # noqa: F401  (registration order)
     torchao_quant,
 )
 from compressors.techniques.base import (  # noqa: F401
+    DEFAULT_CHAINS,
     TECHNIQUES,
     Chain,
     ChainError,
     Technique,
     build_chain,
+    default_techniques,
     get_technique,
     parse_chain,
+    register_default_chain,
     register_technique,
 )
+
+# Chains benchmarked by default (each stage built and cached in turn): layer dropping or pruning
+# followed by a quantizer, the combinations a user would try first.
+for _chain in ("layerdrop-2+dynamic-int8", "layerdrop-2+onnx-int8", "layerdrop-2+bnb-nf4", "l1-50+dynamic-int8"):
+    register_default_chain(_chain)

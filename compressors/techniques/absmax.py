@@ -19,7 +19,7 @@ causal LM's ``lm_head``) stays float, and so do embeddings and norms, which are 
 linears. For SmolLM2 and GPT-2 the ``lm_head`` *is* the input embedding matrix (tied
 weights): quantizing it would quantize the embeddings too, and its logits feed the
 perplexity directly. GPT-2's ``Conv1D`` projections are converted to ``nn.Linear`` first
-(:func:`~compressors.techniques.quantization.conv1d_to_linear`). The dequantized weight
+(:func:`~compressors.nn.conv1d_to_linear`). The dequantized weight
 is computed in the activations' dtype (float32 here), so nothing overflows as it would in
 float16.
 """
@@ -27,25 +27,19 @@ float16.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.nn import ROLES, conv1d_to_linear, replace_module, select_linears
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import conv1d_to_linear, head_module_names
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 ABSMAX_WEIGHTS = "model_absmax_int8.pt"
 
-# Which linears belong to attention and to the feed-forward block, across BERT-style
-# (attention.self.query, attention.output.dense / intermediate.dense, output.dense),
-# DistilBERT (attention.q_lin / ffn.lin1) and Llama/GPT-style (self_attn.q_proj / mlp.up_proj).
-ATTENTION_RE = re.compile(r"(^|\.)(attention|attn|self_attn)\.")
-FFN_RE = re.compile(r"(^|\.)(intermediate|mlp|ffn|feed_forward)\.|\.layer\.\d+\.output\.dense$")
-SCOPES = {"all", "attention", "ffn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +58,7 @@ class AbsmaxInt8Config(Config):
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "granularity", self.granularity, {"per-tensor", "per-channel"})
-        check_choice(type(self).__name__, "scope", self.scope, SCOPES)
+        check_choice(type(self).__name__, "scope", self.scope, set(ROLES))
 
 
 def absmax_quantize(weight, granularity: str):
@@ -78,35 +72,16 @@ def absmax_quantize(weight, granularity: str):
     return q, scale.to(torch.float32)
 
 
-def selected_linears(model, scope: str) -> list[str]:
-    """Names of the linears ``scope`` quantizes (never the task head)."""
-    import torch
-
-    head = head_module_names(model)
-    names = []
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name in head:
-            continue
-        if scope == "attention" and not ATTENTION_RE.search(name):
-            continue
-        if scope == "ffn" and (ATTENTION_RE.search(name) or not FFN_RE.search(name)):
-            continue
-        names.append(name)
-    return names
-
-
 def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
     """Replace the selected linears of ``model`` in place; returns their names."""
     from compressors.techniques.absmax_modules import Int8Linear
 
     conv1d_to_linear(model)
-    names = selected_linears(model, config.scope)
+    names = select_linears(model, role=config.scope)
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        linear = getattr(parent, child)
+        linear = model.get_submodule(name)
         q, scale = absmax_quantize(linear.weight, config.granularity)
-        setattr(parent, child, Int8Linear(q, scale, linear.bias))
+        replace_module(model, name, Int8Linear(q, scale, linear.bias))
     return names
 
 
@@ -127,21 +102,17 @@ def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
 
 ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax))
 
-for _name, _config, _summary in [
-    ("custom-int8-tensor", AbsmaxInt8Config("per-tensor", "all"), "one scale per tensor, every linear"),
-    ("custom-int8-channel", AbsmaxInt8Config("per-channel", "all"), "one scale per output channel, every linear"),
-    ("custom-int8-attn", AbsmaxInt8Config("per-channel", "attention"), "per-channel, attention projections only"),
-    ("custom-int8-ffn", AbsmaxInt8Config("per-channel", "ffn"), "per-channel, feed-forward linears only"),
-]:
-    register_technique(Technique(
-        name=_name,
-        summary=f"hand-written absmax INT8 weights (int8 + scales stored, dequantized in forward): {_summary}",
-        config=_config,
-        consumes=TORCH_MODEL,
-        produces=TORCH_FINAL,
-        tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-        devices=frozenset({"cpu", "cuda"}),
-        build=_build_absmax,
-        artifact_kind="torch-absmax-int8",
-        weights=(ABSMAX_WEIGHTS,),
-    ))
+_ABSMAX = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+               devices=frozenset({"cpu", "cuda"}), build=_build_absmax, artifact_kind="torch-absmax-int8",
+               weights=(ABSMAX_WEIGHTS,))
+_STORED = "hand-written absmax INT8 weights (int8 + scales stored, dequantized in forward): "
+register_variants(_ABSMAX, [
+    dict(name="custom-int8-tensor", config=AbsmaxInt8Config("per-tensor", "all"), tolerance=0.1,
+         summary=_STORED + "one scale per tensor, every linear"),
+    dict(name="custom-int8-channel", config=AbsmaxInt8Config("per-channel", "all"),
+         summary=_STORED + "one scale per output channel, every linear"),
+    dict(name="custom-int8-attn", config=AbsmaxInt8Config("per-channel", "attention"),
+         summary=_STORED + "per-channel, attention projections only"),
+    dict(name="custom-int8-ffn", config=AbsmaxInt8Config("per-channel", "ffn"),
+         summary=_STORED + "per-channel, feed-forward linears only"),
+])

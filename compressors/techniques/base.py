@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,14 @@ class Technique:
         compiles: loading it compiles (``torch.compile``: minutes per process, also ``slow``).
         starts_from_pretrained: it trains from the model's pretrained encoder, not from its
             parent's weights (LoRA), so it can only be a chain's first stage.
+        default_for: tasks whose default benchmark matrix includes it (None: every task in
+            ``tasks``); every registered technique is in at least one (a unit test checks).
+        tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
+            tiny random models (tests/techniques/test_contract.py), which amplify weight error
+            far more than trained ones. None where closeness to fp32 on random weights says
+            nothing: it retrains, removes layers, or cuts random weights (pruning, truncated SVD
+            of their flat spectra); the contract then checks shapes and finite logits, and the
+            technique's own unit tests check what it does.
     """
 
     name: str
@@ -84,6 +93,12 @@ class Technique:
     trains: bool = False
     compiles: bool = False
     starts_from_pretrained: bool = False
+    default_for: frozenset[str] | None = None
+    tolerance: float | None = 0.05
+
+    @property
+    def default_tasks(self) -> frozenset[str]:
+        return self.tasks if self.default_for is None else frozenset(self.default_for)
 
     def __post_init__(self) -> None:
         for flow in (self.consumes, self.produces):
@@ -94,6 +109,9 @@ class Technique:
             raise ValueError(f"technique {self.name!r}: devices {sorted(bad)} not in {DEVICES}")
         if self.build is not None and (not self.artifact_kind or not self.weights):
             raise ValueError(f"technique {self.name!r} builds an artifact: give artifact_kind and weights")
+        if self.default_for is not None and not set(self.default_for) <= set(self.tasks):
+            raise ValueError(f"technique {self.name!r}: default_for {sorted(self.default_for)} is not within its "
+                             f"tasks {sorted(self.tasks)}")
 
     def missing_requirements(self) -> list[str]:
         return [module for module in self.requires if importlib.util.find_spec(module) is None]
@@ -111,11 +129,60 @@ class Technique:
 TECHNIQUES: Registry[Technique] = Registry("technique")
 
 
-def register_technique(technique: Technique) -> Technique:
+def check_registrable(technique: Technique) -> None:
+    """What registration demands beyond a valid name: implied stages registered first, and a
+    registered loader for the artifact kind it builds (so every artifact it writes can be read)."""
+    from compressors.runtime import ARTIFACT_LOADERS
+
     for implied in technique.implies:
         if implied not in TECHNIQUES:
             raise ChainError(f"technique {technique.name!r} implies {implied!r}, which is not registered (yet)")
+    if technique.artifact_kind is not None and technique.artifact_kind not in ARTIFACT_LOADERS:
+        raise ChainError(f"technique {technique.name!r} builds {technique.artifact_kind!r} artifacts, but no loader "
+                         f"is registered for that kind; register it in ARTIFACT_LOADERS first "
+                         f"(kinds: {ARTIFACT_LOADERS.describe_names()})")
+
+
+def register_technique(technique: Technique) -> Technique:
+    check_registrable(technique)
     return TECHNIQUES.register(technique.name, technique)
+
+
+def register_variants(common: dict, variants: list[dict]) -> list[Technique]:
+    """Register one family's variants from a table: ``common`` fields shared by all, each row of
+    ``variants`` the fields that differ (at least ``name``, ``summary``, ``config``)."""
+    return [register_technique(Technique(**{**common, **row})) for row in variants]
+
+
+def register_technique_family(pattern: str, example: str, factory, defaults: tuple[str, ...] = ()) -> None:
+    """Techniques parametrised in their name (``layerdrop-K``): ``factory(match) -> Technique``.
+    ``defaults`` are the names of the family that the default matrix benchmarks."""
+    check_registrable(factory(re.fullmatch(pattern, example)))
+    TECHNIQUES.register_family(pattern, example, factory)
+    for name in defaults:
+        FAMILY_DEFAULTS.append(name)
+
+
+# Names of parametrised techniques (families) in the default matrix, and the default chains:
+# chains of registered techniques benchmarked by default, each cached stage by stage.
+FAMILY_DEFAULTS: list[str] = []
+DEFAULT_CHAINS: list[str] = []
+
+
+def register_default_chain(name: str) -> None:
+    parse_chain(name)  # fails loudly on an invalid chain
+    DEFAULT_CHAINS.append(name)
+
+
+def default_techniques(task: str) -> list[str]:
+    """The techniques and chains benchmarked by default on ``task``'s models: ``fp32`` first, then
+    every registered technique and family default whose ``default_tasks`` has ``task``, then the
+    default chains that apply to it, each in registration order."""
+    singles = [TECHNIQUES.get(n) for n in [*TECHNIQUES.names(), *FAMILY_DEFAULTS]]
+    names = [t.name for t in singles if task in t.default_tasks]
+    # a chain is in a task's default matrix when every stage it names is
+    names += [c for c in DEFAULT_CHAINS if all(task in s.default_tasks for s in parse_chain(c).stages)]
+    return sorted(names, key=lambda n: n != "fp32")
 
 
 def get_technique(name: str) -> Technique:
@@ -199,7 +266,8 @@ def parse_chain(name: str) -> Chain:
             )
         flow, previous = stage.produces, stage
     if not frozenset.intersection(*(s.devices for s in expanded)):
-        raise ChainError(f"invalid chain {name!r}: its stages share no device ({[sorted(s.devices) for s in expanded]})")
+        shared = [sorted(s.devices) for s in expanded]
+        raise ChainError(f"invalid chain {name!r}: its stages share no device ({shared})")
     return Chain(name=name, stages=tuple(stages), build_stages=tuple(expanded))
 
 

@@ -33,10 +33,11 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, ConfigError, check_choice, check_range
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files, hf_auto_class
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.nn import head_module_names, keep_float_names, linear_names
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names, keep_float_names
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 BNB_LIBS = ("torch", "transformers", "bitsandbytes", "accelerate")
 CPU_4BIT_IN_MULTIPLE, CPU_4BIT_OUT_MULTIPLE = 64, 32
@@ -53,7 +54,7 @@ class BnbConfig(Config):
         int8_threshold: LLM.int8 outlier threshold (activation magnitude kept in 16-bit).
         compute_dtype: dtype the 4-bit matmuls compute in.
         keep_float: ``fnmatch`` patterns of module names whose linears stay float besides the
-            head (passed to ``llm_int8_skip_modules``; see ``quantization.keep_float_names``).
+            head (passed to ``llm_int8_skip_modules``; see :func:`compressors.nn.keep_float_names`).
     """
 
     bits: int = 4
@@ -95,14 +96,12 @@ def bnb_quantization_config(config: BnbConfig, skip: list[str]):
 def modules_kept_float(model, config: BnbConfig) -> tuple[list[str], list[str]]:
     """``(kept, misfits)``: linears that stay float: the task head and those ``keep_float``
     names, and (4-bit) those whose shape bitsandbytes' CPU kernels cannot take."""
-    import torch
-
     head = sorted(head_module_names(model) | keep_float_names(model, config.keep_float))
     misfits = []
     if config.bits == 4:
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and name not in head:
-                out_features, in_features = module.weight.shape
+        for name in linear_names(model):
+            if name not in head:
+                out_features, in_features = model.get_submodule(name).weight.shape
                 if in_features % CPU_4BIT_IN_MULTIPLE or out_features % CPU_4BIT_OUT_MULTIPLE:
                     misfits.append(name)
     return head, misfits
@@ -123,8 +122,6 @@ def hf_checkpoint(parent: Artifact):
 def _build_bnb(parent: Artifact, out: Path, config: BnbConfig, ctx: BuildContext) -> dict:
     import collections
 
-    from compressors.runtime import hf_auto_class
-
     quiet_bitsandbytes()
     parent_model = load_torch_module(parent)
     head, misfits = modules_kept_float(parent_model, config)
@@ -136,8 +133,13 @@ def _build_bnb(parent: Artifact, out: Path, config: BnbConfig, ctx: BuildContext
         copy_side_files(folder, out)  # first: save_pretrained then writes the config with the quantization config
         model.save_pretrained(out, safe_serialization=True)  # before any forward pass (see the module docstring)
     kinds = collections.Counter(type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear"))
-    return {"bits": config.bits, "float_linear_modules": head + misfits, "kept_float_by_config": kept_by_config, "kept_float_for_cpu_kernel_shape": misfits,
-            "linear_modules_by_type": dict(kinds)}
+    return {
+        "bits": config.bits,
+        "float_linear_modules": head + misfits,
+        "kept_float_by_config": kept_by_config,
+        "kept_float_for_cpu_kernel_shape": misfits,
+        "linear_modules_by_type": dict(kinds),
+    }
 
 
 def bnb_backend(model) -> dict:
@@ -162,16 +164,18 @@ def bnb_backend(model) -> dict:
 
         bf16 = bool(getattr(functional, "has_avx512bf16", lambda: False)())
         info["cpu_4bit_kernel"] = "native AVX512-BF16 gemv" if bf16 else "dequantize + torch matmul"
-        info["cpu_int8_kernel"] = "torch._int_mm" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else \
-            "dequantize + torch matmul"
-    info["quantized_modules"] = dict(collections.Counter(
-        type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes")))
+        info["cpu_int8_kernel"] = (
+            "torch._int_mm"
+            if torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+            else "dequantize + torch matmul"
+        )
+    info["quantized_modules"] = dict(
+        collections.Counter(type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
+    )
     return info
 
 
 def _load_bnb(artifact: Artifact, device: str) -> TorchPredictor:
-    from compressors.runtime import hf_auto_class
-
     quiet_bitsandbytes()
     model = hf_auto_class(artifact.path).from_pretrained(artifact.path, device_map=device)
     return TorchPredictor(model, device, {"bitsandbytes": bnb_backend(model)})
@@ -179,25 +183,45 @@ def _load_bnb(artifact: Artifact, device: str) -> TorchPredictor:
 
 ARTIFACT_LOADERS.register("torch-bnb", ArtifactLoader("torch", _load_bnb))
 
-for _name, _config in [
-    ("bnb-int8", BnbConfig(bits=8)),
-    ("bnb-fp4", BnbConfig(bits=4, quant_type="fp4")),
-    ("bnb-nf4", BnbConfig(bits=4, quant_type="nf4")),
-    ("bnb-nf4-dq", BnbConfig(bits=4, quant_type="nf4", double_quant=True)),
-]:
-    register_technique(Technique(
-        name=_name,
-        summary="bitsandbytes " + ("LLM.int8 (threshold 6.0)" if _config.bits == 8 else
-                                   f"4-bit {_config.quant_type.upper()}" + (" + double quantization" if _config.double_quant else ""))
-                + " via transformers BitsAndBytesConfig; head float",
-        config=_config,
-        consumes=TORCH_MODEL,
-        produces=TORCH_FINAL,
-        tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-        devices=frozenset({"cpu", "cuda"}),
-        build=_build_bnb,
-        artifact_kind="torch-bnb",
-        weights=("model.safetensors",),
-        requires=("bitsandbytes", "accelerate"),
-        version_packages=BNB_LIBS,
-    ))
+_BNB = dict(
+    consumes=TORCH_MODEL,
+    produces=TORCH_FINAL,
+    tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+    devices=frozenset({"cpu", "cuda"}),
+    build=_build_bnb,
+    artifact_kind="torch-bnb",
+    weights=("model.safetensors",),
+    requires=("bitsandbytes", "accelerate"),
+    version_packages=BNB_LIBS,
+)
+_VIA = " via transformers BitsAndBytesConfig; head float"
+register_variants(
+    _BNB,
+    [
+        dict(
+            name="bnb-int8",
+            config=BnbConfig(bits=8),
+            tolerance=0.07,
+            summary="bitsandbytes LLM.int8 (threshold 6.0)" + _VIA,
+        ),
+        dict(
+            name="bnb-fp4",
+            config=BnbConfig(bits=4, quant_type="fp4"),
+            tolerance=0.8,
+            summary="bitsandbytes 4-bit FP4" + _VIA,
+        ),
+        dict(
+            name="bnb-nf4",
+            config=BnbConfig(bits=4, quant_type="nf4"),
+            tolerance=0.6,
+            summary="bitsandbytes 4-bit NF4" + _VIA,
+        ),
+        dict(
+            name="bnb-nf4-dq",
+            config=BnbConfig(bits=4, quant_type="nf4", double_quant=True),
+            tolerance=0.6,
+            summary="bitsandbytes 4-bit NF4 + double quantization" + _VIA,
+            default_for=frozenset({TASK_CLASSIFICATION}),
+        ),
+    ],
+)

@@ -23,10 +23,11 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
 from compressors.data import load_sst2, split_held_apart
-from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import save_hf_model
+from compressors.models import TASK_CLASSIFICATION
+from compressors.nn import drop_layers, layer_count
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import TECHNIQUES, TORCH_MODEL, Technique
-from compressors.techniques.layerdrop import drop_layers, layer_count
+from compressors.techniques.base import TORCH_MODEL, Technique, register_technique_family
 from compressors.training import FineTuneRecipe
 
 DISTILL_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=1e-4, batch_size=32, max_length=64, seed=0)
@@ -67,8 +68,14 @@ def student_layers(teacher_layers: int, n: int) -> list[int]:
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
     import torch.nn.functional as F
 
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.softmax(teacher_logits / temperature, dim=-1),
-                    reduction="batchmean") * temperature**2
+    soft = (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=-1),
+            F.softmax(teacher_logits / temperature, dim=-1),
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
@@ -78,8 +85,13 @@ def teacher_logits(teacher, tokenizer, sentences, max_length: int, batch_size: i
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(sentences), batch_size):
-            enc = tokenizer(list(sentences[start : start + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+            enc = tokenizer(
+                list(sentences[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             outputs.append(teacher(**enc).logits.float())
     return torch.cat(outputs)
 
@@ -108,12 +120,24 @@ def _build_distill(parent: Artifact, out: Path, config: DistillConfig, ctx: Buil
         targets = soft[[row[i] for i in batch_indices]]
         return distillation_loss(logits, targets, labels, config.temperature, config.alpha)
 
-    report = train_classifier(student, tokenizer, rest, config.recipe, loss_fn=loss_fn, progress=ctx.progress,
-                              description=f"distil into {config.layers} layers {keep}")
-    copy_side_files(parent.path, out)
-    student.save_pretrained(out, safe_serialization=True)  # after the side files: the shrunk config
-    return {"teacher_artifact": parent.key, "teacher_layers": total, "student_layers": keep,
-            "temperature": config.temperature, "alpha": config.alpha, "training": report.to_dict()}
+    report = train_classifier(
+        student,
+        tokenizer,
+        rest,
+        config.recipe,
+        loss_fn=loss_fn,
+        progress=ctx.progress,
+        description=f"distil into {config.layers} layers {keep}",
+    )
+    save_hf_model(student, parent.path, out)  # the shrunk config
+    return {
+        "teacher_artifact": parent.key,
+        "teacher_layers": total,
+        "student_layers": keep,
+        "temperature": config.temperature,
+        "alpha": config.alpha,
+        "training": report.to_dict(),
+    }
 
 
 def _distill_family(match) -> Technique:
@@ -130,7 +154,8 @@ def _distill_family(match) -> Technique:
         artifact_kind="hf-torch",
         weights=("model.safetensors",),
         trains=True,
+        tolerance=None,
     )
 
 
-TECHNIQUES.register_family(r"distill-l([1-9]\d*)", "distill-l3", _distill_family)
+register_technique_family(r"distill-l([1-9]\d*)", "distill-l3", _distill_family, defaults=("distill-l3",))

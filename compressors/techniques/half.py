@@ -16,9 +16,10 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import save_hf_model
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,7 @@ def _build_half(parent: Artifact, out: Path, config: HalfPrecisionConfig, ctx: B
     from compressors.hardware import detect
 
     model = load_torch_module(parent).to(getattr(torch, config.dtype))
-    copy_side_files(parent.path, out)  # first: save_pretrained then writes the config that records the new dtype
-    model.save_pretrained(out, safe_serialization=True)
+    save_hf_model(model, parent.path, out)  # its config records the new dtype
     flags = detect().cpu_flags
     return {
         "dtype": config.dtype,
@@ -47,16 +47,13 @@ def _build_half(parent: Artifact, out: Path, config: HalfPrecisionConfig, ctx: B
     }
 
 
-for _name, _dtype, _devices in [("bf16", "bfloat16", {"cpu", "cuda"}), ("fp16", "float16", {"cuda"})]:
-    register_technique(Technique(
-        name=_name,
-        summary=f"weights and activations in {_dtype} (PyTorch eager)",
-        config=HalfPrecisionConfig(_dtype),
-        consumes=TORCH_MODEL,
-        produces=TORCH_FINAL,
-        tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-        devices=frozenset(_devices),
-        build=_build_half,
-        artifact_kind="hf-torch",
-        weights=("model.safetensors",),
-    ))
+_HALF = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+             build=_build_half, artifact_kind="hf-torch", weights=("model.safetensors",))
+register_variants(_HALF, [
+    dict(name="bf16", config=HalfPrecisionConfig("bfloat16"), devices=frozenset({"cpu", "cuda"}),
+         summary="weights and activations in bfloat16 (PyTorch eager)"),
+    # CUDA only: its CPU cases are collected and skipped with that reason; in the classifier matrix
+    # (the language-model matrix is CPU-led until a GPU tier runs it).
+    dict(name="fp16", config=HalfPrecisionConfig("float16"), devices=frozenset({"cuda"}),
+         default_for=frozenset({TASK_CLASSIFICATION}), summary="weights and activations in float16 (PyTorch eager)"),
+])

@@ -11,7 +11,7 @@ model shares it.
 later layer first), renumbers the rest and shrinks the config (``num_hidden_layers``),
 so the saved model is a smaller model of the same architecture, then re-finetunes it
 briefly with the suite's training loop on train minus the held-apart slice
-(:data:`REFINETUNE_RECIPE`). ``layerdrop-K-noft`` skips the re-finetune, to show what it
+(:data:`compressors.training.REFINETUNE_RECIPE`). ``layerdrop-K-noft`` skips the re-finetune, to show what it
 recovers. K is in the name (``layerdrop-3``); ``layerdrop-K`` with K >= the layer count
 is rejected when the model is built.
 """
@@ -26,19 +26,14 @@ from compressors.cache import Artifact, library_versions
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
 from compressors.data import HELD_APART_SENTENCES, load_sst2, split_held_apart
-from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import save_hf_model
+from compressors.models import TASK_CLASSIFICATION
+from compressors.nn import drop_layers, layer_count
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import TECHNIQUES, TORCH_MODEL, Technique
-from compressors.training import FineTuneRecipe
+from compressors.techniques.base import TORCH_MODEL, Technique, register_technique_family
+from compressors.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 
 SENSITIVITY_FILE = "sensitivity.json"
-
-# Re-finetune after dropping layers: 16,000 train sentences (of the 66,349 outside the
-# held-apart slice), one epoch, the first fine-tune's peak LR. Chosen on the held-apart
-# slice (minilm-sst2 minus layers [2, 4]: 91.7% vs 90.8% at lr 4e-5; 8,000 sentences at
-# 3e-5 had left 3.7 pp on dev). About 2.5 minutes for minilm-sst2 minus two layers on 2 cores.
-REFINETUNE_RECIPE = FineTuneRecipe(n_sentences=16000, epochs=1, lr=8e-5, batch_size=32, max_length=64, seed=1)
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerDropConfig(Config):
@@ -61,52 +56,6 @@ class LayerDropConfig(Config):
     def validate(self) -> None:
         check_range(type(self).__name__, "drop", self.drop, 1)
         check_range(type(self).__name__, "held_apart", self.held_apart, 10)
-
-
-def encoder_layers(model):
-    """``(module_list_owner, attribute, config_field)`` of the model's stack of encoder layers.
-
-    Knows BERT-style (``encoder.layer``: BERT, RoBERTa, MiniLM, ELECTRA) and DistilBERT
-    (``transformer.layer``). ALBERT shares one layer's weights across depth: nothing to drop.
-    """
-    import torch
-
-    base = getattr(model, model.base_model_prefix, model)
-    for owner_name, field in (("encoder", "num_hidden_layers"), ("transformer", "n_layers")):
-        owner = getattr(base, owner_name, None)
-        if owner is not None and isinstance(getattr(owner, "layer", None), torch.nn.ModuleList):
-            return owner, "layer", field
-    raise ValueError(
-        f"{type(model).__name__}: no per-layer encoder stack (encoder.layer or transformer.layer) to drop layers from"
-    )
-
-
-def layer_count(model) -> int:
-    owner, attribute, _ = encoder_layers(model)
-    return len(getattr(owner, attribute))
-
-
-def drop_layers(model, indices) -> None:
-    """Remove the encoder layers at ``indices`` in place and shrink the config to match."""
-    import torch
-
-    owner, attribute, field = encoder_layers(model)
-    layers = getattr(owner, attribute)
-    indices = set(indices)
-    bad = sorted(i for i in indices if not 0 <= i < len(layers))
-    if bad or len(indices) >= len(layers):
-        raise ValueError(
-            f"cannot drop layers {sorted(indices)} of a {len(layers)}-layer encoder (at least one must stay)"
-        )
-    kept = torch.nn.ModuleList(layer for i, layer in enumerate(layers) if i not in indices)
-    for new_index, layer in enumerate(kept):  # attention modules carry their index (KV-cache bookkeeping)
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = new_index
-    setattr(owner, attribute, kept)
-    setattr(model.config, field, len(kept))
-    if field != "num_hidden_layers" and hasattr(model.config, "num_hidden_layers"):
-        model.config.num_hidden_layers = len(kept)
 
 
 def _accuracy_on(model, tokenizer, split) -> float:
@@ -175,15 +124,6 @@ def sensitivity_artifact(parent: Artifact, ctx: BuildContext, held_apart: int, l
     )
 
 
-def refinetune(model, tokenizer, recipe: FineTuneRecipe, ctx: BuildContext, description: str,
-               held_apart: int = HELD_APART_SENTENCES) -> dict:
-    """Re-finetune a compressed model in place on SST-2 train minus the held-apart slice; the training report."""
-    from compressors.training import train_classifier
-
-    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), held_apart)
-    return train_classifier(model, tokenizer, rest, recipe, progress=ctx.progress, description=description).to_dict()
-
-
 def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: BuildContext) -> dict:
     from transformers import AutoTokenizer
 
@@ -207,10 +147,10 @@ def _build_layerdrop(parent: Artifact, out: Path, config: LayerDropConfig, ctx: 
         "sensitivity": curve["layers"],
     }
     if config.recipe is not None:
-        meta["training"] = refinetune(model, tokenizer, config.recipe, ctx, f"re-finetune after dropping layers {dropped}",
-                                      config.held_apart)
-    copy_side_files(parent.path, out)
-    model.save_pretrained(out, safe_serialization=True)  # after the side files: writes the shrunk config
+        meta["training"] = refinetune(
+            model, tokenizer, config.recipe, ctx, f"re-finetune after dropping layers {dropped}", config.held_apart
+        )
+    save_hf_model(model, parent.path, out)  # writes the shrunk config
     return meta
 
 
@@ -229,7 +169,10 @@ def _layerdrop_family(match) -> Technique:
         artifact_kind="hf-torch",
         weights=("model.safetensors",),
         trains=not noft,
+        tolerance=None,
     )
 
 
-TECHNIQUES.register_family(r"layerdrop-([1-9]\d*)(-noft)?", "layerdrop-2", _layerdrop_family)
+register_technique_family(
+    r"layerdrop-([1-9]\d*)(-noft)?", "layerdrop-2", _layerdrop_family, defaults=("layerdrop-2", "layerdrop-2-noft")
+)

@@ -8,7 +8,7 @@ feed-forward linears; :data:`ENCODER_LINEARS`), rank 16, alpha 32, dropout 0.1; 
 head (every linear outside the encoder: BERT's ``classifier``, DistilBERT's
 ``pre_classifier`` + ``classifier``) is trained in full and saved with the adapter
 (``modules_to_save``). The LoRA paper's query/value-only placement stays one setting away
-(``target_modules=QUERY_VALUE[model_type]``) but on MiniLM-L6 it cannot reach the 2 pp
+(``LoraTrainConfig(target_modules=("query", "value"))``) but on MiniLM-L6 it cannot reach the 2 pp
 budget with a training budget these cores afford (numbers at :data:`LORA_RECIPE`). Training uses the
 suite's one loop on :data:`LORA_RECIPE` (SST-2 train outside the held-apart slice).
 
@@ -39,10 +39,11 @@ from compressors.cache import Artifact
 from compressors.config import Config, check_choice, check_range
 from compressors.context import BuildContext
 from compressors.data import load_sst2, split_held_apart
-from compressors.models import SST2_LABELS, TASK_CLASSIFICATION, ModelUnavailable, copy_side_files
+from compressors.hf import copy_side_files, save_hf_model
+from compressors.models import SST2_LABELS, TASK_CLASSIFICATION, ModelUnavailable
+from compressors.nn import head_module_names
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
-from compressors.techniques.base import PEFT_ADAPTER, TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names
+from compressors.techniques.base import PEFT_ADAPTER, TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.training import FineTuneRecipe
 
 BASE_DIR, ADAPTER_DIR = "base", "adapter"
@@ -68,9 +69,6 @@ ENCODER_LINEARS = {
     "albert": ("query", "key", "value", "attention.dense", "ffn", "ffn_output"),
     "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
 }
-# The attention query/value projections only (the LoRA paper's choice; target_modules=QUERY_VALUE[...]).
-QUERY_VALUE = {"bert": ("query", "value"), "roberta": ("query", "value"), "albert": ("query", "value"),
-               "electra": ("query", "value"), "distilbert": ("q_lin", "v_lin")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,60 +205,48 @@ def _load_peft(artifact: Artifact, device: str) -> TorchPredictor:
 
 def _build_merge(parent: Artifact, out: Path, config: MergeConfig, ctx: BuildContext) -> dict:
     model = peft_module(parent).merge_and_unload()
-    copy_side_files(parent.path, out)
-    model.save_pretrained(out, safe_serialization=True)
+    save_hf_model(model, parent.path, out)
     return {"merged_from": parent.key, "training": parent.meta.get("training"),
             "target_modules": parent.meta.get("target_modules")}
 
 
 ARTIFACT_LOADERS.register("peft-lora", ArtifactLoader("torch", _load_peft))
 
-register_technique(Technique(
-    name="lora-unmerged",
-    summary="PEFT LoRA (r=16, alpha 32) on every linear of the pretrained encoder, head trained; adapters unmerged",
-    config=LoraTrainConfig(),
-    consumes=TORCH_MODEL,
-    produces=PEFT_ADAPTER,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu", "cuda"}),
-    build=_build_lora,
-    artifact_kind="peft-lora",
-    weights=(BASE_WEIGHTS, ADAPTER_WEIGHTS),
-    requires=("peft",),
-    version_packages=PEFT_LIBS,
-    trains=True,
-    starts_from_pretrained=True,
-))
-
-register_technique(Technique(
-    name="lora",
-    summary="lora-unmerged's adapters merged into the base (merge_and_unload): a plain model, the deployable form",
-    config=MergeConfig(),
-    consumes=PEFT_ADAPTER,
-    produces=TORCH_MODEL,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu", "cuda"}),
-    build=_build_merge,
-    artifact_kind="hf-torch",
-    weights=("model.safetensors",),
-    requires=("peft",),
-    implies=("lora-unmerged",),
-    version_packages=PEFT_LIBS,
-))
-
-register_technique(Technique(
-    name="qlora",
-    summary="QLoRA: the pretrained encoder in bitsandbytes NF4 (head float) + LoRA adapters trained on top",
-    config=LoraTrainConfig(base_bits="nf4"),
-    consumes=TORCH_MODEL,
-    produces=TORCH_FINAL,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu", "cuda"}),
-    build=_build_lora,
-    artifact_kind="peft-lora",
-    weights=(BASE_WEIGHTS, ADAPTER_WEIGHTS),
-    requires=("peft", "bitsandbytes", "accelerate"),
-    version_packages=PEFT_LIBS + ("bitsandbytes",),
-    trains=True,
-    starts_from_pretrained=True,
-))
+_LORA = dict(tasks=frozenset({TASK_CLASSIFICATION}), devices=frozenset({"cpu", "cuda"}), requires=("peft",),
+             version_packages=PEFT_LIBS, tolerance=None)
+_TRAINED = dict(consumes=TORCH_MODEL, build=_build_lora, artifact_kind="peft-lora",
+                weights=(BASE_WEIGHTS, ADAPTER_WEIGHTS), trains=True, starts_from_pretrained=True)
+register_variants(
+    _LORA,
+    [
+        dict(
+            name="lora-unmerged",
+            config=LoraTrainConfig(),
+            produces=PEFT_ADAPTER,
+            **_TRAINED,
+            summary="PEFT LoRA (r=16, alpha 32) on every linear of the pretrained encoder, head trained; "
+            "adapters unmerged",
+        ),
+        dict(
+            name="lora",
+            config=MergeConfig(),
+            consumes=PEFT_ADAPTER,
+            produces=TORCH_MODEL,
+            build=_build_merge,
+            artifact_kind="hf-torch",
+            weights=("model.safetensors",),
+            implies=("lora-unmerged",),
+            summary="lora-unmerged's adapters merged into the base (merge_and_unload): "
+            "a plain model, the deployable form",
+        ),
+        dict(
+            name="qlora",
+            config=LoraTrainConfig(base_bits="nf4"),
+            produces=TORCH_FINAL,
+            **_TRAINED,
+            requires=("peft", "bitsandbytes", "accelerate"),
+            version_packages=PEFT_LIBS + ("bitsandbytes",),
+            summary="QLoRA: the pretrained encoder in bitsandbytes NF4 (head float) + LoRA adapters trained on top",
+        ),
+    ],
+)

@@ -10,7 +10,7 @@ the 384x384 attention matrices of MiniLM at 50% (r = 192, 147,456 parameters eit
 way) it does not, so ``lowrank-50`` there factorizes the feed-forward matrices only,
 and ``lowrank-25`` (r = 96) all of them. The head and embeddings stay as they are.
 ``-ft`` re-finetunes the factorized model briefly with the suite's training loop
-(:data:`compressors.techniques.layerdrop.REFINETUNE_RECIPE`).
+(:data:`compressors.training.REFINETUNE_RECIPE`).
 
 The artifact is a ``safetensors`` state dict plus the rank of every factorized module
 (in the manifest); loading rebuilds the architecture from its config, swaps in the
@@ -28,12 +28,12 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
-from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files, hf_auto_class
+from compressors.models import TASK_CLASSIFICATION
+from compressors.nn import replace_module, select_linears
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.layerdrop import REFINETUNE_RECIPE, refinetune
-from compressors.techniques.quantization import head_module_names
-from compressors.training import FineTuneRecipe
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 
 LOWRANK_WEIGHTS = "model_lowrank.safetensors"
 
@@ -83,22 +83,13 @@ def svd_factors(weight, rank: int):
 
 def plan_ranks(model, config: LowRankConfig) -> dict[str, int]:
     """Module name -> rank, for every encoder linear that gets factorized."""
-    import torch
-
-    head = head_module_names(model)
     plan = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name not in head:
-            out_features, in_features = module.weight.shape
-            rank = rank_for((out_features, in_features), config.keep)
-            if not config.only_if_smaller or rank * (out_features + in_features) < out_features * in_features:
-                plan[name] = rank
+    for name in select_linears(model):
+        out_features, in_features = model.get_submodule(name).weight.shape
+        rank = rank_for((out_features, in_features), config.keep)
+        if not config.only_if_smaller or rank * (out_features + in_features) < out_features * in_features:
+            plan[name] = rank
     return plan
-
-
-def _swap(model, name: str, new_module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new_module)
 
 
 def factorize(model, ranks: dict[str, int]) -> None:
@@ -114,18 +105,20 @@ def factorize(model, ranks: dict[str, int]) -> None:
             new[1].weight.copy_(second)
             if linear.bias is not None:
                 new[1].bias.copy_(linear.bias)
-        _swap(model, name, new)
+        replace_module(model, name, new)
 
 
 def _lowrank_module(artifact: Artifact):
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
+    model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
     ranks = artifact.meta["ranks"]
     for name, rank in ranks.items():
         linear = model.get_submodule(name)
-        _swap(model, name, factorized_linear(linear.in_features, linear.out_features, rank, linear.bias is not None))
+        replace_module(
+            model, name, factorized_linear(linear.in_features, linear.out_features, rank, linear.bias is not None)
+        )
     model.load_state_dict(load_file(str(artifact.file(LOWRANK_WEIGHTS))), strict=True)
     return model.eval()
 
@@ -148,8 +141,13 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
         "parameters_after": params_after,
     }
     if config.recipe is not None:
-        meta["training"] = refinetune(model, AutoTokenizer.from_pretrained(parent.path), config.recipe, ctx,
-                                      f"re-finetune lowrank-{round(config.keep * 100)}")
+        meta["training"] = refinetune(
+            model,
+            AutoTokenizer.from_pretrained(parent.path),
+            config.recipe,
+            ctx,
+            f"re-finetune lowrank-{round(config.keep * 100)}",
+        )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / LOWRANK_WEIGHTS))
     copy_side_files(parent.path, out)
     return meta
@@ -159,22 +157,28 @@ ARTIFACT_LOADERS.register(
     "torch-lowrank", ArtifactLoader("torch", torch_module_predictor(_lowrank_module), _lowrank_module)
 )
 
-for _percent in (50, 25):
-    for _ft in (False, True):
-        register_technique(
-            Technique(
-                name=f"lowrank-{_percent}" + ("-ft" if _ft else ""),
-                summary=f"truncated SVD of encoder nn.Linear keeping {_percent}% of the rank"
-                + (", then re-finetune briefly" if _ft else ""),
-                config=LowRankConfig(keep=_percent / 100, recipe=REFINETUNE_RECIPE if _ft else None),
-                consumes=TORCH_MODEL,
-                produces=TORCH_FINAL,
-                tasks=frozenset({TASK_CLASSIFICATION}),
-                devices=frozenset({"cpu", "cuda"}),
-                build=_build_lowrank,
-                artifact_kind="torch-lowrank",
-                weights=(LOWRANK_WEIGHTS,),
-                version_packages=("torch", "transformers", "safetensors"),
-                trains=_ft,
-            )
+_LOWRANK = dict(
+    consumes=TORCH_MODEL,
+    produces=TORCH_FINAL,
+    tasks=frozenset({TASK_CLASSIFICATION}),
+    devices=frozenset({"cpu", "cuda"}),
+    build=_build_lowrank,
+    artifact_kind="torch-lowrank",
+    weights=(LOWRANK_WEIGHTS,),
+    version_packages=("torch", "transformers", "safetensors"),
+    tolerance=None,
+)
+register_variants(
+    _LOWRANK,
+    [
+        dict(
+            name=f"lowrank-{percent}" + ("-ft" if ft else ""),
+            trains=ft,
+            config=LowRankConfig(keep=percent / 100, recipe=REFINETUNE_RECIPE if ft else None),
+            summary=f"truncated SVD of encoder nn.Linear keeping {percent}% of the rank"
+            + (", then re-finetune briefly" if ft else ""),
         )
+        for percent in (50, 25)
+        for ft in (False, True)
+    ],
+)

@@ -42,9 +42,10 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, ConfigError, check_choice, check_range
 from compressors.context import BuildContext
-from compressors.models import TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files
+from compressors.models import TASK_CLASSIFICATION
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import ONNX_GRAPH, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.base import ONNX_GRAPH, TORCH_MODEL, register_variants
 
 ONNX_FILE = "model.onnx"
 ONNX_LIBS = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
@@ -318,82 +319,51 @@ def _build_onnx_opt_int8(parent: Artifact, out: Path, config: OrtDynamicQuantCon
             "fused_operators": parent.meta.get("fused_operators")}
 
 
-register_technique(Technique(
-    name="onnx-fp32",
-    summary="ONNX export (torch.onnx dynamo exporter) run by ONNX Runtime, float32",
-    config=OnnxExportConfig(),
-    consumes=TORCH_MODEL,
-    produces=ONNX_GRAPH,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu", "cuda"}),
-    build=_build_onnx_fp32,
-    artifact_kind="onnx",
-    weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime", "onnxscript"),
-    version_packages=ONNX_LIBS,
-))
-
-register_technique(Technique(
-    name="onnx-int8",
-    summary="ONNX Runtime dynamic quantization (quantize_dynamic, int8 weights) of the onnx-fp32 graph",
-    config=OrtDynamicQuantConfig(),
-    consumes=ONNX_GRAPH,
-    produces=ONNX_GRAPH,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu"}),
-    build=_build_onnx_int8,
-    artifact_kind="onnx",
-    weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime"),
-    implies=("onnx-fp32",),
-    version_packages=ONNX_LIBS,
-))
-
-register_technique(Technique(
-    name="onnx-int8-static",
-    summary=f"ONNX Runtime static QDQ quantization (int8 weights, uint8 activations calibrated on "
+_ONNX = dict(consumes=ONNX_GRAPH, produces=ONNX_GRAPH, tasks=frozenset({TASK_CLASSIFICATION}),
+             devices=frozenset({"cpu"}), artifact_kind="onnx", weights=(ONNX_FILE,), requires=("onnx", "onnxruntime"),
+             implies=("onnx-fp32",), version_packages=ONNX_LIBS)
+register_variants(
+    _ONNX,
+    [
+        dict(
+            name="onnx-fp32",
+            config=OnnxExportConfig(),
+            consumes=TORCH_MODEL,
+            devices=frozenset({"cpu", "cuda"}),
+            build=_build_onnx_fp32,
+            requires=("onnx", "onnxruntime", "onnxscript"),
+            implies=(),
+            summary="ONNX export (torch.onnx dynamo exporter) run by ONNX Runtime, float32",
+        ),
+        dict(
+            name="onnx-int8",
+            config=OrtDynamicQuantConfig(),
+            build=_build_onnx_int8,
+            tolerance=0.1,
+            summary="ONNX Runtime dynamic quantization (quantize_dynamic, int8 weights) of the onnx-fp32 graph",
+        ),
+        dict(
+            name="onnx-int8-static",
+            config=OrtStaticQuantConfig(),
+            build=_build_onnx_int8_static,
+            tolerance=0.15,
+            summary=f"ONNX Runtime static QDQ quantization (int8 weights, uint8 activations calibrated on "
             f"{CALIBRATION_SENTENCES} SST-2 train sentences) of the onnx-fp32 graph",
-    config=OrtStaticQuantConfig(),
-    consumes=ONNX_GRAPH,
-    produces=ONNX_GRAPH,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu"}),
-    build=_build_onnx_int8_static,
-    artifact_kind="onnx",
-    weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime"),
-    implies=("onnx-fp32",),
-    version_packages=ONNX_LIBS,
-))
-
-register_technique(Technique(
-    name="onnx-opt-fp32",
-    summary="the onnx-fp32 graph fused by ONNX Runtime's transformer optimizer (model_type bert), float32",
-    config=OrtOptimizeConfig(),
-    consumes=ONNX_GRAPH,
-    produces=ONNX_GRAPH,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu", "cuda"}),
-    build=_build_onnx_optimized,
-    artifact_kind="onnx",
-    weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime"),
-    implies=("onnx-fp32",),
-    version_packages=ONNX_LIBS,
-))
-
-register_technique(Technique(
-    name="onnx-opt-int8",
-    summary="the fused onnx-opt-fp32 graph through ONNX Runtime quantize_dynamic (int8 weights, per channel)",
-    config=OrtDynamicQuantConfig(),
-    consumes=ONNX_GRAPH,
-    produces=ONNX_GRAPH,
-    tasks=frozenset({TASK_CLASSIFICATION}),
-    devices=frozenset({"cpu"}),
-    build=_build_onnx_opt_int8,
-    artifact_kind="onnx",
-    weights=(ONNX_FILE,),
-    requires=("onnx", "onnxruntime"),
-    implies=("onnx-opt-fp32",),
-    version_packages=ONNX_LIBS,
-))
+        ),
+        dict(
+            name="onnx-opt-fp32",
+            config=OrtOptimizeConfig(),
+            build=_build_onnx_optimized,
+            devices=frozenset({"cpu", "cuda"}),
+            summary="the onnx-fp32 graph fused by ONNX Runtime's transformer optimizer (model_type bert), float32",
+        ),
+        dict(
+            name="onnx-opt-int8",
+            config=OrtDynamicQuantConfig(),
+            build=_build_onnx_opt_int8,
+            implies=("onnx-opt-fp32",),
+            tolerance=0.1,
+            summary="the fused onnx-opt-fp32 graph through ONNX Runtime quantize_dynamic (int8 weights, per channel)",
+        ),
+    ],
+)

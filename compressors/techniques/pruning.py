@@ -38,7 +38,9 @@ import numpy as np
 from compressors.cache import Artifact
 from compressors.config import Config, check_choice, check_range
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files, hf_auto_class
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.nn import replace_module, select_linears
 from compressors.runtime import (
     ARTIFACT_LOADERS,
     ArtifactLoader,
@@ -46,8 +48,7 @@ from compressors.runtime import (
     load_torch_module,
     torch_module_predictor,
 )
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 SPARSE_WEIGHTS = "model_sparse.safetensors"
 FORMAT_KEY = "compressbench_sparse_format"
@@ -79,14 +80,8 @@ class L1PruneConfig(Config):
 
 def prunable_linears(model, include_head: bool = False) -> list[str]:
     """The encoder layers' linears (plus pooler and head with ``include_head``)."""
-    import torch
-
-    head = set() if include_head else head_module_names(model)
-    return [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and n not in head and (include_head or ".pooler." not in f".{n}.")
-    ]
+    return [n for n in select_linears(model, keep_head_float=not include_head)
+            if include_head or ".pooler." not in f".{n}."]
 
 
 def apply_l1_pruning(model, config: L1PruneConfig) -> list[str]:
@@ -177,9 +172,9 @@ def load_sparse(path: Path) -> dict:
 
 
 def _sparse_module(artifact: Artifact):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
+    model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
     state = load_sparse(artifact.file(SPARSE_WEIGHTS))
     # strict: every tensor the architecture has must come from the file (tied weights aside).
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -263,8 +258,7 @@ def _load_csr(artifact: Artifact, device: str) -> TorchPredictor:
     csr_linear = _csr_linear_class()
     names = [n.removesuffix(".weight") for n in pruned_weight_names(artifact.file(SPARSE_WEIGHTS))]
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, csr_linear(model.get_submodule(name)))
+        replace_module(model, name, csr_linear(model.get_submodule(name)))
     return TorchPredictor(model, device, {"sparse_kernel": "torch.sparse.mm (CSR)", "csr_linear_modules": len(names)})
 
 
@@ -273,36 +267,18 @@ ARTIFACT_LOADERS.register(
     "torch-sparse", ArtifactLoader("torch", torch_module_predictor(_sparse_module), _sparse_module)
 )
 
-for _percent in (30, 40, 50):
-    register_technique(
-        Technique(
-            name=f"l1-{_percent}",
-            summary=f"L1 unstructured pruning of {_percent}% of the encoder layers' nn.Linear weights "
-            "(torch.nn.utils.prune, global threshold), made permanent; stored sparse (bitmask or CSR)",
-            config=L1PruneConfig(amount=_percent / 100),
-            consumes=TORCH_MODEL,
-            produces=TORCH_MODEL,
-            tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-            devices=frozenset({"cpu", "cuda"}),
-            build=_build_l1,
-            artifact_kind="torch-sparse",
-            weights=(SPARSE_WEIGHTS,),
-            version_packages=("torch", "transformers", "safetensors"),
-        )
-    )
-
-register_technique(
-    Technique(
-        name="l1-50-csr",
-        summary="l1-50's pruned weights run as CSR tensors with torch.sparse.mm (the CPU sparse kernel in the stack)",
-        config=L1PruneConfig(amount=0.5, kernel="csr"),
-        consumes=TORCH_MODEL,
-        produces=TORCH_FINAL,
-        tasks=frozenset({TASK_CLASSIFICATION}),
-        devices=frozenset({"cpu"}),
-        build=_build_l1,
-        artifact_kind="torch-sparse-csr",
-        weights=(SPARSE_WEIGHTS,),
-        version_packages=("torch", "transformers", "safetensors"),
-    )
-)
+_PRUNED = dict(consumes=TORCH_MODEL, devices=frozenset({"cpu", "cuda"}), build=_build_l1, weights=(SPARSE_WEIGHTS,),
+               version_packages=("torch", "transformers", "safetensors"),
+               tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}), default_for=frozenset({TASK_CLASSIFICATION}),
+               tolerance=None)
+register_variants(_PRUNED, [
+    *[dict(name=f"l1-{percent}", config=L1PruneConfig(amount=percent / 100), produces=TORCH_MODEL,
+           artifact_kind="torch-sparse",
+           summary=f"L1 unstructured pruning of {percent}% of the encoder layers' nn.Linear weights "
+                   "(torch.nn.utils.prune, global threshold), made permanent; stored sparse (bitmask or CSR)")
+      for percent in (30, 40, 50)],
+    dict(name="l1-50-csr", config=L1PruneConfig(amount=0.5, kernel="csr"), produces=TORCH_FINAL,
+         artifact_kind="torch-sparse-csr", devices=frozenset({"cpu"}), tasks=frozenset({TASK_CLASSIFICATION}),
+         default_for=None,
+         summary="l1-50's pruned weights run as CSR tensors with torch.sparse.mm (the CPU sparse kernel in the stack)"),
+])

@@ -32,9 +32,11 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, ConfigError, check_choice
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.nn import conv1d_to_linear, linear_names, select_linears
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 DYNAMIC_INT8_WEIGHTS = "model_dynamic_int8.pt"
 
@@ -53,7 +55,7 @@ class DynamicInt8Config(Config):
             and on minilm-sst2 (per-channel) kept one more dev sentence right
             (88.76% vs 88.65%); with per-tensor scales it made no difference.
         keep_float: ``fnmatch`` patterns of module names (``*.mlp.down_proj``) whose
-            linears stay float besides the head; see :func:`keep_float_names`.
+            linears stay float besides the head; see :func:`compressors.nn.keep_float_names`.
     """
 
     dtype: str = "qint8"
@@ -67,59 +69,6 @@ class DynamicInt8Config(Config):
         if isinstance(self.keep_float, str) or not all(isinstance(p, str) and p for p in self.keep_float):
             raise ConfigError(f"{type(self).__name__}.keep_float={self.keep_float!r} must be a tuple of "
                               "module-name patterns")
-
-
-def head_module_names(model) -> set[str]:
-    """Names of the ``nn.Linear`` modules outside the encoder (the task head).
-
-    The encoder is ``model.base_model_prefix`` (``bert``, ``distilbert``,
-    ``roberta``, ...); everything else (classifier, pre_classifier, lm_head) is head.
-    """
-    import torch
-
-    prefix = getattr(model, "base_model_prefix", "") + "."
-    return {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.startswith(prefix)
-    }
-
-
-def keep_float_names(model, patterns) -> set[str]:
-    """Names of ``model``'s ``nn.Linear`` modules matching any ``fnmatch`` pattern in ``patterns``
-    (matched against the full module name: ``*.mlp.down_proj`` is every decoder layer's)."""
-    import fnmatch
-
-    import torch
-
-    return {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
-    }
-
-
-def conv1d_to_linear(model) -> list[str]:
-    """Replace ``transformers``' ``Conv1D`` modules (GPT-2's projections: ``x @ W + b`` with
-    ``W`` of shape (in, out)) by the equivalent ``nn.Linear`` (weight ``W`` transposed), in
-    place, so quantizers that handle ``nn.Linear`` see them. Returns their names."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    names = [name for name, module in model.named_modules() if isinstance(module, Conv1D)]
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        conv = getattr(parent, child)
-        in_features, out_features = conv.weight.shape
-        linear = torch.nn.Linear(in_features, out_features, bias=conv.bias is not None,
-                                 dtype=conv.weight.dtype, device=conv.weight.device)
-        with torch.no_grad():
-            linear.weight.copy_(conv.weight.t())
-            if conv.bias is not None:
-                linear.bias.copy_(conv.bias)
-        setattr(parent, child, linear)
-    return names
 
 
 def apply_dynamic_int8(model, config: DynamicInt8Config):
@@ -138,12 +87,8 @@ def apply_dynamic_int8(model, config: DynamicInt8Config):
     else:
         qconfig = per_channel_dynamic_qconfig if config.granularity == "per-channel" else default_dynamic_qconfig
     conv1d_to_linear(model)
-    skip = (set() if config.quantize_head else head_module_names(model)) | keep_float_names(model, config.keep_float)
-    spec = {
-        name: qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name not in skip
-    }
+    spec = dict.fromkeys(select_linears(model, keep_head_float=not config.quantize_head, keep_float=config.keep_float),
+                         qconfig)
     dtype = torch.qint8 if config.dtype == "qint8" else torch.float16
     return quantize_dynamic(model.eval(), qconfig_spec=spec, dtype=dtype, inplace=True)
 
@@ -153,9 +98,9 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
 
     model = load_torch_module(parent)
     converted = conv1d_to_linear(model)
-    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    kept_float = sorted((set() if config.quantize_head else head_module_names(model))
-                        | keep_float_names(model, config.keep_float))
+    linears = linear_names(model)
+    kept_float = sorted(set(linears) - set(select_linears(model, keep_head_float=not config.quantize_head,
+                                                           keep_float=config.keep_float)))
     apply_dynamic_int8(model, config)
     torch.save(model, out / DYNAMIC_INT8_WEIGHTS)
     copy_side_files(parent.path, out)
@@ -178,29 +123,13 @@ def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
 
 ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8))
 
-register_technique(Technique(
-    name="dynamic-int8",
-    summary="PyTorch dynamic quantization: int8 per-channel weights, dynamic int8 activations, encoder nn.Linear only",
-    config=DynamicInt8Config(),
-    consumes=TORCH_MODEL,
-    produces=TORCH_FINAL,
-    tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-    devices=frozenset({"cpu"}),
-    build=_build_dynamic_int8,
-    artifact_kind="torch-dynamic-int8",
-    weights=(DYNAMIC_INT8_WEIGHTS,),
-))
-
-register_technique(Technique(
-    name="dynamic-int8-attn",
-    summary="PyTorch dynamic quantization of the attention projections only: every *.mlp.* linear kept float "
-            "(its inputs carry the massive activations that one per-tensor activation scale cannot cover)",
-    config=DynamicInt8Config(keep_float=("*.mlp.*",)),
-    consumes=TORCH_MODEL,
-    produces=TORCH_FINAL,
-    tasks=frozenset({TASK_CAUSAL_LM}),
-    devices=frozenset({"cpu"}),
-    build=_build_dynamic_int8,
-    artifact_kind="torch-dynamic-int8",
-    weights=(DYNAMIC_INT8_WEIGHTS,),
-))
+_DYNAMIC = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, devices=frozenset({"cpu"}), build=_build_dynamic_int8,
+                artifact_kind="torch-dynamic-int8", weights=(DYNAMIC_INT8_WEIGHTS,), tolerance=0.15)
+register_variants(_DYNAMIC, [
+    dict(name="dynamic-int8", config=DynamicInt8Config(), tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+         summary="PyTorch dynamic quantization: int8 per-channel weights, dynamic int8 activations, "
+                 "encoder nn.Linear only"),
+    dict(name="dynamic-int8-attn", config=DynamicInt8Config(keep_float=("*.mlp.*",)), tasks=frozenset({TASK_CAUSAL_LM}),
+         summary="PyTorch dynamic quantization of the attention projections only: every *.mlp.* linear kept float "
+                 "(its inputs carry the massive activations that one per-tensor activation scale cannot cover)"),
+])

@@ -26,10 +26,11 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_choice
 from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, copy_side_files
+from compressors.hf import copy_side_files, hf_auto_class
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.nn import head_module_names, select_linears
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
-from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, Technique, register_technique
-from compressors.techniques.quantization import head_module_names
+from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 TORCHAO_WEIGHTS = "model_torchao.pt"
 TORCHAO_LIBS = ("torch", "transformers", "torchao")
@@ -59,11 +60,9 @@ def torchao_config(scheme: str):
 
 def apply_torchao(model, scheme: str) -> list[str]:
     """Quantize the encoder linears of ``model`` in place; returns the names quantized."""
-    import torch
     from torchao.quantization import quantize_
 
-    head = head_module_names(model)
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in head]
+    names = select_linears(model)
     selected = set(names)
     quantize_(model, torchao_config(scheme), filter_fn=lambda module, fqn: fqn in selected)
     return names
@@ -113,11 +112,11 @@ class CompiledTorchPredictor(TorchPredictor):
 
 def torchao_module(artifact: Artifact):
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     # A real (CPU) model, not a meta-device one: assign=True then replaces its linears' weights
     # by the saved Int8Tensors and keeps non-persistent buffers (a meta model gave NaN logits).
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(artifact.path))
+    model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
     state = torch.load(artifact.file(TORCHAO_WEIGHTS), weights_only=True, mmap=True)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
@@ -136,20 +135,21 @@ def _load_torchao(artifact: Artifact, device: str) -> TorchPredictor:
 
 ARTIFACT_LOADERS.register("torch-torchao", ArtifactLoader("torch", _load_torchao))
 
-for _name, _scheme in [("torchao-int8-dyn", "int8-dynamic"), ("torchao-int8-wo", "int8-weight-only")]:
-    for _compiled in (False, True):
-        register_technique(Technique(
-            name=_name + ("-compiled" if _compiled else ""),
-            summary=f"torchao {_scheme} quantization of encoder nn.Linear" + (", torch.compile (inductor)" if _compiled else ""),
-            config=TorchaoConfig(scheme=_scheme, compile=_compiled),
-            consumes=TORCH_MODEL,
-            produces=TORCH_FINAL,
-            tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
-            devices=frozenset({"cpu", "cuda"}),
-            build=_build_torchao,
-            artifact_kind="torch-torchao",
-            weights=(TORCHAO_WEIGHTS,),
-            requires=("torchao",),
-            version_packages=TORCHAO_LIBS,
-            compiles=_compiled,
-        ))
+_TORCHAO = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
+                devices=frozenset({"cpu", "cuda"}), build=_build_torchao, artifact_kind="torch-torchao",
+                weights=(TORCHAO_WEIGHTS,), requires=("torchao",), version_packages=TORCHAO_LIBS,
+                default_for=frozenset({TASK_CLASSIFICATION}), tolerance=0.1)
+register_variants(
+    _TORCHAO,
+    [
+        dict(
+            name=name + ("-compiled" if compiled else ""),
+            config=TorchaoConfig(scheme=scheme, compile=compiled),
+            compiles=compiled,
+            summary=f"torchao {scheme} quantization of encoder nn.Linear"
+            + (", torch.compile (inductor)" if compiled else ""),
+        )
+        for name, scheme in [("torchao-int8-dyn", "int8-dynamic"), ("torchao-int8-wo", "int8-weight-only")]
+        for compiled in (False, True)
+    ],
+)

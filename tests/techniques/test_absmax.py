@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from compressors.config import ConfigError
+from compressors.nn import select_linears
 from compressors.runtime import load_predictor
 from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8, selected_linears
+from compressors.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
@@ -45,16 +46,18 @@ def test_scopes_select_attention_or_ffn_and_never_the_head(tiny_base):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_base.path)
-    attention = selected_linears(model, "attention")
-    ffn = selected_linears(model, "ffn")
-    everything = selected_linears(model, "all")
+    attention = select_linears(model, role="attention")
+    ffn = select_linears(model, role="ffn")
+    everything = select_linears(model, role="all")
     assert attention and all("attention" in n for n in attention)
     assert ffn and all(n.endswith(("intermediate.dense", "layer.0.output.dense", "layer.1.output.dense")) for n in ffn)
     assert not set(attention) & set(ffn) and set(attention) | set(ffn) < set(everything)
     assert "classifier" not in everything and "bert.pooler.dense" in everything
 
 
-@pytest.mark.parametrize("technique", ["custom-int8-tensor", "custom-int8-channel", "custom-int8-attn", "custom-int8-ffn"])
+@pytest.mark.parametrize(
+    "technique", ["custom-int8-tensor", "custom-int8-channel", "custom-int8-attn", "custom-int8-ffn"]
+)
 def test_artifact_stores_int8_and_stays_close(tiny_base, ctx, tiny_batch, technique):
     artifact = build_chain(tiny_base, parse_chain(technique), ctx, "tiny")
     predictor = load_predictor(artifact)
@@ -70,10 +73,12 @@ def test_stored_weights_take_about_a_quarter(tiny_base, ctx):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_base.path)
-    fp32_bytes = sum(m.weight.numel() * 4 for n, m in model.named_modules() if n in selected_linears(model, "all"))
+    fp32_bytes = sum(m.weight.numel() * 4 for n, m in model.named_modules() if n in select_linears(model, role="all"))
     artifact = build_chain(tiny_base, parse_chain("custom-int8-channel"), ctx, "tiny")
     stored = load_predictor(artifact).model
-    int8_bytes = sum(b.numel() * b.element_size() for n, b in stored.named_buffers() if n.endswith(("weight_int8", "scale")))
+    int8_bytes = sum(
+        b.numel() * b.element_size() for n, b in stored.named_buffers() if n.endswith(("weight_int8", "scale"))
+    )
     assert int8_bytes < 0.3 * fp32_bytes
     assert artifact.weight_bytes < tiny_base.weight_bytes  # despite the pickled module's fixed overhead
 

@@ -40,6 +40,7 @@ def test_importing_techniques_does_not_import_runtimes():
     import subprocess
     import sys
 
-    code = "import sys, compressors.techniques, compressors.models; print(sorted(m for m in ('torch','onnxruntime','transformers') if m in sys.modules))"
+    code = ("import sys, compressors.techniques, compressors.models; "
+            "print(sorted(m for m in ('torch','onnxruntime','transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

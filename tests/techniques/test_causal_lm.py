@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from compressors.metrics import perplexity
+from compressors.nn import conv1d_to_linear, head_module_names
 from compressors.runtime import load_predictor
 from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.quantization import conv1d_to_linear, head_module_names
 
 
 @pytest.fixture
@@ -93,8 +93,9 @@ def test_keep_float_keeps_exactly_the_named_linears_float(tmp_path):
     from transformers import LlamaForCausalLM
 
     from compressors.config import ConfigError
+    from compressors.nn import keep_float_names
     from compressors.techniques.bnb import BnbConfig, modules_kept_float
-    from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8, keep_float_names
+    from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
     from tests.conftest import save_tiny_causal_lm
 
     folder = save_tiny_causal_lm(tmp_path / "llama")

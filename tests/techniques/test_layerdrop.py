@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from compressors.data import TextClassificationSplit
+from compressors.nn import drop_layers, layer_count
 from compressors.runtime import load_predictor, load_torch_module
 from compressors.techniques import Chain, build_chain, get_technique, parse_chain
 from compressors.techniques.layerdrop import (
     SENSITIVITY_FILE,
     LayerDropConfig,
-    drop_layers,
-    layer_count,
     layer_sensitivity,
     least_sensitive,
 )
@@ -61,7 +60,9 @@ def test_drop_layers_rejects_removing_everything(tiny_base):
 def test_distilbert_layers_are_found(tmp_path):
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=32, n_layers=3, n_heads=2, hidden_dim=64))
+    model = DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=30, dim=32, n_layers=3, n_heads=2, hidden_dim=64)
+    )
     drop_layers(model, [1])
     assert len(model.distilbert.transformer.layer) == 2 and model.config.n_layers == 2
 
@@ -75,18 +76,28 @@ def test_sensitivity_curve_and_least_sensitive_choice(tiny_base):
     assert layer_count(model) == 2  # the model itself is untouched
     for entry in curve["layers"]:
         assert entry["drop_pp"] == pytest.approx(curve["baseline_accuracy_pct"] - entry["accuracy_pct"], abs=1e-3)
-    fake = {"layers": [{"layer": 0, "drop_pp": 3.0}, {"layer": 1, "drop_pp": 0.5}, {"layer": 2, "drop_pp": 0.5},
-                       {"layer": 3, "drop_pp": -1.0}]}
+    fake = {
+        "layers": [
+            {"layer": 0, "drop_pp": 3.0},
+            {"layer": 1, "drop_pp": 0.5},
+            {"layer": 2, "drop_pp": 0.5},
+            {"layer": 3, "drop_pp": -1.0},
+        ]
+    }
     assert least_sensitive(fake, 2) == [2, 3]
 
 
 def test_layerdrop_chain_builds_each_stage_in_order_and_caches_it(four_layer_base, ctx, tiny_batch, monkeypatch):
+    from compressors import training
     from compressors.techniques import layerdrop
 
-    monkeypatch.setattr(layerdrop, "load_sst2", lambda split, data_dir=None: toy_train())
+    monkeypatch.setattr(layerdrop, "load_sst2", lambda split, data_dir=None: toy_train())  # sensitivity
+    monkeypatch.setattr(training, "load_sst2", lambda split, data_dir=None: toy_train())  # the re-finetune
     stage = dataclasses.replace(
         get_technique("layerdrop-2"),
-        config=LayerDropConfig(drop=2, held_apart=16, recipe=FineTuneRecipe(n_sentences=32, batch_size=8, max_length=16)),
+        config=LayerDropConfig(
+            drop=2, held_apart=16, recipe=FineTuneRecipe(n_sentences=32, batch_size=8, max_length=16)
+        ),
     )
     int8 = get_technique("dynamic-int8")
     chain = Chain("layerdrop-2+dynamic-int8", (stage, int8), (stage, int8))
@@ -121,8 +132,12 @@ def _never(out):
 
 def _last_call(chain, base, ctx):
     stage = chain.build_stages[0]
-    return {"artifact_kind": stage.artifact_kind, "name": f"tiny4-{stage.name}", "recipe": stage.cache_recipe(base),
-            "weights": list(stage.weights)}
+    return {
+        "artifact_kind": stage.artifact_kind,
+        "name": f"tiny4-{stage.name}",
+        "recipe": stage.cache_recipe(base),
+        "weights": list(stage.weights),
+    }
 
 
 def test_family_parses_k_and_noft():

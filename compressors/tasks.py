@@ -1,0 +1,225 @@
+"""Tasks: what a model is evaluated and timed on, and how its quality is scored.
+
+A :class:`Task` owns, for one kind of model (sequence classification, causal language modelling):
+
+* its **scenarios**: what a benchmark times (a batch size, and for language models a prefill
+  or a generation); every scenario is one test per configuration;
+* its **evaluation inputs** (:meth:`Task.eval_data`): pre-tokenized SST-2 dev batches, or
+  WikiText-2 perplexity windows, and which scenarios share one evaluation;
+* its **timing input** and **timed call** (:meth:`Task.timing_input`, :meth:`Task.timed_call`);
+* its **quality** against the fp32 baseline (:meth:`Task.quality`): accuracy drop in pp, or
+  perplexity rise in %, and what the budget checks.
+
+The bench harness memoises calls into these objects; nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compressors.data import DataError, load_sst2, load_wikitext
+from compressors.metrics import (
+    CPU_EVAL_TOKENS,
+    EvalSet,
+    TokenWindows,
+    encode_sentences,
+    make_eval_set,
+    make_token_windows,
+)
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.registry import Registry
+from compressors.results import Quality
+
+BASELINE = "fp32"
+TIMING_SAMPLE_SEED = 0
+# The fixed prompt language models generate from (greedy, batch 1).
+GENERATION_PROMPT = "The tower is 324 metres tall, about the same height as"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """What one benchmark of a configuration times.
+
+    Args:
+        batch_size: sequences per timed call (the ``-bsN`` of the test id).
+        name: the id's last part after ``-bsN`` (language models: ``prefill512``, ``gen32``), or None.
+        timed: ``forward`` (a classifier's batch), ``prefill`` (one forward over ``prefill_tokens``
+            tokens) or ``generate`` (greedy decoding of ``new_tokens`` tokens after a fixed prompt).
+        full_test: evaluate quality on the whole test set (``slow``) instead of the CPU budget.
+    """
+
+    batch_size: int
+    name: str | None = None
+    timed: str = "forward"
+    full_test: bool = False
+    prefill_tokens: int = 512
+    new_tokens: int = 32
+
+    @property
+    def suffix(self) -> str:
+        return f"bs{self.batch_size}" + (f"-{self.name}" if self.name else "")
+
+    @property
+    def eval_scope(self) -> str:
+        return "full" if self.full_test else "budget"
+
+
+class Task:
+    """Base class; see the module docstring. Subclasses set ``name``, ``scenarios``, ``versions``."""
+
+    name: str
+    scenarios: tuple[Scenario, ...]
+    versions: tuple[str, ...] = ("torch", "transformers")  # packages whose versions go into each row
+
+    def eval_key(self, scenario: Scenario) -> Any:
+        """Scenarios with the same key share one evaluation (and one isolated measurement)."""
+        return None
+
+    def eval_data(self, tokenizer, data_dir: Path | None, scenario: Scenario) -> EvalSet | TokenWindows:
+        raise NotImplementedError
+
+    def timing_input(self, tokenizer, data_dir: Path | None, scenario: Scenario,
+                     eval_data: Callable[[], EvalSet | TokenWindows]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def timed_call(self, predictor, prepared, scenario: Scenario) -> tuple[Callable, tuple]:
+        """``(function, args)`` the benchmark times."""
+        return predictor.run, (prepared,)
+
+    def check_output(self, output, timing_input: dict, scenario: Scenario) -> None:
+        """Raise when the timed call did not do what it was meant to (e.g. generated too few tokens)."""
+
+    def quality(self, measured: dict, baseline: dict, eval_data, scenario: Scenario) -> Quality:
+        raise NotImplementedError
+
+    def describe_timing_input(self, timing_input: dict, scenario: Scenario) -> dict:
+        return {"shape": list(timing_input["input_ids"].shape)}
+
+    def latency_extras(self, median_s: float, scenario: Scenario) -> dict:
+        """Latency fields derived from the median (per generated token)."""
+        return {}
+
+    def group(self, model: str, tier: str, scenario: Scenario) -> str:
+        """pytest-benchmark's group: the rows compared side by side in its table."""
+        return f"{model}-{tier}-{scenario.suffix}"
+
+
+class ClassificationTask(Task):
+    """SST-2 sentiment: accuracy on the full dev split, timed on a fixed batch of dev sentences."""
+
+    name = TASK_CLASSIFICATION
+    scenarios = (Scenario(1), Scenario(32))
+    versions = ("torch", "transformers", "onnxruntime", "onnx")
+
+    def eval_data(self, tokenizer, data_dir, scenario) -> EvalSet:
+        return make_eval_set(tokenizer, load_sst2("dev", data_dir))
+
+    def timing_input(self, tokenizer, data_dir, scenario, eval_data):
+        """``batch_size`` dev sentences drawn with a fixed seed, padded to their longest."""
+        dev = load_sst2("dev", data_dir)
+        picks = random.Random(TIMING_SAMPLE_SEED).sample(range(len(dev)), scenario.batch_size)
+        return encode_sentences(tokenizer, [dev.sentences[i] for i in picks], batch_size=scenario.batch_size)[0]
+
+    def describe_timing_input(self, timing_input, scenario):
+        return {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED, "shape": list(timing_input["input_ids"].shape)}
+
+    def quality(self, measured, baseline, eval_data, scenario) -> Quality:
+        return Quality(
+            accuracy_pct=round(measured["accuracy"], 3),
+            baseline_accuracy_pct=round(baseline["accuracy"], 3),
+            accuracy_drop_pp=round(baseline["accuracy"] - measured["accuracy"], 3),
+            eval={"split": "sst2-dev", "examples": len(eval_data), "checksum": eval_data.checksum[:16]},
+        )
+
+    def group(self, model, tier, scenario):
+        return f"{model}-{tier}-bs{scenario.batch_size}"
+
+
+class CausalLMTask(Task):
+    """Causal language modelling: perplexity on WikiText-2 raw test; prefill and generation timed.
+
+    Scenarios: ``prefill512`` (one forward over the first 512 test tokens, batch 1), ``gen32``
+    (greedy generation of 32 tokens after :data:`GENERATION_PROMPT`) and the ``slow``
+    ``prefill512-fullppl`` (the prefill again, perplexity over the whole test set).
+    """
+
+    name = TASK_CAUSAL_LM
+    scenarios = (
+        Scenario(1, "prefill512", "prefill"),
+        Scenario(1, "gen32", "generate"),
+        Scenario(1, "prefill512-fullppl", "prefill", full_test=True),
+    )
+    versions = ("torch", "transformers", "bitsandbytes", "gguf")
+
+    def eval_key(self, scenario):
+        return scenario.full_test
+
+    def eval_data(self, tokenizer, data_dir, scenario) -> TokenWindows:
+        return make_token_windows(tokenizer, load_wikitext("test", data_dir),
+                                  max_tokens=None if scenario.full_test else CPU_EVAL_TOKENS)
+
+    def timing_input(self, tokenizer, data_dir, scenario, eval_data):
+        """Prefill: the first ``prefill_tokens`` tokens of the WikiText-2 test text. Generation:
+        :data:`GENERATION_PROMPT`. Batch 1, no padding."""
+        if scenario.timed == "prefill":
+            ids = eval_data().windows[0][:, :scenario.prefill_tokens]
+            if ids.shape[1] < scenario.prefill_tokens:
+                raise DataError(f"the WikiText-2 test text has fewer than {scenario.prefill_tokens} tokens")
+            return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        encoded = tokenizer(GENERATION_PROMPT, add_special_tokens=False, return_tensors="np")
+        return {k: v.astype(np.int64) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+
+    def timed_call(self, predictor, prepared, scenario):
+        if scenario.timed == "prefill":
+            return predictor.run, (prepared,)
+        if not hasattr(predictor, "generate"):
+            raise ValueError(f"its {predictor.runtime} predictor cannot generate text")
+        return predictor.generate, (prepared, scenario.new_tokens)
+
+    def check_output(self, output, timing_input, scenario):
+        if scenario.timed == "generate":
+            generated = int(output.shape[1]) - int(timing_input["input_ids"].shape[1])
+            if generated != scenario.new_tokens:
+                raise AssertionError(f"generated {generated} tokens, not {scenario.new_tokens}")
+
+    def describe_timing_input(self, timing_input, scenario):
+        described = {
+            "timed": scenario.timed,
+            "source": "wikitext-2-raw-test first window" if scenario.timed == "prefill" else GENERATION_PROMPT,
+            "shape": list(timing_input["input_ids"].shape),
+        }
+        if scenario.timed == "generate":
+            described.update({"new_tokens": scenario.new_tokens, "decoding": "greedy, KV cache"})
+        return described
+
+    def quality(self, measured, baseline, eval_data, scenario) -> Quality:
+        return Quality(
+            perplexity=round(measured["perplexity"], 4),
+            baseline_perplexity=round(baseline["perplexity"], 4),
+            perplexity_increase_pct=round((measured["perplexity"] / baseline["perplexity"] - 1) * 100, 3),
+            mean_nll=measured["mean_nll"],
+            eval={"split": "wikitext-2-raw-test", "scope": scenario.eval_scope, "text": "rows joined with \n\n",
+                  **eval_data.describe()},
+        )
+
+    def latency_extras(self, median_s, scenario):
+        return {"per_token_s": median_s / scenario.new_tokens} if scenario.timed == "generate" else {}
+
+    def group(self, model, tier, scenario):
+        return f"{model}-{tier}-{scenario.name}"
+
+
+TASKS: Registry[Task] = Registry("task")
+TASKS.register(TASK_CLASSIFICATION, ClassificationTask())
+TASKS.register(TASK_CAUSAL_LM, CausalLMTask())
+
+
+def task_for(model) -> Task:
+    """The task object of a :class:`~compressors.models.ModelSpec`."""
+    return TASKS.get(model.task)
