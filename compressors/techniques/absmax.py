@@ -46,6 +46,9 @@ ABSMAX_WEIGHTS = "model_absmax_int8.pt"
 class AbsmaxInt8Config(Config):
     """Symmetric absmax INT8 weight-only quantization.
 
+    Per-channel is the default granularity; per-tensor is kept as a variant with a wider budget
+    (see compressors/decisions/absmax-granularity.md).
+
     Args:
         granularity: ``per-tensor`` (one scale per weight matrix) or ``per-channel``
             (one per output row; an outlier row then cannot crush the others).

@@ -18,10 +18,9 @@ first, since ONNX Runtime's shape inference rejects them against the dynamic axe
 int8 weights per channel and uint8 activations whose ranges are calibrated once, on
 :data:`CALIBRATION_SENTENCES` SST-2 *train* sentences (the first ones of the held-apart
 slice, :func:`compressors.data.split_held_apart`; never dev), padded to 128 tokens,
-Percentile calibration. Only MatMul and Gather are quantized: quantizing every operator
-ONNX Runtime can (Softmax, LayerNormalization, the residual Adds, the mask's Where)
-dropped minilm-sst2 to ~76%; signed int8 activations were ~4x slower at batch 1 on this
-CPU; MinMax calibration lost 1.2-2.4 pp where Percentile lost ~0.7.
+Percentile calibration. Only MatMul and Gather are quantized; the operator set, unsigned
+activations and Percentile calibration were each chosen against measured alternatives on
+minilm-sst2 (see compressors/decisions/onnx-int8-recipes.md).
 
 ``onnx-opt-fp32`` / ``onnx-opt-int8``: ONNX Runtime's transformer optimizer
 (``onnxruntime.transformers.optimizer.optimize_model``, ``model_type="bert"``) fuses the
@@ -72,9 +71,8 @@ class OrtDynamicQuantConfig(Config):
     Args:
         weight_type: ``qint8`` or ``quint8`` weights.
         per_channel: one scale per output channel instead of per tensor. On by
-            default: on minilm-sst2 per-tensor lost 1.15 pp of dev accuracy,
-            per-channel none, at the same size (quantizing only MatMul, leaving
-            the embedding Gather in float, lost 0.46 pp and kept 56 MB instead of 21 MB).
+            default, the more accurate on minilm-sst2 at the same size; see
+            compressors/decisions/onnx-int8-recipes.md.
         reduce_range: 7-bit weights (ONNX Runtime's remedy for CPUs whose uint8 x int8 dot
             products saturate, :data:`compressors.hardware.INT8_SATURATION_RULE`); ``None``
             (default): chosen from the CPU the artifact is built for, see :func:`int8_scheme`.
@@ -100,7 +98,8 @@ INT8_SCHEMES = {
 
 def int8_scheme(cpu) -> bool:
     """``reduce_range`` for ``cpu``: 7-bit weights where its uint8 x int8 dot products saturate
-    (x86 without VNNI/AMX, :data:`compressors.hardware.INT8_SATURATION_RULE`), full 8-bit elsewhere."""
+    (x86 without VNNI/AMX, :data:`compressors.hardware.INT8_SATURATION_RULE`), full 8-bit elsewhere;
+    see compressors/decisions/int8-scheme-by-cpu.md."""
     return bool(cpu.int8_dot_saturates)
 
 

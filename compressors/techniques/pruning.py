@@ -9,10 +9,8 @@ and head too). ``prune.remove`` then makes it permanent: the model keeps plain `
 parameters, no ``weight_orig``/``weight_mask`` and no forward pre-hooks (a seed kept the
 masks, doubling weight memory and slowing inference).
 
-Scope chosen on the held-apart SST-2 train slice (never dev), minilm-sst2, 1,000 sentences,
-fp32 90.9%: at 30%, global without the pooler 91.1%, global with it 90.9%, per layer 90.6%;
-at 50%, per layer 89.9%, global without the pooler 89.1%, global *with* it 74.3% (the
-pooler's small weights all go, and the head reads only the pooler).
+The scope (global, pooler and head not pruned) was chosen on the held-apart SST-2 train slice,
+never dev; see compressors/decisions/l1-pruning-scope.md.
 
 What is shipped and counted as size is the sparse storage form (:func:`save_sparse`):
 each pruned weight as a bitmask + its nonzero values or as CSR, whichever is smaller,
@@ -22,9 +20,8 @@ pruning alone changes size, not speed. The dense size is recorded beside it.
 
 ``l1-50-csr`` runs the same pruned weights with the one CPU sparse kernel in this stack:
 each pruned linear keeps its weight as a CSR tensor and multiplies with
-``torch.sparse.mm`` (MKL). At 50% sparsity that is slower than dense (a 1536x384
-matmul over 32x49 tokens here: 27 ms CSR vs 10 ms dense; CSR wins only around 90%
-sparsity, 6.6 ms), which the variant measures end to end.
+``torch.sparse.mm`` (MKL). At 50% sparsity that is slower than dense, which the variant
+measures end to end (see compressors/decisions/l1-sparse-kernel.md).
 """
 
 from __future__ import annotations

@@ -11,17 +11,11 @@ loading it never materialises the float weights: rebuilding the float model and
 quantizing it at load time made peak memory higher than fp32's.
 
 ``dynamic-int8-attn`` (causal LMs): the same, with every feed-forward (``*.mlp.*``) linear
-kept float, so only the attention projections are quantized. PyTorch's dynamic quantization
-scales a linear's input with one activation scale per tensor, and SmolLM2 has massive
-activations: on the calibration text (``wiki.valid.tokens``) the inputs of ``mlp.down_proj``
-reach max |x| ~ 3,100 / 2,400 / 490 in layers 11 / 28 / 29 (O(10) elsewhere), and the MLP's
-gate/up inputs up to ~32, against <= 12 for every attention projection. Perplexity rise on
-smollm2-135m (16,384 test tokens, fp32 28.13) by what stays float: nothing +173.7%; the three
-down_proj above 256 +82.4%; the six above 64 +45.8%; every down_proj +19.1%; every down_proj
-and layers 11, 28, 29 whole +5.1%; every down_proj and layers 2, 9, 11, 27, 28, 29 whole +4.2%;
-every MLP linear (this technique) +2.98%. That keeps ~75% of the decoder's linear weights
-float: the artifact is larger than ``dynamic-int8``'s (``artifact_meta.float_linear_modules``
-lists them).
+kept float, so only the attention projections are quantized: PyTorch's dynamic quantization
+scales a linear's input with one activation scale per tensor, which cannot cover the massive
+activations entering SmolLM2's MLP. Keeping the whole MLP float is the variant that held the 3%
+perplexity budget, at the cost of a larger artifact (``artifact_meta.float_linear_modules`` lists
+what stayed float); see compressors/decisions/smollm2-massive-activations.md.
 """
 
 from __future__ import annotations
@@ -48,12 +42,11 @@ class DynamicInt8Config(Config):
     Args:
         dtype: weight dtype (``qint8``; ``float16`` gives dynamic FP16 linears).
         granularity: int8 weight scales ``per-channel`` (one per output row) or
-            ``per-tensor``. Per-channel by default: on minilm-sst2 per-tensor lost
-            1.95 pp of dev accuracy, per-channel 0.34 pp, at the same size and speed.
+            ``per-tensor``. Per-channel by default, the more accurate of the two on
+            minilm-sst2; see compressors/decisions/dynamic-int8-granularity-and-head.md.
         quantize_head: also quantize the task head (every ``nn.Linear`` outside
-            the encoder). Off by default: the float 384x2 classifier costs 3 KB
-            and on minilm-sst2 (per-channel) kept one more dev sentence right
-            (88.76% vs 88.65%); with per-tensor scales it made no difference.
+            the encoder). Off by default: a float head costs a few KB and measured no
+            worse (same record).
         keep_float: ``fnmatch`` patterns of module names (``*.mlp.down_proj``) whose
             linears stay float besides the head; see :func:`compressors.nn.keep_float_names`.
     """
