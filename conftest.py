@@ -104,6 +104,12 @@ def pytest_configure(config):
         except ChainError as exc:
             raise pytest.UsageError(f"--techniques: {exc}") from None
     config.compressbench_selection = Selection(models, techniques)
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "benchmark_save", None):
+        # pytest-benchmark disables timing under xdist and then saves nothing; say so before any work.
+        raise pytest.UsageError(
+            f"--benchmark-save={config.option.benchmark_save} with -n {config.option.numprocesses}: pytest-benchmark "
+            "turns timing off under pytest-xdist, so nothing would be saved. Run without -n to save a run "
+            "(-n is for building artifacts and checking accuracy in parallel, without --benchmark-save).")
     config.compressbench_device = None
     if config.getoption("--device") is not None:
         from compressors.hardware import DeviceError, detect, parse_device
@@ -172,9 +178,10 @@ def pytest_runtest_logreport(report):
     if report.when == "call":
         from compressors.results import ResultRow
 
+        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         for name, value in report.user_properties:
             if name == "compressbench":
-                _ROWS.append(ResultRow.from_extra_info(value["extra_info"], value["median_s"], report.outcome))
+                _ROWS.append(ResultRow.from_extra_info(value["extra_info"], value["median_s"], outcome))
 
 
 # Result rows of this run (on the xdist controller too: user_properties travel with reports).
@@ -194,6 +201,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(
             "median ms '-': timing disabled (pytest-xdist or --benchmark-disable); run without -n for timings."
         )
+    contended = [row for row in _ROWS if row.latency.contended]
+    if contended:
+        tr.write_line(f"WARNING: {len(contended)} timing(s) contended (another process competed for the CPU; "
+                      "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
+        for row in contended:
+            tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
     tr.write_line(LEGEND)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,7 @@ from compressors.results import Identity, Placement, Provenance, ResultRow, Size
 from compressors.runtime import Predictor, load_predictor
 from compressors.tasks import BASELINE
 from compressors.techniques import build_chain
+from compressors.timing import ContentionMonitor, paired_speed
 
 
 class _Failed:
@@ -52,7 +55,9 @@ class PreparedCase:
     timed: Callable
     args: tuple
     timing_input: dict[str, np.ndarray]
+    budget: budgets_mod.Budget
     verdicts: list
+    threads: int | None = None  # threads the timed runtime uses (for the contention rule)
 
 
 class BenchSession:
@@ -222,12 +227,13 @@ class BenchSession:
                 timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario)),
         )
 
-    def verdicts(self, case: Case, row: ResultRow) -> tuple[ResultRow, list[budgets_mod.Verdict]]:
+    def verdicts(self, case: Case, row: ResultRow) -> tuple[ResultRow, budgets_mod.Budget, list[budgets_mod.Verdict]]:
         budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name)
         row = row.replace(provenance={"budget": budget.to_dict()})
         peak = row.size.peak_memory_bytes
-        return row, budgets_mod.check(budget, row.quality.accuracy_drop_pp, None if peak is None else peak / 2**20,
-                                      perplexity_increase_pct=row.quality.perplexity_increase_pct)
+        return row, budget, budgets_mod.check(budget, row.quality.accuracy_drop_pp,
+                                              None if peak is None else peak / 2**20,
+                                              perplexity_increase_pct=row.quality.perplexity_increase_pct)
 
     # ------------------------------------------------------------------ one test
     def prepare(self, case: Case) -> PreparedCase:
@@ -242,30 +248,89 @@ class BenchSession:
             timed, args = case.task.timed_call(predictor, prepared, case.scenario)
         except ValueError as exc:
             raise ValueError(f"{case.chain.name}: {exc}") from None
-        row, verdicts = self.verdicts(case, row)
-        return PreparedCase(case, row, predictor, timed, args, timing_input, verdicts)
+        row, budget, verdicts = self.verdicts(case, row)
+        placement = row.placement.timed_placement or {}
+        threads = placement.get("torch_threads") or placement.get("intra_op_threads") or None
+        return PreparedCase(case, row, predictor, timed, args, timing_input, budget, verdicts, threads)
 
-    def finish(self, run: PreparedCase, benchmark, output, record_property) -> None:
-        """After timing: check the output, add latency to the row, save the row in ``extra_info``,
-        hand it to the terminal summary, and fail with the budgets it broke."""
+    def paired_speed(self, run: PreparedCase, median_s: float, rounds_s: float) -> dict:
+        """The configuration vs fp32 (same tier, same timed call and input), alternated in blocks in
+        this time window (compressors.timing.paired_speed); about half the time pytest-benchmark spent."""
+        case = run.case
+        if case.chain.name == BASELINE:
+            return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": 0.0, "method": "the baseline itself"}
+        baseline_case = case.with_chain(BASELINE)
+        if case.device == "cuda":  # not memoised: one model on the GPU at a time stays true for the next test
+            baseline = load_predictor(self.artifact(baseline_case), self.device(baseline_case))
+        else:
+            baseline = self.predictor(baseline_case)
+        timed, args = case.task.timed_call(baseline, baseline.prepare(run.timing_input), case.scenario)
+        paired = paired_speed(lambda: run.timed(*run.args), lambda: timed(*args), budget_s=max(1.5, 0.5 * rounds_s),
+                              config_estimate_s=median_s)
+        return paired.to_dict()
+
+    def finish(self, run: PreparedCase, benchmark, output, record_property, contention: dict | None) -> None:
+        """After timing: check the output, add latency (per-round times, the paired speed ratio vs
+        fp32, the contention record) to the row, save it in ``extra_info``, hand it to the terminal
+        summary, and judge it against its budget (pass, fail, or a declared expected failure)."""
         case = run.case
         case.task.check_output(output, run.timing_input, case.scenario)
         row = run.row
         if benchmark.stats:  # None when timing is off (xdist, --benchmark-disable)
-            median = benchmark.stats.stats.median
-            row = row.replace(latency={"median_s": median, "latency_s": latency_summary(benchmark.stats.stats.data),
-                                       **case.task.latency_extras(median, case.scenario)})
+            stats = benchmark.stats.stats
+            data = list(stats.data)
+            with ContentionMonitor(run.threads) as pairing:
+                speed = self.paired_speed(run, stats.median, sum(data))
+            if contention is not None and pairing.result["contended"] and not contention["contended"]:
+                contention = {**contention, "contended": True, "reason": "during the paired fp32 blocks: "
+                              + pairing.result["reason"]}
+            row = row.replace(latency={"median_s": stats.median, "latency_s": latency_summary(data),
+                                       "round_s": [float(f"{t:.6g}") for t in data], "speed_vs_fp32": speed,
+                                       "contention": contention,
+                                       **case.task.latency_extras(stats.median, case.scenario)})
         benchmark.extra_info.update(row.to_extra_info())
         # plain data: user properties travel to the xdist controller (the terminal summary rebuilds the row)
         record_property("compressbench", {"extra_info": row.to_extra_info(), "median_s": row.latency.median_s})
-        failed = [str(v) for v in run.verdicts if not v.ok]
-        if failed:
-            pytest.fail(f"{case.id} over budget: " + "; ".join(failed), pytrace=False)
+        judgement = budgets_mod.judge(case.id, run.budget, run.verdicts)
+        if judgement.outcome == "fail":
+            pytest.fail(judgement.message, pytrace=False)
+        if judgement.outcome == "xfail":
+            pytest.xfail(judgement.message)
+
+
+def injected_slowdown(case: Case) -> float:
+    """Test-only: ``COMPRESSBENCH_INJECT_SLOWDOWN="<test id>=<factor>"`` makes that configuration's
+    timed call ``factor`` times slower (it sleeps in proportion), to check that comparisons flag a
+    real slowdown (the A/A check in the README). 1.0 (none) otherwise."""
+    spec = os.environ.get("COMPRESSBENCH_INJECT_SLOWDOWN", "")
+    target, _, factor = spec.partition("=")
+    if spec and target == case.id:
+        try:
+            value = float(factor)
+        except ValueError:
+            raise ValueError(f"COMPRESSBENCH_INJECT_SLOWDOWN={spec!r}: need '<test id>=<factor>'") from None
+        return value
+    return 1.0
+
+
+def _slowed(call: Callable, factor: float) -> Callable:
+    def slowed(*args):
+        start = time.perf_counter()
+        out = call(*args)
+        time.sleep((time.perf_counter() - start) * (factor - 1))
+        return out
+
+    return slowed
 
 
 def run_benchmark(case: Case, session: BenchSession, benchmark, record_property) -> None:
-    """One benchmark test: prepare untimed, time the task's call, record and judge."""
+    """One benchmark test: prepare untimed, time the task's call (watching for contention), pair it
+    with fp32, record and judge."""
     run = session.prepare(case)
+    factor = injected_slowdown(case)
+    if factor != 1.0:
+        run.timed = _slowed(run.timed, factor)
     benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
-    output = benchmark(run.timed, *run.args)
-    session.finish(run, benchmark, output, record_property)
+    with ContentionMonitor(run.threads) as monitor:
+        output = benchmark(run.timed, *run.args)
+    session.finish(run, benchmark, output, record_property, monitor.result)

@@ -45,6 +45,7 @@ def main(request_path: str) -> None:
     from compressors.cache import Artifact, verify_entry
     from compressors.metrics import EvalSet, TokenWindows, perplexity, predict_labels
     from compressors.runtime import load_predictor
+    from compressors.stats import pack_bools
 
     # Importing torch/transformers briefly peaks above where RSS settles; a peak taken over the
     # whole process would hide any model smaller than that spike. Restart the high-water mark
@@ -81,6 +82,7 @@ def main(request_path: str) -> None:
                 "accuracy": float((predictions == eval_set.labels).mean() * 100.0),
                 "n_examples": int(eval_set.labels.shape[0]),
                 "predictions_sha256": hashlib.sha256(predictions.astype(np.int64).tobytes()).hexdigest(),
+                "correct": pack_bools(predictions == eval_set.labels),  # per sentence, for paired statistics
             }
     memory = {
         "peak_rss_bytes": peak_rss_bytes(),

@@ -8,7 +8,9 @@ are declared once, in the sections' fields; ``row["accuracy_pct"]`` reads one by
 unknown name raises, so a typo cannot silently read ``None``.
 
 Schema versions: 1 = runs saved before this type existed (no ``schema_version`` key; the same
-flat keys); 2 = this layout. Keys a version does not know are kept in ``extra`` and written back.
+flat keys); 2 = the typed row; 3 = adds per-round timings, the paired speed ratio vs fp32, the
+contention record, per-example correctness and the accuracy drop's interval. Keys a version does
+not know are kept in ``extra`` and written back; fields an older row lacks read as ``None``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from compressors import CompressbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_KEY = "schema_version"
 # Batch sizes a row's id carries; language-model rows add their scenario (``-prefill512``).
 IDENTITY_KEYS = ("model", "technique", "tier", "batch_size")
@@ -61,6 +63,11 @@ class Quality:
     perplexity_increase_pct: float | None = None
     mean_nll: float | None = None
     eval: dict | None = None  # what was evaluated: split, examples or windows, checksum
+    # Classifiers: which dev sentences it got right (compressors.stats.pack_bools), and the drop's
+    # paired 95% interval and exact McNemar p-value against fp32 on the same sentences.
+    per_example_correct: dict | None = None  # {"encoding": "packbits-base64", "n": 872, "data": ...}
+    accuracy_drop_ci_pp: list | None = None
+    accuracy_drop_mcnemar_p: float | None = None
 
     @property
     def drop(self) -> float | None:
@@ -86,6 +93,13 @@ class Latency:
     median_s: float | None = None
     latency_s: dict | None = None  # rounds, p50, p90, p99 of the per-round timings
     per_token_s: float | None = None  # generation rows: median / new tokens
+    round_s: list | None = None  # every round's time (seconds), for rank tests across runs
+    speed_vs_fp32: dict | None = None  # paired with fp32 in the same window: ratio, ci95, blocks
+    contention: dict | None = None  # compressors.timing.ContentionMonitor's record of the timing window
+
+    @property
+    def contended(self) -> bool:
+        return bool((self.contention or {}).get("contended"))
 
     @property
     def p90_s(self) -> float | None:
@@ -281,23 +295,31 @@ def format_table(rows: list[ResultRow]) -> list[str]:
     and their generation rows the time per generated token.
     """
     width = max([44] + [len(row.config_id) for row in rows])
-    lines = [f"{'configuration':<{width}} {'median ms':>10} {'ms/tok':>7} {'acc/ppl':>8} {'drop':>8} "
-             f"{'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict"]
+    lines = [f"{'configuration':<{width}} {'median ms':>10} {'ms/tok':>7} {'x fp32 [95% CI]':>18} {'acc/ppl':>8} "
+             f"{'drop':>8} {'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict"]
     for row in sorted(rows, key=lambda r: (r.identity.model, r.identity.tier, r.identity.batch_size,
                                            r.identity.scenario or "", r.identity.technique)):
         median = "-" if row.latency.median_s is None else f"{row.latency.median_s * 1e3:.2f}"
         per_token = "" if row.latency.per_token_s is None else f"{row.latency.per_token_s * 1e3:.2f}"
         quality, drop = _quality(row)
         ratio = "-" if row.size.size_ratio_vs_fp32 is None else f"{row.size.size_ratio_vs_fp32:.3f}"
+        paired = row.latency.speed_vs_fp32
+        speed = "-"
+        if paired and paired.get("ci95"):
+            speed = f"{paired['ratio']:.2f} [{paired['ci95'][0]:.2f},{paired['ci95'][1]:.2f}]"
+        if row.latency.contended:
+            speed += "!"
         lines.append(
-            f"{row.config_id:<{width}} {median:>10} {per_token:>7} {quality:>8} {drop:>8} "
+            f"{row.config_id:<{width}} {median:>10} {per_token:>7} {speed:>18} {quality:>8} {drop:>8} "
             f"{_mb(row.size.size_bytes):>8} {ratio:>7} {_mb(row.size.peak_memory_bytes):>7}"
             f"  {row.outcome or ''}"
         )
     return lines
 
 
-LEGEND = ("acc/ppl: SST-2 dev accuracy % (872 sentences), or WikiText-2 test perplexity (language models); "
+LEGEND = ("x fp32: speed vs fp32 paired in the same time window (fp32 time / this time, median of alternated "
+          "blocks) with its 95% bootstrap interval; '!': another process competed for the CPU while timing. "
+          "acc/ppl: SST-2 dev accuracy % (872 sentences), or WikiText-2 test perplexity (language models); "
           "drop: fp32 minus this in pp, or perplexity rise vs fp32 in %; ms/tok: generation median / new tokens; "
           "size x: vs fp32; "
           "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")

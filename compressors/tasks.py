@@ -35,6 +35,7 @@ from compressors.metrics import (
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.registry import Registry
 from compressors.results import Quality
+from compressors.stats import paired_accuracy_difference, unpack_bools
 
 BASELINE = "fp32"
 TIMING_SAMPLE_SEED = 0
@@ -130,11 +131,22 @@ class ClassificationTask(Task):
         return {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED, "shape": list(timing_input["input_ids"].shape)}
 
     def quality(self, measured, baseline, eval_data, scenario) -> Quality:
+        """Accuracy and its drop vs fp32, with the drop's paired 95% interval and exact McNemar
+        p-value over the same dev sentences (compressors.stats.paired_accuracy_difference)."""
+        n = len(eval_data)
+        paired = {}
+        if measured.get("correct") and baseline.get("correct"):
+            paired = paired_accuracy_difference(unpack_bools(baseline["correct"], n),
+                                                unpack_bools(measured["correct"], n))
         return Quality(
             accuracy_pct=round(measured["accuracy"], 3),
             baseline_accuracy_pct=round(baseline["accuracy"], 3),
             accuracy_drop_pp=round(baseline["accuracy"] - measured["accuracy"], 3),
-            eval={"split": "sst2-dev", "examples": len(eval_data), "checksum": eval_data.checksum[:16]},
+            eval={"split": "sst2-dev", "examples": n, "checksum": eval_data.checksum[:16]},
+            per_example_correct=({"encoding": "packbits-base64", "n": n, "data": measured["correct"]}
+                                 if measured.get("correct") else None),
+            accuracy_drop_ci_pp=paired.get("ci_pp"),
+            accuracy_drop_mcnemar_p=None if not paired else round(paired["mcnemar_p"], 6),
         )
 
     def group(self, model, tier, scenario):

@@ -5,7 +5,9 @@ device, so a technique added to the suite appears without any change here.
 
 Definitions (README "Reports" repeats them):
 
-- speed ratio: ``fp32`` median / this median, same run, model, device and batch size.
+- speed ratio: the paired ``speed_vs_fp32`` the suite measured (fp32 and this configuration
+  alternated in the same time window, median of block ratios, with its 95% interval); for rows
+  saved before it existed, ``fp32`` median / this median of the same run, model, device and batch.
 - weighted score ``WS = wA*A + wCR*CR + wIS*IS`` (defaults 0.5, 0.25, 0.25), each term relative to
   ``fp32`` of the same run/model/device so that ``fp32`` scores exactly wA+wCR+wIS (1.0 by default):
   A = accuracy / fp32 accuracy (or fp32 perplexity / perplexity), CR = fp32 size / size,
@@ -78,6 +80,7 @@ class Entry:
     technique: str
     rows: dict[int, ResultRow]  # batch size -> row
     speed: dict[int, float | None] = dataclasses.field(default_factory=dict)
+    speed_ci: dict[int, list | None] = dataclasses.field(default_factory=dict)  # paired ratio's 95% interval
     score: float | None = None
     terms: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
@@ -136,7 +139,12 @@ def _ratio(numerator, denominator) -> float | None:
 
 def _fill_ratios(entry: Entry, base: Entry | None, options: BuildOptions) -> None:
     for batch in entry.rows:
-        entry.speed[batch] = _ratio(base.median(batch), entry.median(batch)) if base else None
+        paired = entry.rows[batch].latency.speed_vs_fp32
+        if paired:
+            entry.speed[batch] = paired["ratio"]
+            entry.speed_ci[batch] = paired.get("ci95")
+        else:
+            entry.speed[batch] = _ratio(base.median(batch), entry.median(batch)) if base else None
     accuracy = entry.first("accuracy_pct")
     if accuracy is not None:
         quality = _ratio(accuracy, entry.first("baseline_accuracy_pct") or (base and base.first("accuracy_pct")))
@@ -195,7 +203,9 @@ def table_columns(group: list[Entry]) -> tuple[list[str], list[list[tuple[str, f
             for key in ("median_s", "p90_s", "p99_s"):
                 value = None if row is None else row[key]
                 cells.append((_fmt(value, ".3f", 1e3), value))
-            cells.append((_fmt(e.speed.get(b), ".2f"), e.speed.get(b)))
+            ci = e.speed_ci.get(b)
+            text = _fmt(e.speed.get(b), ".2f") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            cells.append((text, e.speed.get(b)))
         size, mem = e.first("size_bytes"), e.first("peak_memory_bytes")
         cells += [(_fmt(size, ".1f", 2**-20), size), (_fmt(e.first("size_ratio_vs_fp32"), ".3f"),
                                                       e.first("size_ratio_vs_fp32")),
@@ -517,7 +527,8 @@ def definitions(options: BuildOptions) -> list[str]:
         f"Radar: axes in [{RADAR_ALPHA}, 1]; accuracy from chance ({CHANCE_ACCURACY_PCT:g}%) -> {RADAR_ALPHA} to "
         f"100% -> 1; latency, size, memory (and perplexity) inverted min-max over the configurations shown.",
         "p90/p99: percentiles of pytest-benchmark's per-round timings (n/a for runs saved without them). "
-        "speed x: fp32 median / this median, same batch size.",
+        "speed x: paired with fp32 in the same time window (median of block ratios, [95% interval]); "
+        "runs saved before the suite paired: fp32 median / this median, same batch size.",
     ]
 
 

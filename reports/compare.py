@@ -1,7 +1,17 @@
 """Every metric of two runs side by side, and the regression rule shared with ``--benchmark-compare``.
 
 A configuration is matched across runs by its id (``model-technique-tier-bsN``). A metric
-regressed when it moved the wrong way by more than its threshold:
+regressed when it moved the wrong way by more than its threshold, and, where the rows carry the
+raw data, when that move is also significant (compressors.stats; the decision record
+compressors/decisions/verdict-statistics.md says why):
+
+* latency: one-sided Mann-Whitney U on the two runs' per-round timings, alpha 0.01; a timing taken
+  while another process competed for the CPU (``contention.contended``) is *inconclusive*, never a
+  regression;
+* accuracy: exact McNemar test on the per-sentence correctness of the same dev sentences, alpha 0.05.
+
+Rows without the raw data (runs saved before schema 3) fall back to the threshold alone, and the
+comparison says so.
 
 | metric | threshold (default) |
 | --- | --- |
@@ -20,6 +30,13 @@ from collections.abc import Callable
 
 from compressors import CompressbenchError
 from compressors.results import ResultRow
+from compressors.stats import (
+    ACCURACY_ALPHA,
+    LATENCY_ALPHA,
+    latency_shift,
+    paired_accuracy_difference,
+    unpack_bools,
+)
 from reports.runs import Run, benchmark_rows
 
 
@@ -108,6 +125,7 @@ class Change:
     after: float | None
     regressed: bool
     limit: float
+    note: str | None = None  # the test behind the verdict, or why it is inconclusive
 
     @property
     def delta(self) -> str:
@@ -127,9 +145,39 @@ class Change:
 
     def describe(self) -> str:
         show = self.metric.show
-        return (
-            f"{self.metric.name} {show(self.before)} -> {show(self.after)} ({self.delta}, threshold {self.limit_text})"
-        )
+        note = f"; {self.note}" if self.note else ""
+        return (f"{self.metric.name} {show(self.before)} -> {show(self.after)} ({self.delta}, "
+                f"threshold {self.limit_text}{note})")
+
+
+def _latency_test(before: ResultRow, after: ResultRow, beyond: bool) -> tuple[bool, str | None]:
+    """(regressed, note) for a latency move: significant and uncontended, or why not."""
+    contended = [label for label, row in (("before", before), ("after", after)) if row.latency.contended]
+    if contended:
+        return False, f"inconclusive: timing contended ({', '.join(contended)})"
+    if not (before.latency.round_s and after.latency.round_s):
+        return beyond, "threshold only (no per-round timings saved)"
+    shift = latency_shift(before.latency.round_s, after.latency.round_s)
+    significant = shift["p"] < LATENCY_ALPHA
+    note = f"Mann-Whitney p={shift['p']:.3g}, rounds {shift['rounds'][0]}/{shift['rounds'][1]}"
+    if beyond and not significant:
+        note += f" >= {LATENCY_ALPHA}: not significant"
+    return beyond and significant, note
+
+
+def _accuracy_test(before: ResultRow, after: ResultRow, beyond: bool) -> tuple[bool, str | None]:
+    a, b = before.quality.per_example_correct, after.quality.per_example_correct
+    same = (a and b and a.get("n") == b.get("n")
+            and (before.quality.eval or {}).get("checksum") == (after.quality.eval or {}).get("checksum"))
+    if not same:
+        return beyond, "threshold only (no per-sentence correctness on the same sentences)"
+    paired = paired_accuracy_difference(unpack_bools(a["data"], a["n"]), unpack_bools(b["data"], b["n"]))
+    significant = paired["mcnemar_p"] < ACCURACY_ALPHA
+    note = (f"McNemar p={paired['mcnemar_p']:.3g} ({paired['reference_only']} sentences lost, "
+            f"{paired['other_only']} gained)")
+    if beyond and not significant:
+        note += f" >= {ACCURACY_ALPHA}: not significant"
+    return beyond and significant, note
 
 
 def metric_changes(
@@ -144,7 +192,7 @@ def metric_changes(
         if old is None and new is None:
             continue
         limit = getattr(thresholds, metric.threshold)
-        regressed = False
+        regressed, note = False, None
         if old is not None and new is not None:
             if metric.absolute:
                 moved = (old - new) if metric.higher_is_better else (new - old)
@@ -153,7 +201,11 @@ def metric_changes(
             else:
                 moved = ((old - new) if metric.higher_is_better else (new - old)) / old * 100
             regressed = moved > limit + 1e-9
-        changes.append(Change(config, metric, old, new, regressed, limit))
+            if metric.key == "median_s":
+                regressed, note = _latency_test(before, after, regressed)
+            elif metric.key == "accuracy_pct":
+                regressed, note = _accuracy_test(before, after, regressed)
+        changes.append(Change(config, metric, old, new, regressed, limit, note))
     return changes
 
 
@@ -196,9 +248,18 @@ def machine_difference(a: Run, b: Run) -> str | None:
     )
 
 
+class NothingToCompare(CompressbenchError):
+    """Two runs that cannot be compared: no configuration in common, or one of them is partial."""
+
+
 def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds()) -> Comparison:
+    """Every metric of every configuration both runs have. Raises :class:`NothingToCompare` when they
+    share none (a comparison that checks nothing must not read as "no regressions")."""
     rows_a = {r.config_id: r for r in benchmark_rows(before)}
     rows_b = {r.config_id: r for r in benchmark_rows(after)}
+    if not rows_a.keys() & rows_b.keys():
+        raise NothingToCompare(f"{before.label} and {after.label} have no configuration in common "
+                               f"({len(rows_a)} and {len(rows_b)} configurations): nothing was compared")
     changes = []
     for config in sorted(rows_a.keys() & rows_b.keys()):
         changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds))
@@ -222,6 +283,8 @@ def format_comparison(comparison: Comparison) -> list[str]:
         before = "n/a" if change.before is None else show(change.before)
         after = "n/a" if change.after is None else show(change.after)
         verdict = f"REGRESSED (threshold {change.limit_text})" if change.regressed else ""
+        if change.note and (change.regressed or "inconclusive" in change.note or "not significant" in change.note):
+            verdict = f"{verdict} {change.note}".strip()
         config = change.config if change.config != last else ""
         last = change.config
         lines.append(
@@ -236,4 +299,8 @@ def format_comparison(comparison: Comparison) -> list[str]:
         lines.extend(f"  {c.config}: {c.describe()}" for c in regressions)
     else:
         lines.append("no regressions beyond the thresholds")
+    inconclusive = sorted({c.config for c in comparison.changes if c.note and c.note.startswith("inconclusive")})
+    if inconclusive:
+        lines.append(f"inconclusive timings (another process competed for the CPU) in {len(inconclusive)} "
+                     f"configuration(s): {', '.join(inconclusive)}; rerun them on a quiet machine")
     return lines

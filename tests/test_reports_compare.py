@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from reports.__main__ import main
@@ -13,7 +14,11 @@ from tests.reports_fixtures import base_cases, case, run_fake_suite, write_fake_
 def test_regressions_fail_with_numbers_and_one_sided_configs_are_listed(saved_runs, capsys):
     assert main(["compare", "0001", "0002", "--storage", str(saved_runs)]) == 1
     out = capsys.readouterr().out
-    assert "tiny-onnx-int8-cpu-bs32: accuracy 90.00% -> 89.00% (-1.00 pp, threshold -0.5 pp)" in out
+    # these fake rows carry no per-sentence correctness: the threshold alone decides, and says so
+    assert (
+        "tiny-onnx-int8-cpu-bs32: accuracy 90.00% -> 89.00% (-1.00 pp, threshold -0.5 pp; threshold only "
+        "(no per-sentence correctness on the same sentences))"
+    ) in out
     assert "tiny-onnx-int8-cpu-bs1: size 1.00 MB -> 1.10 MB (+10.0%, threshold +5%)" in out
     assert "only in 0001_base (2): tiny-layerdrop-2-cpu-bs1, tiny-layerdrop-2-cpu-bs32" in out
     assert "only in 0002_worse (2): tiny-bf16-cpu-bs1" in out
@@ -22,8 +27,19 @@ def test_regressions_fail_with_numbers_and_one_sided_configs_are_listed(saved_ru
 
 
 def test_thresholds_are_options(saved_runs, capsys):
-    args = ["compare", "0001", "0002", "--storage", str(saved_runs), "--compare-accuracy-pp", "2",
-            "--compare-size-pct", "20", "--compare-latency-pct", "1000000"]
+    args = [
+        "compare",
+        "0001",
+        "0002",
+        "--storage",
+        str(saved_runs),
+        "--compare-accuracy-pp",
+        "2",
+        "--compare-size-pct",
+        "20",
+        "--compare-latency-pct",
+        "1000000",
+    ]
     assert main(args) == 0
     assert "no regressions beyond the thresholds" in capsys.readouterr().out
     assert main(["compare", "0001", "0002", "--storage", str(saved_runs), "--compare-size-pct", "-1"]) == 2
@@ -41,8 +57,9 @@ def test_latency_perplexity_and_missing_metrics():
     from compressors.results import ResultRow
 
     ident = {"model": "m", "technique": "t", "tier": "cpu", "batch_size": 1}
-    before = ResultRow.from_extra_info({**ident, "perplexity": 20.0, "accuracy_pct": None, "size_bytes": 100},
-                                       median_s=0.010)
+    before = ResultRow.from_extra_info(
+        {**ident, "perplexity": 20.0, "accuracy_pct": None, "size_bytes": 100}, median_s=0.010
+    )
     after = ResultRow.from_extra_info({**ident, "perplexity": 20.5, "size_bytes": None}, median_s=0.0115)
     changes = {c.metric.name: c for c in metric_changes("x", before, after, Thresholds())}
     assert changes["latency median"].regressed and changes["perplexity"].regressed  # +15%, +2.5%
@@ -114,3 +131,99 @@ def test_the_compared_run_adapter_fails_loudly_when_pytest_benchmark_changes():
     assert compared_benchmarks(config) == mapping
     with pytest.raises(PytestBenchmarkChanged, match="no longer exposes the compared run"):
         compared_benchmarks(types.SimpleNamespace(_benchmarksession=types.SimpleNamespace()))
+
+
+def _timed_row(rounds, contended=False, correct=None):
+    from compressors.results import ResultRow
+    from compressors.stats import pack_bools
+
+    info = {
+        "model": "m",
+        "technique": "t",
+        "tier": "cpu",
+        "batch_size": 1,
+        "round_s": list(rounds),
+        "accuracy_pct": 90.0,
+        "eval": {"checksum": "abc"},
+        "contention": {"contended": contended, "reason": "other processes used 1.3 of 2 cores" if contended else None},
+    }
+    if correct is not None:
+        info["per_example_correct"] = {"encoding": "packbits-base64", "n": len(correct), "data": pack_bools(correct)}
+        info["accuracy_pct"] = float(np.mean(correct) * 100)
+    return ResultRow.from_extra_info(info, median_s=float(np.median(rounds)))
+
+
+def test_latency_regression_needs_size_and_significance_and_a_quiet_machine():
+    rng = np.random.default_rng(0)
+    base = 0.010 * (1 + 0.03 * rng.standard_normal(12))
+    slower = base * 1.25
+    changes = {c.metric.name: c for c in metric_changes("x", _timed_row(base), _timed_row(slower), Thresholds())}
+    assert changes["latency median"].regressed and "Mann-Whitney p=" in changes["latency median"].note
+    same = {c.metric.name: c for c in metric_changes("x", _timed_row(base), _timed_row(base * 1.02), Thresholds())}
+    assert not same["latency median"].regressed
+    # beyond the threshold but from a contended run: inconclusive, never a regression
+    contended = metric_changes("x", _timed_row(base), _timed_row(slower, contended=True), Thresholds())[0]
+    assert not contended.regressed and contended.note.startswith("inconclusive: timing contended (after)")
+    # two rounds against two: a 25% move cannot be significant at alpha 0.01
+    few = metric_changes("x", _timed_row(base[:2]), _timed_row(slower[:2]), Thresholds())[0]
+    assert not few.regressed and "not significant" in few.note
+
+
+def test_accuracy_regression_is_tested_on_the_same_sentences():
+    rng = np.random.default_rng(1)
+    before = rng.random(872) < 0.9
+    lost = before.copy()
+    lost[np.flatnonzero(before)[:15]] = False  # 1.72 pp, all one way
+    accuracy = {
+        c.metric.name: c
+        for c in metric_changes("x", _timed_row([1.0], correct=before), _timed_row([1.0], correct=lost), Thresholds())
+    }["accuracy"]
+    assert accuracy.regressed and "McNemar p=" in accuracy.note and "15 sentences lost, 0 gained" in accuracy.note
+    mixed = before.copy()  # 8 lost, 2 gained: 0.69 pp, beyond 0.5 pp but not significant
+    mixed[np.flatnonzero(before)[:8]] = False
+    mixed[np.flatnonzero(~before)[:2]] = True
+    accuracy = {
+        c.metric.name: c
+        for c in metric_changes("x", _timed_row([1.0], correct=before), _timed_row([1.0], correct=mixed), Thresholds())
+    }["accuracy"]
+    assert not accuracy.regressed and "not significant" in accuracy.note
+
+
+def test_runs_with_no_configuration_in_common_are_an_error(saved_runs, tmp_path, capsys):
+    from tests.reports_fixtures import save_run
+
+    storage = tmp_path / "storage"
+    shutil.copytree(saved_runs, storage)
+    save_run(write_fake_suite(tmp_path / "suite"), storage, "disjoint", [case("bf16", 8)])
+    assert main(["compare", "0001", "disjoint", "--storage", str(storage)]) == 2
+    assert "have no configuration in common" in capsys.readouterr().err
+
+
+def test_saving_under_xdist_is_refused_before_any_work():
+    import subprocess
+    import sys
+
+    from tests.test_suite_options import ROOT
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "bench",
+            "-m",
+            "smoke",
+            "--collect-only",
+            "-q",
+            "-n",
+            "2",
+            "--benchmark-save=x",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 4 and "nothing would be saved" in out.stderr
