@@ -75,6 +75,34 @@ def pytest_addoption(parser):
         help="restrict the run to one device: cpu, cuda (every GPU tier) or cuda:N (that GPU and its tier)",
     )
     group.addoption(
+        "--extended",
+        action="store_true",
+        help="also run what the default run leaves out for time: whole-test-set perplexity and techniques "
+        "that torch.compile when loaded",
+    )
+    group.addoption(
+        "--run-slow-kernels",
+        action="store_true",
+        help="run configurations whose kernel the probe found to be a reference fallback here (skipped by default)",
+    )
+    group.addoption(
+        "--max-build-seconds",
+        type=float,
+        default=1800.0,
+        help="stop building one artifact (fine-tune, export, calibration) after this long and fail it (default 1800)",
+    )
+    group.addoption(
+        "--max-measure-seconds",
+        type=float,
+        default=900.0,
+        help="stop one configuration's isolated quality/memory measurement after this long and fail it (default 900)",
+    )
+    group.addoption(
+        "--remeasure",
+        action="store_true",
+        help="measure quality and memory again even where this machine already measured the same artifact",
+    )
+    group.addoption(
         "--on-fallback",
         default="fail",
         choices=ON_FALLBACK,
@@ -82,28 +110,61 @@ def pytest_addoption(parser):
     )
 
 
-def _split(value: str | None) -> list[str] | None:
+def _split(option: str, value: str | None, valid: str) -> list[str] | None:
+    """A comma list option: None when not given; an empty list or a repeated name is an error."""
     if value is None:
         return None
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    return names or None
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise pytest.UsageError(f"{option}={value!r} has an empty name; give a comma list of names ({valid})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise pytest.UsageError(f"{option}={value!r} names {', '.join(repeated)} more than once")
+    return names
+
+
+def check_selection(models: list[str] | None, techniques: list[str] | None) -> None:
+    """Every named model and chain exists, and every chain's parameters fit every selected model it
+    applies to (``layerdrop-99`` on a 6-layer encoder), from configs read without weights."""
+    from compressors.models import MODELS
+    from compressors.techniques import ChainError, parse_chain
+
+    for name in models or []:
+        if name not in MODELS:
+            raise pytest.UsageError(f"--models: unknown model {name!r}; valid models: {MODELS.describe_names()}")
+    chains = []
+    for name in techniques or []:
+        try:
+            chains.append(parse_chain(name))
+        except ChainError as exc:
+            raise pytest.UsageError(f"--techniques: {exc}") from None
+    for chain in chains:
+        if not any(stage.layers_after for stage in chain.build_stages):
+            continue
+        for model in (MODELS.get(n) for n in (models or MODELS.names())):
+            layers = model.encoder_layers() if model.task in chain.tasks else None
+            if layers is not None:
+                try:
+                    chain.check_layers(layers, model.name)
+                except ChainError as exc:
+                    raise pytest.UsageError(f"--techniques: {exc}") from None
 
 
 def pytest_configure(config):
     from compressors.models import MODELS
-    from compressors.techniques import ChainError, parse_chain
+    from compressors.techniques import TECHNIQUES
 
-    models = _split(config.getoption("--models"))
-    techniques = _split(config.getoption("--techniques"))
-    for name in models or []:
-        if name not in MODELS:
-            raise pytest.UsageError(f"--models: unknown model {name!r}; valid models: {MODELS.describe_names()}")
-    for name in techniques or []:
-        try:
-            parse_chain(name)
-        except ChainError as exc:
-            raise pytest.UsageError(f"--techniques: {exc}") from None
+    models = _split("--models", config.getoption("--models"), MODELS.describe_names())
+    techniques = _split("--techniques", config.getoption("--techniques"), TECHNIQUES.describe_names())
+    check_selection(models, techniques)
     config.compressbench_selection = Selection(models, techniques)
+    _RUN.update(config=config, partial=None, interrupted=None, selected=None)
+    if not hasattr(config, "workerinput"):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "benchmark_save", None):
         # pytest-benchmark disables timing under xdist and then saves nothing; say so before any work.
         raise pytest.UsageError(
@@ -132,6 +193,41 @@ def pytest_collection_modifyitems(config, items):
         device, reason = hardware.device_for(tier, choice)
         if device is None:
             item.add_marker(pytest.mark.skip(reason=reason))
+        elif tier == "cpu" and not config.getoption("--run-slow-kernels"):
+            reason = slow_kernel_skip(config, item)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def slow_kernel_skip(config, item) -> str | None:
+    """Why a CPU configuration is skipped here: a kernel it rests on is a reference fallback on this
+    machine (compressors.kernels.slow_kernel_reason), or None."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    case = next((v for v in params.values() if hasattr(v, "chain") and hasattr(v, "scenario")), None)
+    if case is None or not case.chain.kernels:
+        return None
+    from compressors.kernels import slow_kernel_reason
+
+    probe = kernel_probe(config)
+    for kernel in case.chain.kernels:
+        reason = slow_kernel_reason(probe, kernel)
+        if reason:
+            return f"{case.chain.name}: {reason}; --run-slow-kernels to run it anyway"
+    return None
+
+
+def kernel_probe(config) -> dict:
+    """This machine's kernel probe (compressors.kernels), measured once per fingerprint and cached."""
+    if getattr(config, "compressbench_kernel_probe", None) is None:
+        import torch
+
+        from compressors.cache import ArtifactCache
+        from compressors.hardware import this_cpu
+        from compressors.kernels import cached_probe
+
+        root = ArtifactCache(config.getoption("--cache-dir")).root
+        config.compressbench_kernel_probe = cached_probe(root, this_cpu(), torch.get_num_threads())
+    return config.compressbench_kernel_probe
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -148,6 +244,8 @@ def compressbench_machine_info(config) -> dict:
         "versions": library_versions(*MACHINE_INFO_PACKAGES),
         "device_option": config.getoption("--device"),
         "on_fallback": config.getoption("--on-fallback"),
+        "kernel_probe": kernel_probe(config),
+        "run_slow_kernels": config.getoption("--run-slow-kernels"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
@@ -182,13 +280,67 @@ def pytest_runtest_logreport(report):
         for name, value in report.user_properties:
             if name == "compressbench":
                 _ROWS.append(ResultRow.from_extra_info(value["extra_info"], value["median_s"], outcome))
+                _keep_partial(report.nodeid, value)
 
 
 # Result rows of this run (on the xdist controller too: user_properties travel with reports).
 _ROWS: list = []
+# This run's partial file (bench/partial_run.py), and how the session ended.
+_RUN: dict = {"config": None, "partial": None, "interrupted": None, "selected": None}
+
+
+def _keep_partial(nodeid: str, value: dict) -> None:
+    config = _RUN["config"]
+    if config is None or hasattr(config, "workerinput"):  # xdist workers: the controller keeps it
+        return
+    if _RUN["partial"] is None:
+        from bench.partial_run import PartialRun, storage_folder
+
+        try:
+            storage = storage_folder(config.getoption("benchmark_storage", None))
+        except ValueError:
+            return
+        _RUN["partial"] = PartialRun(storage, config.getoption("benchmark_save", None), _RUN["selected"])
+    _RUN["partial"].add(nodeid, value["median_s"], value["extra_info"])
+
+
+def pytest_collection_finish(session):
+    _RUN["selected"] = len(session.items)
+
+
+def _sigterm_to_interrupt(signum, frame):
+    """SIGTERM (``timeout``, a cancelled CI job) ends the session like Ctrl-C: finished results are kept
+    and marked partial, the measurement process dies with us, temporary folders are removed."""
+    _RUN["interrupted"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def pytest_keyboard_interrupt(excinfo):
+    _RUN["interrupted"] = _RUN["interrupted"] or "Ctrl-C"
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Mark a run saved on the way out of an interrupted session as partial (it lacks configurations)."""
+    interrupted = _RUN["interrupted"]
+    output_json["compressbench"] = {"partial": bool(interrupted), "status": f"interrupted ({interrupted})"
+                                    if interrupted else "complete", "tests_selected": _RUN["selected"],
+                                    "tests_finished": len(_ROWS)}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    partial = _RUN["partial"]
+    if partial is not None:
+        interrupted = _RUN["interrupted"] or (exitstatus == pytest.ExitCode.INTERRUPTED and "interrupted")
+        kept = partial.finish(bool(interrupted), interrupted or None)
+        if kept is not None:
+            session.config.compressbench_partial_file = kept
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kept = getattr(config, "compressbench_partial_file", None)
+    if kept is not None:
+        terminalreporter.write_line(f"compressbench: run interrupted; the {len(_ROWS)} finished configuration(s) "
+                                    f"are kept in {kept} (marked partial)", yellow=True)
     if not _ROWS:
         return
     tr = terminalreporter

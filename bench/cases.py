@@ -67,6 +67,17 @@ class Case:
     def slow(self) -> bool:
         return self.chain.slow or self.scenario.full_test
 
+    @property
+    def extended(self) -> str | None:
+        """Why this case is outside the default run (``--extended`` runs it), or None: whole-test-set
+        perplexity (about 15 minutes per language-model configuration on 2 cores), and techniques that
+        ``torch.compile`` when loaded (minutes in the measurement process and again in the timed one)."""
+        if self.scenario.full_test:
+            return "perplexity over the whole WikiText-2 test set (~15 min per configuration on 2 cores)"
+        if any(stage.compiles for stage in self.chain.build_stages):
+            return f"{self.chain.name} runs torch.compile when loaded (minutes per process)"
+        return None
+
     def with_chain(self, name: str) -> Case:
         """The same model, tier and scenario with another technique (the baseline's case)."""
         return dataclasses.replace(self, chain=parse_chain(name))

@@ -10,9 +10,10 @@ from compressors.cache import ArtifactCache
 from compressors.context import BuildContext
 from compressors.data import DataError, resolve_data_dir
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.scratch import sweep_stale
 
 
-def _case_marks(case) -> list:
+def _case_marks(case, extended: bool = False) -> list:
     marks = [getattr(pytest.mark, case.tier)]
     if case.model.is_hub:
         marks.append(pytest.mark.hub)
@@ -23,6 +24,8 @@ def _case_marks(case) -> list:
     reason = case.unsupported_reason()
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
+    elif case.extended and not extended:
+        marks.append(pytest.mark.skip(reason=f"extended: {case.extended}; --extended to run it"))
     return marks
 
 
@@ -35,8 +38,13 @@ def pytest_generate_tests(metafunc):
     for fixture, task in CASE_FIXTURES.items():
         if fixture in metafunc.fixturenames:
             selection = metafunc.config.compressbench_selection
-            metafunc.parametrize(fixture, [pytest.param(case, id=case.id, marks=_case_marks(case))
-                                           for case in cases(task, selection.models, selection.techniques)])
+            extended = metafunc.config.getoption("--extended")
+            params = []
+            for case in cases(task, selection.models, selection.techniques):
+                # a compiling technique named in --techniques is asked for; whole-test-set perplexity needs --extended
+                asked = bool(selection.techniques) and not case.scenario.full_test
+                params.append(pytest.param(case, id=case.id, marks=_case_marks(case, extended or asked)))
+            metafunc.parametrize(fixture, params)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +55,7 @@ def bench_session(pytestconfig) -> BenchSession:
         pytest.exit(f"compressbench: {exc}", returncode=4)
     cache_dir = pytestconfig.getoption("--cache-dir")
     ctx = BuildContext(cache=ArtifactCache(cache_dir), data_dir=data_dir)
+    sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)
     session.check_data()
     return session

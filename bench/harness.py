@@ -28,14 +28,15 @@ from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
 from compressors.data import DataError, load_sst2
 from compressors.hardware import detect
-from compressors.metrics import artifact_size_bytes, measure_isolated
+from compressors.metrics import artifact_size_bytes, measure_isolated, stored_measurement
 from compressors.models import ModelSpec, ModelUnavailable
 from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
+from compressors.quiet import quiet_libraries
 from compressors.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
 from compressors.runtime import Predictor, load_predictor
 from compressors.tasks import BASELINE
 from compressors.techniques import build_chain
-from compressors.timing import ContentionMonitor, paired_speed
+from compressors.timing import ContentionMonitor, paired_speed, time_limit
 
 
 class _Failed:
@@ -66,6 +67,14 @@ class BenchSession:
         self.pytest_config = pytest_config
         self.budgets = budgets_mod.load_budgets()
         self._memo: dict[tuple, Any] = {}
+        self.max_build_s = self._option("--max-build-seconds", None)
+        self.max_measure_s = self._option("--max-measure-seconds", 900.0)
+
+    def _option(self, name: str, default):
+        try:
+            return self.pytest_config.getoption(name)
+        except (ValueError, AttributeError):  # a stand-in config (unit tests)
+            return default
 
     # ------------------------------------------------------------------ memo helpers
     def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
@@ -81,13 +90,14 @@ class BenchSession:
 
     @contextlib.contextmanager
     def visible_output(self):
-        """Let progress bars through pytest's capture while building."""
-        capman = self.pytest_config.pluginmanager.getplugin("capturemanager")
-        if capman is None:
+        """Let the suite's progress bars through pytest's capture while building, and hold back the
+        libraries' chatter (compressors.quiet) unless the run is verbose (-v) or uncaptured (-s)."""
+        manager = getattr(self.pytest_config, "pluginmanager", None)
+        capman = manager.getplugin("capturemanager") if manager else None
+        verbose = self._option("verbose", 0) > 0 or self._option("capture", "fd") == "no"
+        with (capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()), \
+                (contextlib.nullcontext() if verbose else quiet_libraries()):
             yield
-        else:
-            with capman.global_and_fixture_disabled():
-                yield
 
     # ------------------------------------------------------------------ data
     def check_data(self) -> None:
@@ -105,7 +115,7 @@ class BenchSession:
                 model.check_available(model, self.ctx)
             except ModelUnavailable as exc:
                 pytest.skip(str(exc))
-            with self.visible_output():
+            with self.visible_output(), time_limit(self.max_build_s, f"building {model.name}", "--max-build-seconds"):
                 return model.build_base(model, self.ctx)
 
         return self._once(("base", model.name), compute)
@@ -117,7 +127,8 @@ class BenchSession:
 
         def compute():
             base = self.base(case.model)
-            with self.visible_output():
+            with self.visible_output(), time_limit(self.max_build_s, f"building {case.model.name}-{case.chain.name}",
+                                                   "--max-build-seconds"):
                 return build_chain(base, case.chain, dataclasses.replace(self.ctx, model=case.model), case.model.name)
 
         return self._once(("artifact", case.model.name, case.chain.name), compute)
@@ -171,7 +182,14 @@ class BenchSession:
         key = ("measure", case.config_id, case.task.eval_key(case.scenario))
         if device.startswith("cuda") and key not in self._memo:
             self.release_gpu()  # the measurement process gets the GPU to itself
-        return self._once(key, lambda: measure_isolated(self.artifact(case), self.eval_data(case), device))
+        def compute():
+            artifact, eval_data = self.artifact(case), self.eval_data(case)
+            return stored_measurement(
+                self.ctx.cache.root, artifact, eval_data, device, self.ctx.cpu,
+                lambda: measure_isolated(artifact, eval_data, device, timeout=self.max_measure_s),
+                refresh=self._option("--remeasure", False))
+
+        return self._once(key, compute)
 
     def predictor(self, case: Case) -> Predictor:
         device = self.device(case)
@@ -223,7 +241,7 @@ class BenchSession:
             provenance=Provenance(
                 recipe=case.chain.to_dict(), model_spec=case.model.to_dict(), artifact_key=artifact.key,
                 artifact_meta=artifact.meta, base_artifact={"key": base.key, "meta": base.meta},
-                versions=library_versions(*case.task.versions),
+                versions=library_versions(*case.task.versions), measurement=measured.get("measurement"),
                 timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario)),
         )
 
@@ -253,12 +271,35 @@ class BenchSession:
         threads = placement.get("torch_threads") or placement.get("intra_op_threads") or None
         return PreparedCase(case, row, predictor, timed, args, timing_input, budget, verdicts, threads)
 
+    @staticmethod
+    def _torch_threads() -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    def useful_ops(self, case: Case, timing_input: dict) -> float | None:
+        import json
+
+        try:
+            config = json.loads(self.artifact(case).file("config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return case.task.useful_ops(config, timing_input, case.scenario)
+
     def paired_speed(self, run: PreparedCase, median_s: float, rounds_s: float) -> dict:
         """The configuration vs fp32 (same tier, same timed call and input), alternated in blocks in
         this time window (compressors.timing.paired_speed); about half the time pytest-benchmark spent."""
         case = run.case
         if case.chain.name == BASELINE:
-            return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": 0.0, "method": "the baseline itself"}
+            # fp32 against a fixed reference workload (the probe's fp32 GEMM) in the same window: its
+            # ratio moves with fp32's own speed, not with the machine's (what comparisons of fp32 use)
+            from compressors.kernels import KERNELS, PROBE_SHAPE
+
+            reference = KERNELS["fp32-gemm"].setup(PROBE_SHAPE, run.threads or self._torch_threads())
+            paired = paired_speed(lambda: run.timed(*run.args), reference, budget_s=max(1.0, 0.25 * rounds_s),
+                                  config_estimate_s=median_s)
+            return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
+                    "method": "the baseline itself", "reference": paired.to_dict(against="fp32-gemm reference")}
         baseline_case = case.with_chain(BASELINE)
         if case.device == "cuda":  # not memoised: one model on the GPU at a time stays true for the next test
             baseline = load_predictor(self.artifact(baseline_case), self.device(baseline_case))
@@ -285,6 +326,8 @@ class BenchSession:
                 contention = {**contention, "contended": True, "reason": "during the paired fp32 blocks: "
                               + pairing.result["reason"]}
             row = row.replace(latency={"median_s": stats.median, "latency_s": latency_summary(data),
+                                       "useful_ops": self.useful_ops(case, run.timing_input),
+                                       "kernel": (case.chain.kernels or ("fp32-gemm",))[0],
                                        "round_s": [float(f"{t:.6g}") for t in data], "speed_vs_fp32": speed,
                                        "contention": contention,
                                        **case.task.latency_extras(stats.median, case.scenario)})

@@ -42,6 +42,13 @@ class CacheError(CompressbenchError):
     """A cache entry could not be built or read."""
 
 
+KEEP_CORRUPT = 3  # corrupt copies of one entry kept aside for inspection
+
+
+class CacheReadOnly(CompressbenchError):
+    """An artifact must be built but the cache folder cannot be written."""
+
+
 class CorruptCacheWarning(UserWarning):
     """A cache entry failed its integrity check and is being rebuilt."""
 
@@ -183,21 +190,32 @@ class ArtifactCache:
         """
         key = content_key({"kind": artifact_kind, "recipe": recipe})
         final = self.entry_dir(artifact_kind, name, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock"):
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(final) + ".lock")
+            lock.acquire()
+        except OSError as exc:  # a read-only cache: usable for what it holds
+            manifest, reason = verify_entry(final) if final.exists() else (None, "not built")
+            if manifest is not None:
+                return Artifact(final, manifest)
+            raise CacheReadOnly(f"the artifact cache {self.root} cannot be written ({exc.strerror}) and "
+                                f"{final.name} must be built ({reason}): point --cache-dir (or "
+                                f"{CACHE_ENV}) at a writable folder") from None
+        try:
             if final.exists():
                 manifest, reason = verify_entry(final)
                 if manifest is not None:
                     return Artifact(final, manifest)
-                aside = final.with_name(f"{final.name}.corrupt-{uuid.uuid4().hex[:8]}")
+                aside = final.with_name(f"{final.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
                 os.replace(final, aside)
+                dropped = self._bound_corrupt(final)
                 warnings.warn(
-                    f"cache entry {final} failed its integrity check ({reason}); moved it to {aside} and "
-                    "rebuilding it",
+                    f"cache entry {final} failed its integrity check ({reason}); moved it to {aside} (kept for "
+                    f"inspection; the newest {KEEP_CORRUPT} are kept{', older ones deleted' if dropped else ''}) "
+                    "and rebuilding it",
                     CorruptCacheWarning,
                     stacklevel=2,
                 )
-                shutil.rmtree(aside, ignore_errors=True)
             self._remove_stale_builds(final)
             staging = final.with_name(f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             staging.mkdir()
@@ -209,7 +227,17 @@ class ArtifactCache:
                 # KeyboardInterrupt included: never leave a half-written entry behind.
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+        finally:
+            lock.release()
         return Artifact(final, manifest)
+
+    @staticmethod
+    def _bound_corrupt(final: Path) -> list[Path]:
+        """Keep the newest :data:`KEEP_CORRUPT` corrupt copies of an entry; delete older ones."""
+        copies = sorted(final.parent.glob(f"{final.name}.corrupt-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in copies[KEEP_CORRUPT:]:
+            shutil.rmtree(old, ignore_errors=True)
+        return copies[KEEP_CORRUPT:]
 
     @staticmethod
     def _remove_stale_builds(final: Path) -> None:

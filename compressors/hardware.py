@@ -367,9 +367,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--require", choices=TIERS, action="append", default=[], help="exit 1 unless this tier is present (repeatable)"
     )
+    parser.add_argument("--kernels", action="store_true",
+                        help="also print the kernel probe (achieved throughput of each kernel; measured once per "
+                             "machine fingerprint and cached, seconds)")
+    parser.add_argument("--refresh", action="store_true", help="with --kernels: measure again, ignoring the cache")
     args = parser.parse_args(argv)
     hardware = detect()
-    print(json.dumps(hardware.to_dict(), indent=2))
+    report = hardware.to_dict()
+    if args.kernels:
+        import torch
+
+        from compressors.cache import ArtifactCache
+        from compressors.kernels import cached_probe
+
+        report["kernel_probe"] = cached_probe(ArtifactCache().root, hardware.cpu, torch.get_num_threads(),
+                                              refresh=args.refresh)
+    print(json.dumps(report, indent=2))
     missing = [reason for tier in args.require if (reason := hardware.missing_reason(tier))]
     for reason in missing:
         print(f"required tier missing: {reason}", file=sys.stderr)

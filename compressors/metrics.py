@@ -42,7 +42,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,6 +51,7 @@ from compressors import CompressbenchError
 from compressors.cache import Artifact
 from compressors.gpu_memory import nonnegative_delta
 from compressors.runtime import Encoded, Predictor, loader_for
+from compressors.scratch import scratch_dir
 
 EVAL_BATCH_SIZE = 32
 EVAL_MAX_LENGTH = 128
@@ -68,6 +68,23 @@ NLL_CHUNK_ROWS = 64
 
 class MeasurementError(CompressbenchError):
     """A measurement process failed; the message carries its stderr."""
+
+
+class MeasurementTimeout(MeasurementError):
+    """A measurement process ran past its time guard and was killed."""
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): ask Linux to SIGKILL it when its parent dies, so a killed
+    pytest (kill -9, SIGTERM from ``timeout`` or a cancelled CI job) leaves no measurement running."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux/glibc: the parent's watchdog in compressors.probe covers it
+        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,19 +270,19 @@ def artifact_size_bytes(artifact: Artifact) -> int:
 
 
 def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
-    with tempfile.TemporaryDirectory(prefix="compressbench-probe-") as tmp:
+    with scratch_dir("probe") as tmp:
         req, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps({**request, "result_file": str(result)}))
+        req.write_text(json.dumps({**request, "result_file": str(result), "parent_pid": os.getpid()}))
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run(
-            [sys.executable, "-m", "compressors.probe", str(req)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        try:
+            proc = subprocess.run([sys.executable, "-m", "compressors.probe", str(req)], capture_output=True,
+                                  text=True, timeout=timeout, env=env, preexec_fn=die_with_parent)
+        except subprocess.TimeoutExpired:  # run() killed and reaped it; the folder goes with this block
+            raise MeasurementTimeout(f"measurement of {request.get('artifact', request['runtime'])} stopped after "
+                                     f"{timeout:g} s (--max-measure-seconds={timeout:g}): the process was killed; "
+                                     "raise --max-measure-seconds to let it finish") from None
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise MeasurementError(
@@ -277,13 +294,46 @@ def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
         return json.loads(result.read_text())
 
 
+MEASUREMENT_VERSION = 3  # bump when what the isolated process measures changes (invalidates stored results)
+
+
+def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cpu, compute, refresh: bool = False):
+    """``compute()`` (an isolated measurement) once per artifact, evaluation inputs, device and CPU:
+    later runs on this machine reuse the stored result (``measurement.reused``), so a warm run times
+    instead of re-evaluating; ``refresh`` (``--remeasure``) measures again and replaces it."""
+    import datetime
+
+    key_parts = {"artifact": artifact.key, "eval": eval_set.checksum, "device": device, "cpu": cpu.name,
+                 "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(root) / "measurements" / f"{key}.json"
+    if path.is_file() and not refresh:
+        try:
+            stored = json.loads(path.read_text())
+            return {**stored, "measurement": {**stored["measurement"], "reused": True}}
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass  # unreadable: measure again
+    result = compute()
+    result["measurement"] = {"key": key, "reused": False,
+                             "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(path)
+    except OSError:  # a read-only cache: the figures are still used, only not kept
+        pass
+    return result
+
+
 @functools.cache
 def runtime_baseline_rss(runtime: str, device: str = "cpu") -> int:
     """Peak RSS (bytes) of a fresh process that only imports ``runtime``."""
     return int(_run_probe({"mode": "import-only", "runtime": runtime, "device": device})["peak_rss_bytes"])
 
 
-def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, device: str = "cpu") -> dict:
+def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, device: str = "cpu",
+                     timeout: float = PROBE_TIMEOUT_S) -> dict:
     """Accuracy (an :class:`EvalSet`) or perplexity (:class:`TokenWindows`) and memory of
     ``artifact``, measured in a fresh process.
 
@@ -293,7 +343,7 @@ def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, devic
     difference), ``placement``, and on CUDA ``vram_after_load_bytes`` / ``vram_peak_bytes``.
     """
     runtime = loader_for(artifact).runtime
-    with tempfile.TemporaryDirectory(prefix="compressbench-eval-") as tmp:
+    with scratch_dir("eval") as tmp:
         eval_file = Path(tmp) / "eval.npz"
         eval_set.save(eval_file)
         result = _run_probe(
@@ -304,7 +354,8 @@ def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, devic
                 "eval_kind": eval_set.kind,
                 "artifact": str(artifact.path),
                 "eval_file": str(eval_file),
-            }
+            },
+            timeout=timeout,
         )
     baseline = runtime_baseline_rss(runtime, device)
     result["runtime_rss_bytes"] = baseline

@@ -29,8 +29,26 @@ def write_result(request: dict, result: dict) -> None:
     partial.replace(target)
 
 
+def watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit as soon as the process that started this one is gone (the Linux parent-death signal
+    covers it too; this covers other systems and the moment before that signal was set)."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(interval)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def main(request_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
+    if request.get("parent_pid"):
+        watch_parent(int(request["parent_pid"]))
     from compressors.runtime import RUNTIME_IMPORTS
 
     for module in RUNTIME_IMPORTS[request["runtime"]]:
@@ -101,7 +119,7 @@ def main(request_path: str) -> None:
         "rss_after_imports_bytes": rss_after_imports,
         **memory,
         # Evidence that the probe stayed within its runtime (an ONNX probe must not load torch).
-        "runtimes_loaded": sorted(m for m in ("torch", "onnxruntime") if m in sys.modules),
+        "runtimes_loaded": sorted(m for m in ("torch", "onnxruntime", "openvino") if m in sys.modules),
         **vram,
     }
     write_result(request, result)

@@ -96,6 +96,8 @@ class Latency:
     round_s: list | None = None  # every round's time (seconds), for rank tests across runs
     speed_vs_fp32: dict | None = None  # paired with fp32 in the same window: ratio, ci95, blocks
     contention: dict | None = None  # compressors.timing.ContentionMonitor's record of the timing window
+    useful_ops: float | None = None  # 2 x multiply-adds of the timed call on its real tokens (compressors.tasks)
+    kernel: str | None = None  # the kernel its speed rests on, whose probed peak "share of peak" divides by
 
     @property
     def contended(self) -> bool:
@@ -133,6 +135,7 @@ class Provenance:
     versions: dict | None = None
     timing_input: dict | None = None
     budget: dict | None = None
+    measurement: dict | None = None  # the isolated measurement: when, and whether reused from an earlier run
 
     @property
     def training_s(self) -> float | None:
@@ -282,9 +285,11 @@ def _quality(row: ResultRow) -> tuple[str, str]:
     """(accuracy % or perplexity, drop in pp or perplexity rise in %) of a row, formatted."""
     q = row.quality
     if q.accuracy_pct is not None:
-        return f"{q.accuracy_pct:.2f}", f"{q.accuracy_drop_pp:.2f}"
+        drop = "-" if q.accuracy_drop_pp is None else f"{q.accuracy_drop_pp:.2f}"
+        return f"{q.accuracy_pct:.2f}", drop
     if q.perplexity is not None:
-        return f"{q.perplexity:.3f}", f"{q.perplexity_increase_pct:+.2f}%"
+        rise = "-" if q.perplexity_increase_pct is None else f"{q.perplexity_increase_pct:+.2f}%"
+        return f"{q.perplexity:.3f}", rise
     return "-", "-"
 
 

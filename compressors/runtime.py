@@ -23,11 +23,13 @@ import numpy as np
 from compressors.cache import Artifact
 from compressors.hf import hf_auto_class
 from compressors.registry import Registry
+from compressors.scratch import scratch_dir
 
 # What "only imports the runtime" means for the memory baseline of each runtime.
 RUNTIME_IMPORTS: dict[str, tuple[str, ...]] = {
     "torch": ("numpy", "torch", "transformers"),
     "onnxruntime": ("numpy", "onnxruntime"),
+    "openvino": ("numpy", "openvino"),
 }
 
 Encoded = dict[str, np.ndarray]
@@ -201,7 +203,6 @@ class OrtPredictor:
         """Run ``prepared`` once in a profiling twin of the session and record which
         provider ran each node (op types per provider; see ``compressors.placement``).
         A twin, so the timed session never carries profiling overhead."""
-        import tempfile
 
         import onnxruntime as ort
 
@@ -209,7 +210,7 @@ class OrtPredictor:
 
         if self.model_path is None:
             raise ValueError("this predictor was made without its model path; cannot profile node placement")
-        with tempfile.TemporaryDirectory(prefix="compressbench-ort-profile-") as tmp:
+        with scratch_dir("ort-profile") as tmp:
             options = ort.SessionOptions()
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tmp) / "profile")

@@ -106,6 +106,11 @@ class Task:
         """Latency fields derived from the median (per generated token)."""
         return {}
 
+    def useful_ops(self, config: dict, timing_input: dict, scenario: Scenario) -> float | None:
+        """Multiply-adds x 2 the timed call needs on its real (unpadded) tokens: the numerator of the
+        report's *share of peak*. None where the architecture's config is not understood."""
+        return None
+
     def group(self, model: str, tier: str, scenario: Scenario) -> str:
         """pytest-benchmark's group: the rows compared side by side in its table."""
         return f"{model}-{tier}-{scenario.suffix}"
@@ -151,6 +156,18 @@ class ClassificationTask(Task):
 
     def group(self, model, tier, scenario):
         return f"{model}-{tier}-bs{scenario.batch_size}"
+
+    def useful_ops(self, config, timing_input, scenario):
+        """Encoder layers on every real token: the 4 attention projections and the 2 feed-forward
+        linears (2 x in x out each), and the attention scores and context over that sentence's real
+        length (2 x 2 x length x hidden per token); pooler and head are left out (< 1%)."""
+        dims = encoder_dims(config)
+        if dims is None or "attention_mask" not in timing_input:
+            return None
+        hidden, inner, layers = dims
+        lengths = np.asarray(timing_input["attention_mask"]).sum(axis=1).astype(float)
+        per_token = 2 * (4 * hidden * hidden + 2 * hidden * inner)
+        return float(layers * (lengths.sum() * per_token + (4 * hidden * lengths**2).sum()))
 
 
 class CausalLMTask(Task):
@@ -223,8 +240,48 @@ class CausalLMTask(Task):
     def latency_extras(self, median_s, scenario):
         return {"per_token_s": median_s / scenario.new_tokens} if scenario.timed == "generate" else {}
 
+    def useful_ops(self, config, timing_input, scenario):
+        """Decoder layers (q/o projections, k/v at the key-value width, the gated MLP's 3 linears)
+        and the logits of every position, causal attention over the positions before each token;
+        generation: the prompt's prefill, then one token per step with its growing context."""
+        dims = decoder_dims(config)
+        if dims is None:
+            return None
+        hidden, inner, layers, kv_width, vocab, mlp_linears = dims
+        per_token = 2 * (2 * hidden * hidden + 2 * hidden * kv_width + mlp_linears * hidden * inner)
+        prompt = int(timing_input["input_ids"].shape[1])
+        positions = np.arange(prompt, dtype=float)
+        if scenario.timed == "generate":
+            positions = np.concatenate([positions, prompt + np.arange(scenario.new_tokens - 1, dtype=float)])
+        tokens = positions.size
+        attention = (4 * hidden * (positions + 1)).sum()
+        return float(layers * (tokens * per_token + attention) + tokens * 2 * hidden * vocab)
+
     def group(self, model, tier, scenario):
         return f"{model}-{tier}-{scenario.name}"
+
+
+def encoder_dims(config: dict) -> tuple[int, int, int] | None:
+    """(hidden, feed-forward width, layers) of a BERT-style or DistilBERT config, else None."""
+    if all(k in config for k in ("hidden_size", "intermediate_size", "num_hidden_layers")):
+        return config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    if all(k in config for k in ("dim", "hidden_dim", "n_layers")):
+        return config["dim"], config["hidden_dim"], config["n_layers"]
+    return None
+
+
+def decoder_dims(config: dict) -> tuple | None:
+    """(hidden, MLP width, layers, key/value width, vocabulary, MLP linears) of a Llama- or GPT-2-style config."""
+    if all(k in config for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")):
+        heads = config["num_attention_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
+        kv_width = (config.get("num_key_value_heads") or heads) * head_dim
+        return (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"], kv_width,
+                config["vocab_size"], 3)
+    if all(k in config for k in ("n_embd", "n_layer", "vocab_size")):  # GPT-2: fused qkv, 4x MLP, 2 linears
+        hidden = config["n_embd"]
+        return hidden, config.get("n_inner") or 4 * hidden, config["n_layer"], hidden, config["vocab_size"], 2
+    return None
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 
+from compressors import CompressbenchError
 from compressors.stats import bootstrap_median_ci
 
 MIN_BLOCKS, MAX_BLOCKS = 6, 20
@@ -35,11 +36,13 @@ class PairedSpeed:
     blocks: int
     calls_per_block: int
     seconds: float  # wall time the pairing added
+    block_ratios: tuple[float, ...] = ()  # every block's ratio, for rank tests across runs
 
-    def to_dict(self) -> dict:
+    def to_dict(self, against: str = "fp32") -> dict:
         return {"ratio": round(self.speed, 4), "ci95": [round(self.low, 4), round(self.high, 4)],
                 "blocks": self.blocks, "calls_per_block": self.calls_per_block, "seconds": round(self.seconds, 2),
-                "method": "median of per-block fp32/config time ratios, ABBA-alternated blocks; "
+                "block_ratios": [round(r, 4) for r in self.block_ratios], "against": against,
+                "method": f"median of per-block {against}/config time ratios, ABBA-alternated blocks; "
                           "95% percentile bootstrap interval"}
 
 
@@ -72,7 +75,7 @@ def paired_speed(config_call: Callable[[], object], baseline_call: Callable[[], 
             baseline_s, config_s = _time(baseline_call, calls), _time(config_call, calls)
         ratios.append(baseline_s / config_s)
     median, low, high = bootstrap_median_ci(ratios)
-    return PairedSpeed(median, low, high, blocks, calls, time.perf_counter() - start)
+    return PairedSpeed(median, low, high, blocks, calls, time.perf_counter() - start, tuple(ratios))
 
 
 class ContentionMonitor:
@@ -120,3 +123,46 @@ class ContentionMonitor:
                            None if load1 is None else round(load1, 2)],
             "contended": bool(reasons), "reason": "; ".join(reasons) or None,
         }
+
+
+class TimeLimitExceeded(CompressbenchError):
+    """A configuration's build or measurement ran past its guard (``--max-build-seconds`` /
+    ``--max-measure-seconds``)."""
+
+
+class time_limit:  # noqa: N801  (used as a context manager, like contextlib's)
+    """Raise :class:`TimeLimitExceeded` in the main thread when the block runs past ``seconds``.
+
+    Uses ``SIGALRM`` (POSIX, main thread): the exception surfaces at the next Python bytecode, so a
+    long native call finishes first; everything the block was writing is cleaned up by its own
+    handlers (the artifact cache removes a half-built staging folder on any exception). Elsewhere, or
+    with ``seconds`` None, it does nothing.
+    """
+
+    def __init__(self, seconds: float | None, what: str, option: str):
+        self.seconds, self.what, self.option = seconds, what, option
+        self._previous = None
+
+    def _expired(self, signum, frame):
+        raise TimeLimitExceeded(f"{self.what} stopped after {self.seconds:g} s ({self.option}={self.seconds:g}); "
+                                f"raise {self.option} to let it finish")
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if (self.seconds is None or not hasattr(signal, "setitimer")
+                or threading.current_thread() is not threading.main_thread()):
+            self.seconds = None
+            return self
+        self._previous = signal.signal(signal.SIGALRM, self._expired)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        if self.seconds is not None:
+            import signal
+
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+        return False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from compressors import CompressbenchError
 from compressors.results import LEGEND, format_table
-from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, rows_from_run
+from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, load_run, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
 
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("before", metavar="A", help=RUN_HELP)
     compare.add_argument("after", metavar="B", help=RUN_HELP)
     compare.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    compare.add_argument("--allow-partial", action="store_true",
+                         help="compare with an interrupted (partial) run, on the configurations it has")
     add_threshold_options(compare.add_argument)
     return parser
 
@@ -63,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _table(args) -> int:
     path = find_run(args.run, args.storage)
     rows = rows_from_run(path)
-    print(f"{path}")
+    partial = load_run(path).partial
+    print(f"{path}" + (f"  [PARTIAL RUN: {partial}]" if partial else ""))
     for line in format_table(rows):
         print(line)
     print(LEGEND)
@@ -91,7 +94,7 @@ def _compare(args) -> int:
     thresholds = thresholds_from_options(lambda field: getattr(args, f"compare_{field}"))
     before = load_run(find_run(args.before, args.storage))
     after = load_run(find_run(args.after, args.storage))
-    comparison = compare_runs(before, after, thresholds)
+    comparison = compare_runs(before, after, thresholds, allow_partial=args.allow_partial)
     if comparison.machine_warning:
         print(f"reports: warning: {comparison.machine_warning}", file=sys.stderr)
     print(f"A = {before.path}\nB = {after.path}")

@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from compressors import CompressbenchError
+from compressors.kernels import share_of_peak
 from compressors.results import ResultRow
 from reports.runs import Run, benchmark_rows
 
@@ -81,6 +82,7 @@ class Entry:
     rows: dict[int, ResultRow]  # batch size -> row
     speed: dict[int, float | None] = dataclasses.field(default_factory=dict)
     speed_ci: dict[int, list | None] = dataclasses.field(default_factory=dict)  # paired ratio's 95% interval
+    share: dict[int, float | None] = dataclasses.field(default_factory=dict)  # of the probed peak of its kernel
     score: float | None = None
     terms: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
@@ -122,6 +124,9 @@ def entries_by_group(runs: list[Run], options: BuildOptions) -> dict[tuple[str, 
             key = (run.label, ident.model, device, ident.technique)
             entry = entries.setdefault(key, Entry(run.label, ident.model, device, ident.technique, {}))
             entry.rows[ident.batch_size] = row
+            probe = (run.machine.get("compressbench") or {}).get("kernel_probe")
+            entry.share[ident.batch_size] = share_of_peak(row.latency.useful_ops, row.latency.median_s, probe,
+                                                          row.latency.kernel)
     groups: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     for entry in entries.values():
         groups[(entry.model, entry.device)].append(entry)
@@ -187,7 +192,7 @@ def table_columns(group: list[Entry]) -> tuple[list[str], list[list[tuple[str, f
     if has_ppl:
         header += ["perplexity", "ppl rise %"]
     for b in batches:
-        header += [f"bs{b} median ms", f"bs{b} p90 ms", f"bs{b} p99 ms", f"bs{b} speed x"]
+        header += [f"bs{b} median ms", f"bs{b} p90 ms", f"bs{b} p99 ms", f"bs{b} speed x", f"bs{b} % of peak"]
     header += ["size MB", "size x", "peak mem MB"] + (["training s"] if has_training else []) + ["WS"]
     body = []
     for e in group:
@@ -206,6 +211,8 @@ def table_columns(group: list[Entry]) -> tuple[list[str], list[list[tuple[str, f
             ci = e.speed_ci.get(b)
             text = _fmt(e.speed.get(b), ".2f") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
             cells.append((text, e.speed.get(b)))
+            share = e.share.get(b)
+            cells.append((_fmt(share, ".1f", 100), share))
         size, mem = e.first("size_bytes"), e.first("peak_memory_bytes")
         cells += [(_fmt(size, ".1f", 2**-20), size), (_fmt(e.first("size_ratio_vs_fp32"), ".3f"),
                                                       e.first("size_ratio_vs_fp32")),
@@ -527,6 +534,8 @@ def definitions(options: BuildOptions) -> list[str]:
         f"Radar: axes in [{RADAR_ALPHA}, 1]; accuracy from chance ({CHANCE_ACCURACY_PCT:g}%) -> {RADAR_ALPHA} to "
         f"100% -> 1; latency, size, memory (and perplexity) inverted min-max over the configurations shown.",
         "p90/p99: percentiles of pytest-benchmark's per-round timings (n/a for runs saved without them). "
+        "% of peak: the timed call's useful operations (2 x multiply-adds on its real tokens) per second over "
+        "the probed throughput of the kernel it rests on (machine info: kernel_probe). "
         "speed x: paired with fp32 in the same time window (median of block ratios, [95% interval]); "
         "runs saved before the suite paired: fp32 median / this median, same batch size.",
     ]

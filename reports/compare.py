@@ -150,11 +150,38 @@ class Change:
                 f"threshold {self.limit_text}{note})")
 
 
-def _latency_test(before: ResultRow, after: ResultRow, beyond: bool) -> tuple[bool, str | None]:
-    """(regressed, note) for a latency move: significant and uncontended, or why not."""
+def paired_blocks(row: ResultRow) -> tuple[list | None, str | None]:
+    """The per-block paired speed ratios a row's latency is judged by across runs: against fp32 for a
+    technique, against the fp32 GEMM reference for the fp32 baseline itself; (None, None) without them."""
+    paired = row.latency.speed_vs_fp32 or {}
+    reference = paired.get("reference") or {}
+    if reference.get("block_ratios"):
+        return reference["block_ratios"], "its speed vs the fp32 GEMM reference"
+    if paired.get("block_ratios"):
+        return paired["block_ratios"], "its speed vs fp32"
+    return None, None
+
+
+def _latency_test(before: ResultRow, after: ResultRow, beyond: bool, limit: float) -> tuple[bool, str | None]:
+    """(regressed, note) for a latency move: judged on the paired speed ratios where both rows have
+    them (a whole-machine slowdown moves both sides of a pair alike), else on the medians; always
+    significant (Mann-Whitney, alpha 0.01) and uncontended, or it says why not."""
     contended = [label for label, row in (("before", before), ("after", after)) if row.latency.contended]
     if contended:
         return False, f"inconclusive: timing contended ({', '.join(contended)})"
+    (blocks_a, what), (blocks_b, _) = paired_blocks(before), paired_blocks(after)
+    if blocks_a and blocks_b and paired_blocks(before)[1] == paired_blocks(after)[1]:
+        shift = latency_shift(blocks_b, blocks_a)  # a lower speed ratio after = slower
+        slower = (shift["ratio"] - 1) * 100
+        significant = shift["p"] < LATENCY_ALPHA
+        paired_beyond = slower > limit + 1e-9
+        note = (f"paired: {what} fell {slower:+.1f}%, Mann-Whitney p={shift['p']:.3g} over "
+                f"{shift['rounds'][1]}/{shift['rounds'][0]} blocks")
+        if paired_beyond and not significant:
+            note += f" >= {LATENCY_ALPHA}: not significant"
+        if beyond and not paired_beyond:
+            note += "; the median moved with the machine, not against fp32"
+        return paired_beyond and significant, note
     if not (before.latency.round_s and after.latency.round_s):
         return beyond, "threshold only (no per-round timings saved)"
     shift = latency_shift(before.latency.round_s, after.latency.round_s)
@@ -202,7 +229,7 @@ def metric_changes(
                 moved = ((old - new) if metric.higher_is_better else (new - old)) / old * 100
             regressed = moved > limit + 1e-9
             if metric.key == "median_s":
-                regressed, note = _latency_test(before, after, regressed)
+                regressed, note = _latency_test(before, after, regressed, limit)
             elif metric.key == "accuracy_pct":
                 regressed, note = _accuracy_test(before, after, regressed)
         changes.append(Change(config, metric, old, new, regressed, limit, note))
@@ -252,9 +279,15 @@ class NothingToCompare(CompressbenchError):
     """Two runs that cannot be compared: no configuration in common, or one of them is partial."""
 
 
-def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds()) -> Comparison:
+def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
+                 allow_partial: bool = False) -> Comparison:
     """Every metric of every configuration both runs have. Raises :class:`NothingToCompare` when they
-    share none (a comparison that checks nothing must not read as "no regressions")."""
+    share none (a comparison that checks nothing must not read as "no regressions"), or when one is
+    partial and ``allow_partial`` is not given."""
+    for run in (before, after):
+        if run.partial and not allow_partial:
+            raise NothingToCompare(f"{run.label} is a partial run ({run.partial}): it is not a complete baseline; "
+                                   "pass --allow-partial to compare the configurations it has")
     rows_a = {r.config_id: r for r in benchmark_rows(before)}
     rows_b = {r.config_id: r for r in benchmark_rows(after)}
     if not rows_a.keys() & rows_b.keys():

@@ -60,10 +60,22 @@ def find_runs(names: list[str] | None, storage: Path = DEFAULT_STORAGE) -> list[
     runs = saved_runs(storage)
     if not runs:
         find_run(None, storage)  # raises with what to do
-    latest: dict[Path, Path] = {}
+    by_folder: dict[Path, list[Path]] = {}
     for path in runs:
-        latest[path.parent] = path
-    return sorted(latest.values(), key=lambda p: (p.name, str(p)))
+        by_folder.setdefault(path.parent, []).append(path)
+    latest = []
+    for paths in by_folder.values():
+        for path in reversed(paths):  # the newest run of the folder that can be read
+            try:
+                load_run(path)
+            except CorruptRun as exc:
+                warnings.warn(f"skipped {exc}", SkippedRunWarning, stacklevel=2)
+                continue
+            latest.append(path)
+            break
+    if not latest:
+        raise CorruptRun(f"none of the runs in {storage}/ could be read: {', '.join(str(p) for p in runs)}")
+    return sorted(latest, key=lambda p: (p.name, str(p)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +96,15 @@ class Run:
     @property
     def commit(self) -> dict:
         return self.data.get("commit_info") or {}
+
+    @property
+    def partial(self) -> str | None:
+        """Why this run is incomplete (interrupted, or a partial file kept as it went), or None."""
+        marker = self.data.get("compressbench") or {}
+        if not marker.get("partial"):
+            return None
+        return (f"{marker.get('status', 'partial')}: {marker.get('tests_finished', '?')} of "
+                f"{marker.get('tests_selected', '?')} selected tests finished")
 
 
 def load_run(path: Path) -> Run:

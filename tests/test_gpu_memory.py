@@ -268,7 +268,10 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     monkeypatch.setattr(
         harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object()
     )
-    monkeypatch.setattr(harness, "measure_isolated", lambda artifact, eval_set, device: measured.append(device) or {})
+    monkeypatch.setattr(
+        harness, "measure_isolated", lambda artifact, eval_set, device, timeout=None: measured.append(device) or {}
+    )
+    monkeypatch.setattr(harness, "stored_measurement", lambda root, art, ev, dev, cpu, compute, **_: compute())
     session = harness.BenchSession(ctx, types.SimpleNamespace(compressbench_device=None))
     monkeypatch.setattr(session, "artifact", lambda case: case.chain.name)
     monkeypatch.setattr(session, "eval_data", lambda case: None)

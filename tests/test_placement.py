@@ -287,9 +287,8 @@ class FakeConfig:
     def __init__(self, on_fallback):
         self.on_fallback = on_fallback
 
-    def getoption(self, name):
-        assert name == "--on-fallback"
-        return self.on_fallback
+    def getoption(self, name, default=None):
+        return self.on_fallback if name == "--on-fallback" else default
 
 
 class FakePredictor:

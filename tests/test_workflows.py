@@ -14,8 +14,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
-NIGHTLY_COMMAND = ("pytest bench -m ${{ matrix.tier }} --benchmark-save=nightly-${{ github.sha }} "
-                   "--benchmark-compare --benchmark-compare-fail=median:15%")
+NIGHTLY_COMMAND = ("pytest bench -m ${{ matrix.tier }} --extended --benchmark-save=nightly-${{ github.sha }} "
+                   "--benchmark-compare")
+NIGHTLY_VERDICT = 'python -m reports compare "${{ steps.stored.outputs.previous }}" nightly-${{ github.sha }}'
 
 
 def check_jsonschema(*paths: Path) -> subprocess.CompletedProcess:
@@ -80,8 +81,10 @@ def test_nightly_gpu_job():
         assert entry["torch_index"].startswith("https://download.pytorch.org/whl/cu")  # a CUDA build of torch
     lines = run_lines(nightly)
     assert NIGHTLY_COMMAND in lines
-    first_night = NIGHTLY_COMMAND.split(" --benchmark-compare ")[0]
+    first_night = NIGHTLY_COMMAND.removesuffix(" --benchmark-compare")
     assert first_night in lines  # the first night has nothing to compare with
+    verdict = next(s for s in job["steps"] if s.get("run") == NIGHTLY_VERDICT)
+    assert verdict["if"] == "steps.stored.outputs.found == 'true'"
     steps = {step.get("name", ""): step for step in job["steps"]}
     compared = next(s for s in job["steps"] if s.get("run") == NIGHTLY_COMMAND)
     alone = next(s for s in job["steps"] if s.get("run") == first_night)

@@ -4,7 +4,15 @@ is one ``hub_classifier(name, repo_id, published_accuracy, source, description)`
 
 from __future__ import annotations
 
-from compressors.models.embedded import _build_minilm, _build_smollm2, _check_minilm, _check_smollm2, _minilm_base_dir
+from compressors.models.embedded import (
+    _build_minilm,
+    _build_smollm2,
+    _check_minilm,
+    _check_smollm2,
+    _minilm_base_dir,
+    minilm_architecture,
+    smollm2_architecture,
+)
 from compressors.models.hub import hub_causal_lm, hub_classifier
 from compressors.models.spec import MODELS, TASK_CAUSAL_LM, TASK_CLASSIFICATION, ModelSpec
 
@@ -15,6 +23,7 @@ MODELS.register("minilm-sst2", ModelSpec(
     description="MiniLM-L6-H384 (22.7M params) fine-tuned by the suite on SST-2 train",
     build_base=_build_minilm,
     check_available=_check_minilm,
+    architecture=minilm_architecture,
     pretrained=lambda spec, ctx: _minilm_base_dir(),
 ))
 # Published accuracies are what each model card states for the GLUE SST-2 validation split.
@@ -45,6 +54,7 @@ MODELS.register("smollm2-135m", ModelSpec(
                 "dequantized to float32: its fp32 baseline already carries the 4-bit rounding",
     build_base=_build_smollm2,
     check_available=_check_smollm2,
+    architecture=smollm2_architecture,
 ))
 MODELS.register("gpt2", hub_causal_lm("gpt2", "openai-community/gpt2", "GPT-2 small (124M)"))
 MODELS.register("distilgpt2", hub_causal_lm("distilgpt2", "distilbert/distilgpt2", "DistilGPT2 (82M)"))

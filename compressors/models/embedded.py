@@ -167,3 +167,19 @@ def _build_smollm2(spec: ModelSpec, ctx: BuildContext) -> Artifact:
         build=build,
         weights=["model.safetensors"],
     )
+
+
+def minilm_architecture(spec: ModelSpec) -> dict:
+    """MiniLM's config.json from its package (the fine-tune keeps its architecture)."""
+    import json
+
+    return json.loads((_minilm_base_dir() / "config.json").read_text())
+
+
+def smollm2_architecture(spec: ModelSpec) -> dict:
+    """SmolLM2's layer count from its GGUF header (block_count), without reading the tensors."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(smollm2_gguf_path()))
+    field = reader.fields.get("llama.block_count")
+    return {} if field is None else {"num_hidden_layers": int(field.parts[field.data[0]][0])}

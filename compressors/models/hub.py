@@ -124,9 +124,21 @@ def hub_classifier(name: str, repo_id: str, accuracy: float, source: str, descri
         published_source=source,
         pretrained=_pretrained_hub,
         pretrained_repo_id=pretrained_repo_id,
+        architecture=hub_architecture,
     )
 
 
 def hub_causal_lm(name: str, repo_id: str, description: str) -> ModelSpec:
     return ModelSpec(name=name, task=TASK_CAUSAL_LM, source="hub", description=description,
-                     build_base=_build_hub_model, check_available=_check_hub, repo_id=repo_id)
+                     build_base=_build_hub_model, check_available=_check_hub, repo_id=repo_id,
+                     architecture=hub_architecture)
+
+
+def hub_architecture(spec: ModelSpec) -> dict | None:
+    """The hub model's config.json if the local HF cache holds it (never the network)."""
+    import json
+
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(spec.repo_id, "config.json", revision=spec.revision)
+    return json.loads(Path(path).read_text()) if isinstance(path, str) else None

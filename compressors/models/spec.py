@@ -46,6 +46,8 @@ class ModelSpec:
         pretrained: ``pretrained(spec, ctx) -> folder`` of the pretrained, not fine-tuned,
             encoder the classifier was trained from (techniques that train from it: LoRA).
         pretrained_repo_id: that encoder's hub repo id (hub models).
+        architecture: ``architecture(spec) -> dict``: the model's config (``config.json`` keys), read
+            without weights or network; None where unknown.
     """
 
     name: str
@@ -60,6 +62,21 @@ class ModelSpec:
     published_source: str | None = None
     pretrained: Callable[[ModelSpec, BuildContext], Path] | None = None
     pretrained_repo_id: str | None = None
+    architecture: Callable[[ModelSpec], dict | None] | None = None
+
+    def encoder_layers(self) -> int | None:
+        """The model's layer count from its config, read without loading weights (and without the
+        network); None when it cannot be known here. Chains are checked against it at collection."""
+        if self.architecture is None:
+            return None
+        try:
+            config = self.architecture(self) or {}
+        except (OSError, ValueError, ModelUnavailable):
+            return None
+        for key in ("num_hidden_layers", "n_layers", "n_layer"):
+            if isinstance(config.get(key), int):
+                return config[key]
+        return None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

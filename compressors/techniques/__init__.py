@@ -16,6 +16,7 @@ from compressors.techniques import (  # noqa: F401  (registration order)
     lora,
     lowrank,
     onnx,
+    openvino,
     pruning,
     quantization,
     torchao_quant,
@@ -36,5 +37,6 @@ from compressors.techniques.base import (  # noqa: F401
 
 # Chains benchmarked by default (each stage built and cached in turn): layer dropping or pruning
 # followed by a quantizer, the combinations a user would try first.
-for _chain in ("layerdrop-2+dynamic-int8", "layerdrop-2+onnx-int8", "layerdrop-2+bnb-nf4", "l1-50+dynamic-int8"):
+for _chain in ("layerdrop-2+dynamic-int8", "layerdrop-2+onnx-int8", "layerdrop-2+bnb-nf4", "l1-50+dynamic-int8",
+               "layerdrop-2+openvino-int8", "distill-l3+openvino-int8"):
     register_default_chain(_chain)

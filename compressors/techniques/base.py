@@ -29,11 +29,13 @@ from compressors.registry import Registry
 TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be compressed further
 TORCH_FINAL = "torch-final"  # a PyTorch model no further stage can take (quantized, low-rank factorized)
 ONNX_GRAPH = "onnx"
+OPENVINO_IR = "openvino"  # an OpenVINO IR (openvino_model.xml + .bin)
 PEFT_ADAPTER = "peft"  # a float base + LoRA adapters, unmerged
 FLOWS = {
     TORCH_MODEL: "a float PyTorch model",
     TORCH_FINAL: "a final PyTorch model (quantized or restructured)",
     ONNX_GRAPH: "an ONNX graph",
+    OPENVINO_IR: "an OpenVINO IR",
     PEFT_ADAPTER: "a base model with unmerged LoRA adapters",
 }
 
@@ -69,6 +71,12 @@ class Technique:
             parent's weights (LoRA), so it can only be a chain's first stage.
         default_for: tasks whose default benchmark matrix includes it (None: every task in
             ``tasks``); every registered technique is in at least one (a unit test checks).
+        layers_after: for techniques that remove encoder layers: ``layers_after(n)`` is how many
+            remain of ``n``, and raises :class:`ChainError` (naming the valid range) when it cannot
+            apply; checked against each model's config before anything is built.
+        kernels: the kernels its speed rests on (names of :data:`compressors.kernels.KERNELS`); where
+            the kernel probe finds one a reference fallback on this machine, its configurations
+            are skipped at collection with the figures (``--run-slow-kernels`` runs them anyway).
         tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
             tiny random models (tests/techniques/test_contract.py), which amplify weight error
             far more than trained ones. None where closeness to fp32 on random weights says
@@ -94,7 +102,9 @@ class Technique:
     compiles: bool = False
     starts_from_pretrained: bool = False
     default_for: frozenset[str] | None = None
+    kernels: tuple[str, ...] = ()
     tolerance: float | None = 0.05
+    layers_after: Callable[[int], int] | None = None
 
     @property
     def default_tasks(self) -> frozenset[str]:
@@ -132,8 +142,13 @@ TECHNIQUES: Registry[Technique] = Registry("technique")
 def check_registrable(technique: Technique) -> None:
     """What registration demands beyond a valid name: implied stages registered first, and a
     registered loader for the artifact kind it builds (so every artifact it writes can be read)."""
+    from compressors.kernels import KERNELS
     from compressors.runtime import ARTIFACT_LOADERS
 
+    unknown = [k for k in technique.kernels if k not in KERNELS]
+    if unknown:
+        raise ChainError(f"technique {technique.name!r} declares unknown kernels {unknown}; "
+                         f"registered kernels: {', '.join(KERNELS)}")
     for implied in technique.implies:
         if implied not in TECHNIQUES:
             raise ChainError(f"technique {technique.name!r} implies {implied!r}, which is not registered (yet)")
@@ -218,8 +233,22 @@ class Chain:
     def produces(self) -> str:
         return self.build_stages[-1].produces
 
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """Every kernel a stage of the chain rests on (``layerdrop-2+onnx-int8``: ONNX Runtime's int8)."""
+        return tuple(dict.fromkeys(k for s in self.build_stages for k in s.kernels))
+
     def missing_requirements(self) -> list[str]:
         return sorted({m for s in self.build_stages for m in s.missing_requirements()})
+
+    def check_layers(self, layers: int, model: str) -> None:
+        """Raise :class:`ChainError` when a stage cannot apply to a ``layers``-layer encoder (``model``)."""
+        for stage in self.build_stages:
+            if stage.layers_after is not None:
+                try:
+                    layers = stage.layers_after(layers)
+                except ChainError as exc:
+                    raise ChainError(f"{self.name} on {model}: {exc}") from None
 
     def to_dict(self) -> dict:
         return {

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
 from pathlib import Path
 
 from compressors.cache import Artifact
@@ -37,6 +36,7 @@ from compressors.hf import copy_side_files, hf_auto_class
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.nn import head_module_names, keep_float_names, linear_names
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
+from compressors.scratch import scratch_dir
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 BNB_LIBS = ("torch", "transformers", "bitsandbytes", "accelerate")
@@ -113,7 +113,7 @@ def hf_checkpoint(parent: Artifact):
     if parent.kind == "hf-torch":
         yield parent.path
         return
-    with tempfile.TemporaryDirectory(prefix="compressbench-ckpt-") as scratch:
+    with scratch_dir("ckpt") as scratch:
         load_torch_module(parent).save_pretrained(scratch, safe_serialization=True)
         copy_side_files(parent.path, Path(scratch))
         yield Path(scratch)
@@ -188,6 +188,7 @@ _BNB = dict(
     produces=TORCH_FINAL,
     tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
     devices=frozenset({"cpu", "cuda"}),
+    kernels=("bnb-4bit",),  # bnb-int8 overrides it
     build=_build_bnb,
     artifact_kind="torch-bnb",
     weights=("model.safetensors",),
@@ -200,6 +201,7 @@ register_variants(
     [
         dict(
             name="bnb-int8",
+            kernels=("bnb-int8",),
             config=BnbConfig(bits=8),
             tolerance=0.07,
             summary="bitsandbytes LLM.int8 (threshold 6.0)" + _VIA,

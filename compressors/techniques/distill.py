@@ -27,7 +27,7 @@ from compressors.hf import save_hf_model
 from compressors.models import TASK_CLASSIFICATION
 from compressors.nn import drop_layers, layer_count
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import TORCH_MODEL, Technique, register_technique_family
+from compressors.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.training import FineTuneRecipe
 
 DISTILL_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=1e-4, batch_size=32, max_length=64, seed=0)
@@ -155,7 +155,15 @@ def _distill_family(match) -> Technique:
         weights=("model.safetensors",),
         trains=True,
         tolerance=None,
+        layers_after=lambda layers: _student_layers(n, layers),
     )
+
+
+def _student_layers(n: int, layers: int) -> int:
+    if not 1 <= n < layers:
+        raise ChainError(f"distill-l{n} needs a student smaller than its {layers}-layer teacher; "
+                         f"valid: distill-l1 to distill-l{layers - 1}")
+    return n
 
 
 register_technique_family(r"distill-l([1-9]\d*)", "distill-l3", _distill_family, defaults=("distill-l3",))

@@ -51,6 +51,7 @@ _HALF = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_C
              build=_build_half, artifact_kind="hf-torch", weights=("model.safetensors",))
 register_variants(_HALF, [
     dict(name="bf16", config=HalfPrecisionConfig("bfloat16"), devices=frozenset({"cpu", "cuda"}),
+         kernels=("bf16-gemm",),
          summary="weights and activations in bfloat16 (PyTorch eager)"),
     # CUDA only: its CPU cases are collected and skipped with that reason; in the classifier matrix
     # (the language-model matrix is CPU-led until a GPU tier runs it).

@@ -30,7 +30,7 @@ from compressors.hf import save_hf_model
 from compressors.models import TASK_CLASSIFICATION
 from compressors.nn import drop_layers, layer_count
 from compressors.runtime import load_torch_module
-from compressors.techniques.base import TORCH_MODEL, Technique, register_technique_family
+from compressors.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 
 SENSITIVITY_FILE = "sensitivity.json"
@@ -170,7 +170,15 @@ def _layerdrop_family(match) -> Technique:
         weights=("model.safetensors",),
         trains=not noft,
         tolerance=None,
+        layers_after=lambda n: _layers_after_drop(k, n),
     )
+
+
+def _layers_after_drop(k: int, layers: int) -> int:
+    if k >= layers:
+        raise ChainError(f"layerdrop-{k} would remove {k} of {layers} encoder layers; "
+                         f"valid: layerdrop-1 to layerdrop-{layers - 1}")
+    return layers - k
 
 
 register_technique_family(

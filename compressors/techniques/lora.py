@@ -236,6 +236,7 @@ register_variants(
         ),
         dict(
             name="qlora",
+            kernels=("bnb-4bit",),
             config=LoraTrainConfig(base_bits="nf4"),
             produces=TORCH_FINAL,
             **_TRAINED,

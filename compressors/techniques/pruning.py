@@ -45,6 +45,7 @@ from compressors.runtime import (
     load_torch_module,
     torch_module_predictor,
 )
+from compressors.scratch import scratch_dir
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 SPARSE_WEIGHTS = "model_sparse.safetensors"
@@ -184,7 +185,6 @@ def _sparse_module(artifact: Artifact):
 
 
 def _build_l1(parent: Artifact, out: Path, config: L1PruneConfig, ctx: BuildContext) -> dict:
-    import tempfile
 
     model = load_torch_module(parent)
     names = apply_l1_pruning(model, config)
@@ -196,7 +196,7 @@ def _build_l1(parent: Artifact, out: Path, config: L1PruneConfig, ctx: BuildCont
     state = model.state_dict()
     encodings = save_sparse(state, {f"{n}.weight" for n in names}, out / SPARSE_WEIGHTS)
     copy_side_files(parent.path, out)
-    with tempfile.TemporaryDirectory(prefix="compressbench-dense-") as scratch:
+    with scratch_dir("dense") as scratch:
         model.save_pretrained(scratch, safe_serialization=True)
         dense_bytes = sum(f.stat().st_size for f in Path(scratch).glob("*.safetensors"))
     counts: dict[str, int] = {}

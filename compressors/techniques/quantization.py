@@ -117,7 +117,8 @@ def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
 ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8))
 
 _DYNAMIC = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, devices=frozenset({"cpu"}), build=_build_dynamic_int8,
-                artifact_kind="torch-dynamic-int8", weights=(DYNAMIC_INT8_WEIGHTS,), tolerance=0.15)
+                artifact_kind="torch-dynamic-int8", weights=(DYNAMIC_INT8_WEIGHTS,), tolerance=0.15,
+                kernels=("fbgemm-dynamic-int8",))
 register_variants(_DYNAMIC, [
     dict(name="dynamic-int8", config=DynamicInt8Config(), tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
          summary="PyTorch dynamic quantization: int8 per-channel weights, dynamic int8 activations, "

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from compressors.cache import Artifact
-from compressors.config import Config, check_choice
+from compressors.config import Config, ConfigError, check_choice
 from compressors.context import BuildContext
 from compressors.hf import copy_side_files, hf_auto_class
 from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from compressors.nn import head_module_names, select_linears
+from compressors.nn import linear_names, select_linears
 from compressors.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
 from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
@@ -43,13 +43,20 @@ class TorchaoConfig(Config):
     Args:
         scheme: ``int8-dynamic`` (int8 activations and weights) or ``int8-weight-only``.
         compile: run through ``torch.compile``.
+        keep_float: ``fnmatch`` patterns of linears left float besides the head (``*.v_proj``:
+            SmolLM2's value projections carry the largest per-token int8 error; see
+            compressors/decisions/smollm2-massive-activations.md).
     """
 
     scheme: str = "int8-dynamic"
     compile: bool = False
+    keep_float: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "scheme", self.scheme, {"int8-dynamic", "int8-weight-only"})
+        if isinstance(self.keep_float, str) or not all(isinstance(p, str) and p for p in self.keep_float):
+            raise ConfigError(f"{type(self).__name__}.keep_float={self.keep_float!r} must be a tuple of "
+                              "module-name patterns")
 
 
 def torchao_config(scheme: str):
@@ -58,11 +65,12 @@ def torchao_config(scheme: str):
     return Int8DynamicActivationInt8WeightConfig() if scheme == "int8-dynamic" else Int8WeightOnlyConfig()
 
 
-def apply_torchao(model, scheme: str) -> list[str]:
-    """Quantize the encoder linears of ``model`` in place; returns the names quantized."""
+def apply_torchao(model, scheme: str, keep_float: tuple[str, ...] = ()) -> list[str]:
+    """Quantize the base model's linears of ``model`` in place (not the head, nor ``keep_float``);
+    returns the names quantized."""
     from torchao.quantization import quantize_
 
-    names = select_linears(model)
+    names = select_linears(model, keep_float=keep_float)
     selected = set(names)
     quantize_(model, torchao_config(scheme), filter_fn=lambda module, fqn: fqn in selected)
     return names
@@ -72,23 +80,34 @@ def _build_torchao(parent: Artifact, out: Path, config: TorchaoConfig, ctx: Buil
     import torch
 
     model = load_torch_module(parent)
-    names = apply_torchao(model, config.scheme)
+    names = apply_torchao(model, config.scheme, config.keep_float)
     torch.save(model.state_dict(), out / TORCHAO_WEIGHTS)
     copy_side_files(parent.path, out)
     sample = model.get_submodule(names[0]).weight
+    kept = sorted(set(linear_names(model)) - set(names))
     return {"scheme": config.scheme, "compile": config.compile, "quantized_linear_modules": len(names),
-            "float_linear_modules": sorted(head_module_names(model)), "weight_tensor": type(sample).__name__}
+            "float_linear_modules": kept, "weight_tensor": type(sample).__name__}
 
 
 class CompiledTorchPredictor(TorchPredictor):
-    """A ``torch.compile``-d module; ``prepare`` compiles for the inputs' shape, untimed."""
+    """A module whose ``forward`` goes through ``torch.compile`` (so ``generate``, which calls
+    ``forward`` step by step, runs compiled too); ``prepare`` compiles for the inputs' shape and the
+    first ``generate`` of a prompt shape compiles the decoding steps, both recorded, never timed."""
 
     def __init__(self, model, device: str, extra_placement: dict | None = None):
         import torch
 
         super().__init__(model, device, extra_placement)
-        self.model = torch.compile(model)
+        model.forward = torch.compile(model.forward)
         self.compile_seconds: dict[str, float] = {}
+
+    def generate(self, prepared, new_tokens: int):
+        key = "generate-" + "x".join(str(d) for d in prepared["input_ids"].shape) + f"+{new_tokens}"
+        if key not in self.compile_seconds:  # the first call compiles the prompt and decode graphs
+            start = time.perf_counter()
+            super().generate(prepared, new_tokens)
+            self.compile_seconds[key] = round(time.perf_counter() - start, 3)
+        return super().generate(prepared, new_tokens)
 
     def prepare(self, encoded):
         prepared = super().prepare(encoded)
@@ -119,6 +138,7 @@ def torchao_module(artifact: Artifact):
     model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
     state = torch.load(artifact.file(TORCHAO_WEIGHTS), weights_only=True, mmap=True)
     model.load_state_dict(state, assign=True, strict=True)
+    model.tie_weights()  # assign=True leaves tied weights (a causal LM's lm_head) as two parameters
     return model.eval()
 
 
@@ -137,19 +157,26 @@ ARTIFACT_LOADERS.register("torch-torchao", ArtifactLoader("torch", _load_torchao
 
 _TORCHAO = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
                 devices=frozenset({"cpu", "cuda"}), build=_build_torchao, artifact_kind="torch-torchao",
-                weights=(TORCHAO_WEIGHTS,), requires=("torchao",), version_packages=TORCHAO_LIBS,
-                default_for=frozenset({TASK_CLASSIFICATION}), tolerance=0.1)
-register_variants(
-    _TORCHAO,
-    [
-        dict(
-            name=name + ("-compiled" if compiled else ""),
-            config=TorchaoConfig(scheme=scheme, compile=compiled),
-            compiles=compiled,
-            summary=f"torchao {scheme} quantization of encoder nn.Linear"
-            + (", torch.compile (inductor)" if compiled else ""),
-        )
-        for name, scheme in [("torchao-int8-dyn", "int8-dynamic"), ("torchao-int8-wo", "int8-weight-only")]
-        for compiled in (False, True)
-    ],
-)
+                weights=(TORCHAO_WEIGHTS,), requires=("torchao",), version_packages=TORCHAO_LIBS, tolerance=0.1)
+_DYN_KERNEL = ("int8-int-mm",)
+register_variants(_TORCHAO, [
+    # per-token int8 activations: the remedy for the massive activations that break per-tensor dynamic-int8
+    *[dict(name="torchao-int8-dyn" + ("-compiled" if compiled else ""), kernels=_DYN_KERNEL, compiles=compiled,
+           config=TorchaoConfig(scheme="int8-dynamic", compile=compiled),
+           summary="torchao int8 dynamic (per-token activations, per-channel weights) of the base model's nn.Linear"
+                   + (", torch.compile (inductor)" if compiled else ""))
+      for compiled in (False, True)],
+    *[dict(name="torchao-int8-wo" + ("-compiled" if compiled else ""), compiles=compiled,
+           config=TorchaoConfig(scheme="int8-weight-only", compile=compiled),
+           default_for=frozenset({TASK_CLASSIFICATION}),
+           summary="torchao int8 weight-only quantization of the base model's nn.Linear"
+                   + (", torch.compile (inductor)" if compiled else ""))
+      for compiled in (False, True)],
+    # causal LMs: the value projections kept float (they carry the largest per-token int8 error on SmolLM2)
+    *[dict(name="torchao-int8-dyn-vfloat" + ("-compiled" if compiled else ""), kernels=_DYN_KERNEL, compiles=compiled,
+           config=TorchaoConfig(scheme="int8-dynamic", compile=compiled, keep_float=("*.v_proj",)),
+           tasks=frozenset({TASK_CAUSAL_LM}),
+           summary="torchao int8 dynamic of the decoder's linears, every v_proj float"
+                   + (", torch.compile (inductor)" if compiled else ""))
+      for compiled in (False, True)],
+])

@@ -64,9 +64,14 @@ def _tiny_encoder(folder):
 def contract_ctx(ctx, tmp_path, monkeypatch):
     """A build context whose model has a tiny pretrained encoder, and a toy SST-2 train split for
     every technique that trains, calibrates or measures sensitivity."""
+    from compressors.data import TextCorpus
+    from tests.conftest import LM_TEXT
+
+    corpus = TextCorpus("valid", LM_TEXT, 1, "toy", "toy-checksum")
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("compressors") and hasattr(module, "load_sst2"):
             monkeypatch.setattr(module, "load_sst2", lambda split, data_dir=None, **kw: toy_train(160))
+    monkeypatch.setattr("compressors.data.load_wikitext", lambda split, data_dir=None, **kw: corpus)
     encoder = _tiny_encoder(tmp_path / "encoder")
 
     class Spec:

@@ -1,0 +1,54 @@
+"""Keep libraries' chatter out of a run's output while the suite builds and loads models.
+
+torch's ``W... _pytree`` warnings, ONNX Runtime's calibration prints and "Failed to infer data type"
+log lines, transformers' load reports (which list a new classifier head as "MISSING" before the
+fine-tune trains it) and its "Loading weights" bars say nothing a benchmark user needs. Inside
+:func:`quiet_libraries` they are held back: log levels raised, transformers' progress bars off,
+stdout buffered; the suite's own progress bars (tqdm on stderr) still show. If the block fails,
+what was held back is written out, so a failure keeps its context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+
+NOISY_LOGGERS = ("", "torch", "transformers", "onnxruntime", "nncf", "openvino", "bitsandbytes", "accelerate",
+                 "huggingface_hub", "datasets", "torchao", "peft")
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    held = io.StringIO()
+    handler = logging.StreamHandler(held)
+    levels = {}
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        levels[name] = logger.level
+        logger.setLevel(logging.ERROR)
+    logging.getLogger().addHandler(handler)
+    transformers_state = None
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        transformers_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(held):
+            yield held
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if transformers_state is not None:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity(transformers_state[0])
+            if transformers_state[1]:
+                hf_logging.enable_progress_bar()
