@@ -19,7 +19,8 @@ from compressors.models import MODELS, ModelSpec
 from compressors.tasks import Scenario, Task, task_for
 from compressors.techniques import Chain, default_techniques, parse_chain
 
-# The fast subset CI runs (`-m smoke`): the baseline, one PyTorch and one ONNX Runtime quantizer;
+# The fast subset CI runs (`-m smoke`): the baseline, one PyTorch, one ONNX Runtime and one OpenVINO
+# (NNCF) quantizer;
 # for the embedded LM the baseline's prefill and generation and the per-channel absmax quantizer's
 # prefill (GGUF conversion ~20 s once, then one 16k-token perplexity evaluation per configuration,
 # about a minute on 2 cores: ~4 minutes in all, cold). Not dynamic-int8, which misses its
@@ -29,6 +30,7 @@ SMOKE = {
     "minilm-sst2-dynamic-int8-cpu-bs32",
     "minilm-sst2-onnx-int8-cpu-bs1",
     "minilm-sst2-onnx-int8-cpu-bs32",
+    "minilm-sst2-openvino-int8-cpu-bs32",
     "smollm2-135m-fp32-cpu-bs1-prefill512",
     "smollm2-135m-fp32-cpu-bs1-gen32",
     "smollm2-135m-custom-int8-channel-cpu-bs1-prefill512",

@@ -61,6 +61,11 @@ class PreparedCase:
     threads: int | None = None  # threads the timed runtime uses (for the contention rule)
 
 
+# --max-measure-seconds is sized for the default evaluation scope; a whole-test-set perplexity
+# (``-fullppl``, --extended) gets this many times it (~15 minutes of SmolLM2 on 2 cores, 1 thread).
+FULL_TEST_GUARD_FACTOR = 4
+
+
 class BenchSession:
     def __init__(self, ctx: BuildContext, pytest_config):
         self.ctx = ctx
@@ -182,11 +187,15 @@ class BenchSession:
         key = ("measure", case.config_id, case.task.eval_key(case.scenario))
         if device.startswith("cuda") and key not in self._memo:
             self.release_gpu()  # the measurement process gets the GPU to itself
+        timeout = self.max_measure_s
+        if timeout and getattr(case.scenario, "full_test", False):
+            timeout *= FULL_TEST_GUARD_FACTOR  # the whole test set: ~19x the tokens of the default scope
+
         def compute():
             artifact, eval_data = self.artifact(case), self.eval_data(case)
             return stored_measurement(
                 self.ctx.cache.root, artifact, eval_data, device, self.ctx.cpu,
-                lambda: measure_isolated(artifact, eval_data, device, timeout=self.max_measure_s),
+                lambda: measure_isolated(artifact, eval_data, device, timeout=timeout),
                 refresh=self._option("--remeasure", False))
 
         return self._once(key, compute)

@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,8 @@ from compressors.cache import library_versions
 from compressors.scratch import scratch_dir
 
 PROBE_SHAPE = (768, 384, 1536)  # M (32 sentences x 24 tokens), K (MiniLM hidden), N (its FFN width)
-PROBE_VERSION = 1  # bump when a kernel's measurement changes (invalidates cached probes)
-PROBE_SECONDS = 0.3  # time spent timing each kernel (after one warm-up call)
+PROBE_VERSION = 2  # bump when a kernel's measurement changes (invalidates cached probes)
+PROBE_SECONDS = 0.3  # time spent timing each kernel (after a sixth of it warming up); median call
 BASELINE_KERNEL = "fp32-gemm"
 # A kernel slower than the fp32 GEMM by more than this factor at the same shape and threads is a
 # reference fallback, not a fast path: its configurations are skipped unless --run-slow-kernels.
@@ -237,19 +238,22 @@ def measure(kernel: Kernel, threads: int, shape=PROBE_SHAPE, seconds: float = PR
     m, k, n = shape
     try:
         call = kernel.setup(shape, threads)
-        call()  # warm
-        calls, start = 0, time.perf_counter()
-        while True:
+        warm_until = time.perf_counter() + seconds / 6
+        call()
+        while time.perf_counter() < warm_until:  # caches, allocator, frequency: a few calls before timing
             call()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and calls >= 3:
+        times, start = [], time.perf_counter()
+        while True:
+            before = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - before)
+            if time.perf_counter() - start >= seconds and len(times) >= 5:
                 break
     except KernelUnavailable as exc:
         return {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001  (a kernel that fails here is reported, not fatal to the run)
         return {"error": f"{type(exc).__name__}: {exc}"}
-    per_call = elapsed / calls
+    per_call, calls = statistics.median(times), len(times)  # the median call: a brief interruption does not move it
     return {"gops": round(2 * m * k * n / per_call / 1e9, 2), "call_s": round(per_call, 6), "calls": calls}
 
 

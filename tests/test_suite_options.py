@@ -40,7 +40,7 @@ def test_k_and_models_and_techniques_select():
 def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "smoke")
     ids = [line for line in out.stdout.splitlines() if "::" in line]
-    assert 3 <= len(ids) <= 8 and any("onnx" in i for i in ids)
+    assert 3 <= len(ids) <= 8 and any("onnx" in i for i in ids) and any("openvino" in i for i in ids)
     assert {"smollm2-135m-fp32-cpu-bs1-prefill512", "smollm2-135m-fp32-cpu-bs1-gen32"} <= {
         i.split("[")[1].rstrip("]") for i in ids
     }
