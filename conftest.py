@@ -33,6 +33,8 @@ MACHINE_INFO_PACKAGES = (
     "torchao",
     "onnx",
     "onnxscript",
+    "openvino",
+    "nncf",
     "tokenizers",
     "safetensors",
     "numpy",
