@@ -36,7 +36,7 @@ from compressors.results import Identity, Placement, Provenance, ResultRow, Size
 from compressors.runtime import Predictor, load_predictor
 from compressors.tasks import BASELINE
 from compressors.techniques import build_chain
-from compressors.timing import ContentionMonitor, paired_speed, time_limit
+from compressors.timing import MIN_BLOCKS, ContentionMonitor, InterleavedBaseline, paired_speed, time_limit
 
 
 class _Failed:
@@ -295,31 +295,74 @@ class BenchSession:
             return None
         return case.task.useful_ops(config, timing_input, case.scenario)
 
-    def paired_speed(self, run: PreparedCase, median_s: float, rounds_s: float) -> dict:
-        """The configuration vs fp32 (same tier, same timed call and input), alternated in blocks in
-        this time window (compressors.timing.paired_speed); about half the time pytest-benchmark spent."""
+    def baseline_call(self, run: PreparedCase) -> tuple[Callable[[], object], str]:
+        """What ``run`` is paired with, warm: the fp32 baseline's timed call (same tier, same input), or
+        for fp32 itself a fixed reference workload (the probe's fp32 GEMM) whose ratio moves with fp32's
+        own speed, not with the machine's (what comparisons of fp32 use)."""
         case = run.case
         if case.chain.name == BASELINE:
-            # fp32 against a fixed reference workload (the probe's fp32 GEMM) in the same window: its
-            # ratio moves with fp32's own speed, not with the machine's (what comparisons of fp32 use)
             from compressors.kernels import KERNELS, PROBE_SHAPE
 
-            reference = KERNELS["fp32-gemm"].setup(PROBE_SHAPE, run.threads or self._torch_threads())
-            paired = paired_speed(lambda: run.timed(*run.args), reference, budget_s=max(1.0, 0.25 * rounds_s),
-                                  config_estimate_s=median_s)
-            return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
-                    "method": "the baseline itself", "reference": paired.to_dict(against="fp32-gemm reference")}
+            call = KERNELS["fp32-gemm"].setup(PROBE_SHAPE, run.threads or self._torch_threads())
+            call()
+            return call, "fp32-gemm reference"
         baseline_case = case.with_chain(BASELINE)
         if case.device == "cuda":  # not memoised: one model on the GPU at a time stays true for the next test
             baseline = load_predictor(self.artifact(baseline_case), self.device(baseline_case))
         else:
             baseline = self.predictor(baseline_case)
         timed, args = case.task.timed_call(baseline, baseline.prepare(run.timing_input), case.scenario)
-        paired = paired_speed(lambda: run.timed(*run.args), lambda: timed(*args), budget_s=max(1.5, 0.5 * rounds_s),
-                              config_estimate_s=median_s)
-        return paired.to_dict()
+        key = ("warm", baseline_case.id, case.device)
+        if key not in self._memo:  # its first call in this process: untimed
+            timed(*args)
+            self._memo[key] = True
+        return (lambda: timed(*args)), "fp32"
 
-    def finish(self, run: PreparedCase, benchmark, output, record_property, contention: dict | None) -> None:
+    def slow_call_s(self) -> float:
+        """A call at least this long gets only pytest-benchmark's minimum rounds anyway
+        (``--benchmark-max-time`` / ``--benchmark-min-rounds``): time it interleaved with its baseline."""
+        return float(self._option("benchmark_max_time", 1.0)) / max(1, int(self._option("benchmark_min_rounds", 5)))
+
+    def time_case(self, run: PreparedCase, benchmark) -> tuple[object, InterleavedBaseline | None]:
+        """Time ``run`` with pytest-benchmark. One untimed call first (warm-up; sizes it). A fast call
+        gets pytest-benchmark's own calibrated rounds (paired with fp32 afterwards, in
+        :meth:`paired_speed`); a slow one (:meth:`slow_call_s`) gets pytest-benchmark's minimum rounds
+        with the baseline run before each, untimed by pytest-benchmark (the pairing then costs only
+        the baseline's calls)."""
+        if benchmark.disabled:  # xdist or --benchmark-disable: pytest-benchmark runs it once, untimed
+            return benchmark(run.timed, *run.args), None
+        start = time.perf_counter()
+        run.timed(*run.args)
+        if time.perf_counter() - start < self.slow_call_s():
+            return benchmark(run.timed, *run.args), None
+        call, _ = self.baseline_call(run)
+        start = time.perf_counter()
+        call()
+        interleaved = InterleavedBaseline(call, time.perf_counter() - start)
+        rounds = max(MIN_BLOCKS, int(self._option("benchmark_min_rounds", 5)))
+        return benchmark.pedantic(run.timed, args=run.args, setup=interleaved, rounds=rounds), interleaved
+
+    def paired_speed(self, run: PreparedCase, median_s: float, round_s: list[float],
+                     interleaved: InterleavedBaseline | None = None) -> dict:
+        """The configuration vs fp32 (same tier, same timed call and input) in this time window: from
+        the interleaved rounds of a slow call, else alternated in blocks after pytest-benchmark's
+        timing (compressors.timing.paired_speed), about half the time pytest-benchmark spent."""
+        fp32 = run.case.chain.name == BASELINE
+        if interleaved is not None:
+            paired, against = interleaved.result(round_s), ("fp32-gemm reference" if fp32 else "fp32")
+        else:
+            call, against = self.baseline_call(run)
+            rounds_s = sum(round_s)
+            paired = paired_speed(lambda: run.timed(*run.args), call,
+                                  budget_s=max(1.0, 0.25 * rounds_s) if fp32 else max(1.5, 0.5 * rounds_s),
+                                  config_estimate_s=median_s)
+        if fp32:
+            return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
+                    "method": "the baseline itself", "reference": paired.to_dict(against=against)}
+        return paired.to_dict(against=against)
+
+    def finish(self, run: PreparedCase, benchmark, output, record_property, contention: dict | None,
+               interleaved: InterleavedBaseline | None = None) -> None:
         """After timing: check the output, add latency (per-round times, the paired speed ratio vs
         fp32, the contention record) to the row, save it in ``extra_info``, hand it to the terminal
         summary, and judge it against its budget (pass, fail, or a declared expected failure)."""
@@ -330,7 +373,7 @@ class BenchSession:
             stats = benchmark.stats.stats
             data = list(stats.data)
             with ContentionMonitor(run.threads) as pairing:
-                speed = self.paired_speed(run, stats.median, sum(data))
+                speed = self.paired_speed(run, stats.median, data, interleaved)
             if contention is not None and pairing.result["contended"] and not contention["contended"]:
                 contention = {**contention, "contended": True, "reason": "during the paired fp32 blocks: "
                               + pairing.result["reason"]}
@@ -384,5 +427,5 @@ def run_benchmark(case: Case, session: BenchSession, benchmark, record_property)
         run.timed = _slowed(run.timed, factor)
     benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
     with ContentionMonitor(run.threads) as monitor:
-        output = benchmark(run.timed, *run.args)
-    session.finish(run, benchmark, output, record_property, monitor.result)
+        output, interleaved = session.time_case(run, benchmark)
+    session.finish(run, benchmark, output, record_property, monitor.result, interleaved)

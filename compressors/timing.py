@@ -1,9 +1,16 @@
 """Timing helpers around pytest-benchmark's own timing: paired speed ratios and contention.
 
 * :func:`paired_speed`: the configuration and the fp32 baseline alternated in short blocks, in the
-  same time window, on the same batch (ABBA order, so a drift in machine speed hits both alike);
-  ``speed_vs_fp32`` is the median of the per-block ratios fp32 / configuration with a 95%
-  bootstrap interval. A ratio of two medians taken minutes apart on a shared machine is not.
+  same time window, on the same batch; ``speed_vs_fp32`` is the median of the per-block ratios
+  fp32 / configuration with a 95% bootstrap interval. A ratio of two medians taken minutes apart on
+  a shared machine is not. Strict alternation (config, baseline, config, baseline, ...): the first
+  call after switching runtimes is slower (caches, the other runtime's threads), and this way every
+  block pays it alike; the ABBA order used before made alternate blocks differ by it (onnx-int8 at
+  batch 32 on a 2-core Zen 4: 3.3 vs 2.75, which hid a 25% slowdown from the rank test).
+* :class:`InterleavedBaseline`: the same pairing for slow calls (a quarter second and more: the
+  language models' generation and prefill), at no extra cost on the configuration's side: the
+  baseline runs in pytest-benchmark's untimed ``setup`` before each round, so every round of the
+  configuration is one block's other half.
 * :class:`ContentionMonitor`: while timing, how much CPU *other* processes used (system busy time
   minus this process's CPU time, psutil), the load average and this process's CPU vs wall time;
   ``contended`` when others took a meaningful share, so a slow median is not mistaken for a
@@ -21,11 +28,15 @@ from collections.abc import Callable
 from compressors import CompressbenchError
 from compressors.stats import bootstrap_median_ci
 
-MIN_BLOCKS, MAX_BLOCKS = 6, 20
+# 5 blocks a side is the fewest with which a one-sided Mann-Whitney test across two runs can reach
+# p < 0.01 (5 vs 5: smallest p = 1/252); more when the budget allows.
+MIN_BLOCKS, MAX_BLOCKS = 5, 20
 MIN_BLOCK_SIDE_S = 0.02  # each side of a block runs at least this long (timer resolution, call jitter)
 # Another process counts as competing when it used this many cores on average while we timed
 # (0.3 of a core: ~15% of a 2-core machine), or when the 1-minute load exceeds our threads + 1.
 CONTENDED_OTHER_CORES = 0.3
+METHOD = ("median of per-block {against}/config time ratios, the two alternated (config, {against}, config, ...) "
+          "in one time window; 95% percentile bootstrap interval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,16 +45,18 @@ class PairedSpeed:
     low: float
     high: float
     blocks: int
-    calls_per_block: int
+    calls_per_block: int  # the configuration's calls per block
     seconds: float  # wall time the pairing added
     block_ratios: tuple[float, ...] = ()  # every block's ratio, for rank tests across runs
+    baseline_calls_per_block: int = 1
+    mode: str = "blocks"  # "blocks": after pytest-benchmark's timing; "rounds": inside its rounds
 
     def to_dict(self, against: str = "fp32") -> dict:
         return {"ratio": round(self.speed, 4), "ci95": [round(self.low, 4), round(self.high, 4)],
-                "blocks": self.blocks, "calls_per_block": self.calls_per_block, "seconds": round(self.seconds, 2),
-                "block_ratios": [round(r, 4) for r in self.block_ratios], "against": against,
-                "method": f"median of per-block {against}/config time ratios, ABBA-alternated blocks; "
-                          "95% percentile bootstrap interval"}
+                "blocks": self.blocks, "calls_per_block": self.calls_per_block,
+                "baseline_calls_per_block": self.baseline_calls_per_block, "mode": self.mode,
+                "seconds": round(self.seconds, 2), "block_ratios": [round(r, 4) for r in self.block_ratios],
+                "against": against, "method": METHOD.format(against=against)}
 
 
 def _time(call: Callable[[], object], n: int) -> float:
@@ -53,29 +66,56 @@ def _time(call: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def calls_for(estimate_s: float) -> int:
+    """Calls one side of a block makes so that it lasts at least :data:`MIN_BLOCK_SIDE_S`."""
+    return max(1, math.ceil(MIN_BLOCK_SIDE_S / max(estimate_s, 1e-6)))
+
+
 def paired_speed(config_call: Callable[[], object], baseline_call: Callable[[], object], budget_s: float,
                  config_estimate_s: float) -> PairedSpeed:
     """Alternate ``config_call`` and ``baseline_call`` (both already prepared and warm) in blocks.
 
     ``budget_s``: the wall time the pairing may take (at least :data:`MIN_BLOCKS` blocks run
     anyway); ``config_estimate_s``: the configuration's median from pytest-benchmark, to size
-    the blocks.
+    the blocks. Each side makes enough calls to last :data:`MIN_BLOCK_SIDE_S` (sized on its own, so
+    a slow side is not repeated to match a fast one).
     """
     start = time.perf_counter()
     baseline_estimate = _time(baseline_call, 1)  # warm, and sized
-    slowest = max(config_estimate_s, baseline_estimate, 1e-6)
-    calls = max(1, math.ceil(MIN_BLOCK_SIDE_S / min(config_estimate_s, baseline_estimate, slowest)))
-    block_s = calls * (config_estimate_s + baseline_estimate)
+    config_calls, baseline_calls = calls_for(config_estimate_s), calls_for(baseline_estimate)
+    block_s = config_calls * config_estimate_s + baseline_calls * baseline_estimate
     blocks = int(min(MAX_BLOCKS, max(MIN_BLOCKS, budget_s // max(block_s, 1e-9))))
     ratios = []
-    for index in range(blocks):
-        if index % 2 == 0:
-            config_s, baseline_s = _time(config_call, calls), _time(baseline_call, calls)
-        else:
-            baseline_s, config_s = _time(baseline_call, calls), _time(config_call, calls)
-        ratios.append(baseline_s / config_s)
+    for _ in range(blocks):
+        config_s = _time(config_call, config_calls)
+        ratios.append(_time(baseline_call, baseline_calls) / config_s)
     median, low, high = bootstrap_median_ci(ratios)
-    return PairedSpeed(median, low, high, blocks, calls, time.perf_counter() - start, tuple(ratios))
+    return PairedSpeed(median, low, high, blocks, config_calls, time.perf_counter() - start, tuple(ratios),
+                       baseline_calls)
+
+
+class InterleavedBaseline:
+    """pytest-benchmark ``setup`` that runs (and times) the baseline before each round of a slow
+    configuration: ``benchmark.pedantic(config, setup=interleaved, rounds=n)`` gives blocks
+    (baseline, config) in strict alternation, and :meth:`result` pairs them with the rounds'
+    times. Only the baseline's calls are added time."""
+
+    def __init__(self, baseline_call: Callable[[], object], baseline_estimate_s: float):
+        self.call = baseline_call
+        self.calls = calls_for(baseline_estimate_s)
+        self.times: list[float] = []
+
+    def __call__(self) -> None:  # returns None: pytest-benchmark keeps the round's own arguments
+        self.times.append(_time(self.call, self.calls))
+
+    def result(self, config_round_s: list[float]) -> PairedSpeed:
+        if len(config_round_s) != len(self.times):
+            raise CompressbenchError(f"{len(config_round_s)} timed rounds but {len(self.times)} baseline blocks: "
+                                     "the pairing needs one baseline block before each round")
+        ratios = [b / c for b, c in zip(self.times, config_round_s, strict=True)]
+        median, low, high = bootstrap_median_ci(ratios)
+        return PairedSpeed(median, low, high, len(ratios), 1, sum(self.times) * self.calls, tuple(ratios),
+                           self.calls, mode="rounds")
 
 
 class ContentionMonitor:

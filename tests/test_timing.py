@@ -3,8 +3,11 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from compressors.timing import MIN_BLOCKS, ContentionMonitor, paired_speed
+from compressors.timing import MIN_BLOCKS, ContentionMonitor, InterleavedBaseline, paired_speed
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sleep(seconds):
@@ -21,6 +24,117 @@ def test_paired_speed_measures_the_ratio_with_an_interval():
 def test_paired_speed_runs_its_minimum_blocks_even_on_a_tiny_budget():
     result = paired_speed(_sleep(0.001), _sleep(0.001), budget_s=0.0, config_estimate_s=0.001)
     assert result.blocks == MIN_BLOCKS and 0.5 < result.speed < 2.0
+
+
+class _Switching:
+    """Two synthetic runtimes whose first call after the other one ran costs ``penalty`` more (what
+    switching between torch and ONNX Runtime does to caches and thread pools)."""
+
+    def __init__(self, config_s: float, baseline_s: float, penalty: float):
+        self.times = {"config": config_s, "baseline": baseline_s}
+        self.penalty, self.last, self.order = penalty, None, []
+
+    def call(self, side: str):
+        def run():
+            switched = self.last not in (None, side)
+            self.last = side
+            self.order.append(side)
+            _spin(self.times[side] * (1 + self.penalty * switched))
+
+        return run
+
+
+def test_paired_blocks_alternate_strictly_so_a_switching_cost_hits_every_block_alike():
+    # ABBA order made alternate blocks differ by the switching cost (a bimodal set of ratios that a
+    # rank test across runs cannot separate from a real change); strict alternation does not
+    work = _Switching(config_s=0.03, baseline_s=0.06, penalty=0.3)
+    result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.03)
+    assert work.order[1:] == ["config", "baseline"] * MIN_BLOCKS  # after the baseline's sizing call
+    assert max(result.block_ratios) / min(result.block_ratios) < 1.1
+    assert 1.8 < result.speed < 2.2
+
+
+def test_each_side_of_a_block_is_sized_on_its_own():
+    work = _Switching(config_s=0.002, baseline_s=0.03, penalty=0.0)
+    result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.002)
+    assert (result.calls_per_block, result.baseline_calls_per_block) == (10, 1)  # 0.02 s a side at least
+    assert work.order[1:12] == ["config"] * 10 + ["baseline"]
+    assert 10 < result.speed < 20
+
+
+def test_interleaved_baseline_pairs_each_round_with_the_block_before_it():
+    work = _Switching(config_s=0.01, baseline_s=0.03, penalty=0.0)
+    interleaved, config = InterleavedBaseline(work.call("baseline"), 0.03), work.call("config")
+    rounds = []
+    for _ in range(5):  # what benchmark.pedantic(config, setup=interleaved, rounds=5) does
+        interleaved()
+        start = time.perf_counter()
+        config()
+        rounds.append(time.perf_counter() - start)
+    result = interleaved.result(rounds)
+    assert work.order == ["baseline", "config"] * 5 and result.blocks == 5 and result.mode == "rounds"
+    assert 2.5 < result.speed < 3.5 and 0.1 < result.seconds < 0.3
+    import pytest
+
+    from compressors import CompressbenchError
+
+    with pytest.raises(CompressbenchError, match="4 timed rounds but 5 baseline blocks"):
+        interleaved.result(rounds[:4])
+
+
+_TIME_CASE_TEST = """
+import time
+from types import SimpleNamespace
+
+from bench.harness import BenchSession
+
+
+def _session(request, order, baseline_s):
+    session = BenchSession(None, request.config)
+
+    def baseline():
+        order.append("b")
+        time.sleep(baseline_s)
+
+    session.baseline_call = lambda run: (baseline, "fp32")
+    return session
+
+
+def _run(order, seconds):
+    def config():
+        order.append("c")
+        time.sleep(seconds)
+
+    return SimpleNamespace(timed=config, args=(), case=SimpleNamespace(chain=SimpleNamespace(name="t")))
+
+
+def test_slow_call_is_timed_interleaved_with_its_baseline(benchmark, request):
+    order = []
+    session, run = _session(request, order, 0.5), _run(order, 0.25)
+    _, interleaved = session.time_case(run, benchmark)
+    assert interleaved is not None and order == ["c", "b"] + ["b", "c"] * 5
+    stats = benchmark.stats.stats
+    speed = session.paired_speed(run, stats.median, list(stats.data), interleaved)
+    assert speed["mode"] == "rounds" and speed["blocks"] == 5 and 1.7 < speed["ratio"] < 2.3, speed
+
+
+def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
+    order = []
+    session, run = _session(request, order, 0.02), _run(order, 0.005)
+    _, interleaved = session.time_case(run, benchmark)
+    assert interleaved is None and "b" not in order and benchmark.stats.stats.rounds > 5
+    stats = benchmark.stats.stats
+    speed = session.paired_speed(run, stats.median, list(stats.data))
+    assert speed["mode"] == "blocks" and speed["blocks"] >= 5 and 3.0 < speed["ratio"] < 5.0, speed
+"""
+
+
+def test_time_case_interleaves_slow_calls_with_pytest_benchmark(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
+    pytester.makepyfile(test_time_case=_TIME_CASE_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
 
 
 def _spin(seconds: float) -> None:
