@@ -323,6 +323,13 @@ class BenchSession:
         (``--benchmark-max-time`` / ``--benchmark-min-rounds``): time it interleaved with its baseline."""
         return float(self._option("benchmark_max_time", 1.0)) / max(1, int(self._option("benchmark_min_rounds", 5)))
 
+    def baseline_estimate(self, run: PreparedCase) -> float | None:
+        """The fp32 baseline's median for this case's model, tier and scenario, when its row was timed
+        earlier in this run (sizes the pairing's blocks without an extra call)."""
+        if run.case.chain.name == BASELINE:
+            return None
+        return self._memo.get(("fp32-median", run.case.model.name, run.case.tier, run.case.scenario.name))
+
     def time_case(self, run: PreparedCase, benchmark) -> tuple[object, InterleavedBaseline | None]:
         """Time ``run`` with pytest-benchmark. One untimed call first (warm-up; sizes it). A fast call
         gets pytest-benchmark's own calibrated rounds (paired with fp32 afterwards, in
@@ -336,9 +343,7 @@ class BenchSession:
         if time.perf_counter() - start < self.slow_call_s():
             return benchmark(run.timed, *run.args), None
         call, _ = self.baseline_call(run)
-        start = time.perf_counter()
-        call()
-        interleaved = InterleavedBaseline(call, time.perf_counter() - start)
+        interleaved = InterleavedBaseline(call, self.baseline_estimate(run))  # sizes itself when unknown
         rounds = max(MIN_BLOCKS, int(self._option("benchmark_min_rounds", 5)))
         return benchmark.pedantic(run.timed, args=run.args, setup=interleaved, rounds=rounds), interleaved
 
@@ -346,17 +351,16 @@ class BenchSession:
                      interleaved: InterleavedBaseline | None = None) -> dict:
         """The configuration vs fp32 (same tier, same timed call and input) in this time window: from
         the interleaved rounds of a slow call, else alternated in blocks after pytest-benchmark's
-        timing (compressors.timing.paired_speed), about half the time pytest-benchmark spent."""
+        timing (compressors.timing.paired_speed), about a quarter of the time pytest-benchmark spent."""
         fp32 = run.case.chain.name == BASELINE
         if interleaved is not None:
             paired, against = interleaved.result(round_s), ("fp32-gemm reference" if fp32 else "fp32")
         else:
             call, against = self.baseline_call(run)
-            rounds_s = sum(round_s)
-            paired = paired_speed(lambda: run.timed(*run.args), call,
-                                  budget_s=max(1.0, 0.25 * rounds_s) if fp32 else max(1.5, 0.5 * rounds_s),
-                                  config_estimate_s=median_s)
+            paired = paired_speed(lambda: run.timed(*run.args), call, budget_s=max(0.5, 0.25 * sum(round_s)),
+                                  config_estimate_s=median_s, baseline_estimate_s=self.baseline_estimate(run))
         if fp32:
+            self._memo[("fp32-median", run.case.model.name, run.case.tier, run.case.scenario.name)] = median_s
             return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
                     "method": "the baseline itself", "reference": paired.to_dict(against=against)}
         return paired.to_dict(against=against)
@@ -372,11 +376,14 @@ class BenchSession:
         if benchmark.stats:  # None when timing is off (xdist, --benchmark-disable)
             stats = benchmark.stats.stats
             data = list(stats.data)
-            with ContentionMonitor(run.threads) as pairing:
+            if interleaved is not None:  # paired inside the timed rounds, under the timing's own monitor
                 speed = self.paired_speed(run, stats.median, data, interleaved)
-            if contention is not None and pairing.result["contended"] and not contention["contended"]:
-                contention = {**contention, "contended": True, "reason": "during the paired fp32 blocks: "
-                              + pairing.result["reason"]}
+            else:
+                with ContentionMonitor(run.threads) as pairing:
+                    speed = self.paired_speed(run, stats.median, data)
+                if contention is not None and pairing.result["contended"] and not contention["contended"]:
+                    contention = {**contention, "contended": True, "reason": "during the paired fp32 blocks: "
+                                  + pairing.result["reason"]}
             row = row.replace(latency={"median_s": stats.median, "latency_s": latency_summary(data),
                                        "useful_ops": self.useful_ops(case, run.timing_input),
                                        "kernel": (case.chain.kernels or ("fp32-gemm",))[0],

@@ -3,7 +3,7 @@
 * :func:`paired_speed`: the configuration and the fp32 baseline alternated in short blocks, in the
   same time window, on the same batch; ``speed_vs_fp32`` is the median of the per-block ratios
   fp32 / configuration with a 95% bootstrap interval. A ratio of two medians taken minutes apart on
-  a shared machine is not. Strict alternation (config, baseline, config, baseline, ...): the first
+  a shared machine is not. Strict alternation (baseline, config, baseline, config, ...): the first
   call after switching runtimes is slower (caches, the other runtime's threads), and this way every
   block pays it alike; the ABBA order used before made alternate blocks differ by it (onnx-int8 at
   batch 32 on a 2-core Zen 4: 3.3 vs 2.75, which hid a 25% slowdown from the rank test).
@@ -35,7 +35,10 @@ MIN_BLOCK_SIDE_S = 0.02  # each side of a block runs at least this long (timer r
 # Another process counts as competing when it used this many cores on average while we timed
 # (0.3 of a core: ~15% of a 2-core machine), or when the 1-minute load exceeds our threads + 1.
 CONTENDED_OTHER_CORES = 0.3
-METHOD = ("median of per-block {against}/config time ratios, the two alternated (config, {against}, config, ...) "
+# CPU times tick in 1/100 s: over a shorter window the other-process share is noise (a 10 ms window
+# read 12 "cores" of 2), so it is not judged there; the load average still is.
+MIN_JUDGED_WALL_S = 0.5
+METHOD = ("median of per-block {against}/config time ratios, the two alternated ({against}, config, {against}, ...) "
           "in one time window; 95% percentile bootstrap interval")
 
 
@@ -72,23 +75,27 @@ def calls_for(estimate_s: float) -> int:
 
 
 def paired_speed(config_call: Callable[[], object], baseline_call: Callable[[], object], budget_s: float,
-                 config_estimate_s: float) -> PairedSpeed:
-    """Alternate ``config_call`` and ``baseline_call`` (both already prepared and warm) in blocks.
+                 config_estimate_s: float, baseline_estimate_s: float | None = None) -> PairedSpeed:
+    """Alternate ``baseline_call`` and ``config_call`` (both already prepared and warm) in blocks.
 
     ``budget_s``: the wall time the pairing may take (at least :data:`MIN_BLOCKS` blocks run
-    anyway); ``config_estimate_s``: the configuration's median from pytest-benchmark, to size
-    the blocks. Each side makes enough calls to last :data:`MIN_BLOCK_SIDE_S` (sized on its own, so
-    a slow side is not repeated to match a fast one).
+    anyway); ``config_estimate_s`` (the configuration's median from pytest-benchmark) and
+    ``baseline_estimate_s`` (the baseline's, when known; else one call measures it) size the blocks.
+    Each side makes enough calls to last :data:`MIN_BLOCK_SIDE_S`, sized on its own, so a slow side
+    is not repeated to match a fast one. Each block starts with the baseline, so the first block, too,
+    follows a switch of runtime.
     """
     start = time.perf_counter()
-    baseline_estimate = _time(baseline_call, 1)  # warm, and sized
-    config_calls, baseline_calls = calls_for(config_estimate_s), calls_for(baseline_estimate)
-    block_s = config_calls * config_estimate_s + baseline_calls * baseline_estimate
+    if baseline_estimate_s is None:
+        baseline_estimate_s = _time(baseline_call, 1)
+        config_call()  # so that the first block's baseline, like every other, follows the configuration
+    config_calls, baseline_calls = calls_for(config_estimate_s), calls_for(baseline_estimate_s)
+    block_s = config_calls * config_estimate_s + baseline_calls * baseline_estimate_s
     blocks = int(min(MAX_BLOCKS, max(MIN_BLOCKS, budget_s // max(block_s, 1e-9))))
     ratios = []
     for _ in range(blocks):
-        config_s = _time(config_call, config_calls)
-        ratios.append(_time(baseline_call, baseline_calls) / config_s)
+        baseline_s = _time(baseline_call, baseline_calls)
+        ratios.append(baseline_s / _time(config_call, config_calls))
     median, low, high = bootstrap_median_ci(ratios)
     return PairedSpeed(median, low, high, blocks, config_calls, time.perf_counter() - start, tuple(ratios),
                        baseline_calls)
@@ -98,15 +105,29 @@ class InterleavedBaseline:
     """pytest-benchmark ``setup`` that runs (and times) the baseline before each round of a slow
     configuration: ``benchmark.pedantic(config, setup=interleaved, rounds=n)`` gives blocks
     (baseline, config) in strict alternation, and :meth:`result` pairs them with the rounds'
-    times. Only the baseline's calls are added time."""
+    times. Only the baseline's calls are added time. Without ``baseline_estimate_s`` the first
+    block sizes itself: it calls the baseline until :data:`MIN_BLOCK_SIDE_S` has passed, and every
+    later block makes as many calls."""
 
-    def __init__(self, baseline_call: Callable[[], object], baseline_estimate_s: float):
+    def __init__(self, baseline_call: Callable[[], object], baseline_estimate_s: float | None = None):
         self.call = baseline_call
-        self.calls = calls_for(baseline_estimate_s)
-        self.times: list[float] = []
+        self.calls = None if baseline_estimate_s is None else calls_for(baseline_estimate_s)
+        self.times: list[float] = []  # per call, each block
+        self.seconds = 0.0
 
     def __call__(self) -> None:  # returns None: pytest-benchmark keeps the round's own arguments
-        self.times.append(_time(self.call, self.calls))
+        start = time.perf_counter()
+        if self.calls is None:
+            calls = 0
+            while not calls or time.perf_counter() - start < MIN_BLOCK_SIDE_S:
+                self.call()
+                calls += 1
+            self.calls = calls
+            elapsed = time.perf_counter() - start
+        else:
+            elapsed = _time(self.call, self.calls) * self.calls
+        self.times.append(elapsed / self.calls)
+        self.seconds += elapsed
 
     def result(self, config_round_s: list[float]) -> PairedSpeed:
         if len(config_round_s) != len(self.times):
@@ -114,8 +135,8 @@ class InterleavedBaseline:
                                      "the pairing needs one baseline block before each round")
         ratios = [b / c for b, c in zip(self.times, config_round_s, strict=True)]
         median, low, high = bootstrap_median_ci(ratios)
-        return PairedSpeed(median, low, high, len(ratios), 1, sum(self.times) * self.calls, tuple(ratios),
-                           self.calls, mode="rounds")
+        return PairedSpeed(median, low, high, len(ratios), 1, self.seconds, tuple(ratios), self.calls or 1,
+                           mode="rounds")
 
 
 class ContentionMonitor:
@@ -152,7 +173,7 @@ class ContentionMonitor:
         cores = os.cpu_count() or 1
         other_cores = others / wall if wall > 0 else 0.0
         reasons = []
-        if other_cores > CONTENDED_OTHER_CORES:
+        if other_cores > CONTENDED_OTHER_CORES and wall >= MIN_JUDGED_WALL_S:
             reasons.append(f"other processes used {other_cores:.2f} of {cores} cores")
         if load1 is not None and load1 > self.threads + 1:
             reasons.append(f"1-minute load {load1:.2f} > {self.threads} threads + 1")

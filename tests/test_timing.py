@@ -49,16 +49,17 @@ def test_paired_blocks_alternate_strictly_so_a_switching_cost_hits_every_block_a
     # rank test across runs cannot separate from a real change); strict alternation does not
     work = _Switching(config_s=0.03, baseline_s=0.06, penalty=0.3)
     result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.03)
-    assert work.order[1:] == ["config", "baseline"] * MIN_BLOCKS  # after the baseline's sizing call
+    assert work.order == ["baseline", "config"] * (1 + MIN_BLOCKS)  # a sizing call of each first, untimed
     assert max(result.block_ratios) / min(result.block_ratios) < 1.1
     assert 1.8 < result.speed < 2.2
 
 
 def test_each_side_of_a_block_is_sized_on_its_own():
     work = _Switching(config_s=0.002, baseline_s=0.03, penalty=0.0)
-    result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.002)
+    result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.002,
+                          baseline_estimate_s=0.03)  # known (the fp32 row's median): no sizing call
     assert (result.calls_per_block, result.baseline_calls_per_block) == (10, 1)  # 0.02 s a side at least
-    assert work.order[1:12] == ["config"] * 10 + ["baseline"]
+    assert work.order[:11] == ["baseline"] + ["config"] * 10 and len(work.order) == 11 * MIN_BLOCKS
     assert 10 < result.speed < 20
 
 
@@ -73,6 +74,10 @@ def test_interleaved_baseline_pairs_each_round_with_the_block_before_it():
         rounds.append(time.perf_counter() - start)
     result = interleaved.result(rounds)
     assert work.order == ["baseline", "config"] * 5 and result.blocks == 5 and result.mode == "rounds"
+    unknown = InterleavedBaseline(_sleep(0.006))  # estimate unknown: the first block sizes itself
+    unknown()
+    unknown()
+    assert unknown.calls == 4 and len(unknown.times) == 2 and 0.04 < unknown.seconds < 0.07
     assert 2.5 < result.speed < 3.5 and 0.1 < result.seconds < 0.3
     import pytest
 
@@ -97,6 +102,7 @@ def _session(request, order, baseline_s):
         time.sleep(baseline_s)
 
     session.baseline_call = lambda run: (baseline, "fp32")
+    session.baseline_estimate = lambda run: None  # no fp32 row timed before: the blocks size themselves
     return session
 
 
@@ -112,10 +118,11 @@ def test_slow_call_is_timed_interleaved_with_its_baseline(benchmark, request):
     order = []
     session, run = _session(request, order, 0.5), _run(order, 0.25)
     _, interleaved = session.time_case(run, benchmark)
-    assert interleaved is not None and order == ["c", "b"] + ["b", "c"] * 5
+    assert interleaved is not None and order == ["c"] + ["b", "c"] * 5  # an untimed call first, then blocks
     stats = benchmark.stats.stats
     speed = session.paired_speed(run, stats.median, list(stats.data), interleaved)
     assert speed["mode"] == "rounds" and speed["blocks"] == 5 and 1.7 < speed["ratio"] < 2.3, speed
+    assert 2.4 < speed["seconds"] < 2.9  # 5 baseline calls: the time the pairing added
 
 
 def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
@@ -124,8 +131,10 @@ def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
     _, interleaved = session.time_case(run, benchmark)
     assert interleaved is None and "b" not in order and benchmark.stats.stats.rounds > 5
     stats = benchmark.stats.stats
+    del order[:]
     speed = session.paired_speed(run, stats.median, list(stats.data))
     assert speed["mode"] == "blocks" and speed["blocks"] >= 5 and 3.0 < speed["ratio"] < 5.0, speed
+    assert order[:7] == ["b", "c", "b", "c", "c", "c", "c"]  # sizing calls, then (baseline, 4 x config) blocks
 """
 
 
@@ -159,3 +168,12 @@ def test_competing_processes_mark_the_timing_contended():
     assert busy.result["contended"] and "other processes used" in busy.result["reason"]
     assert busy.result["other_processes_cores"] > 0.5 and busy.result["process_cpu_s"] > 0
     assert set(busy.result) >= {"wall_s", "loadavg_1m", "cores", "threads", "reason"}
+
+
+def test_a_window_too_short_for_cpu_time_ticks_is_not_judged_contended(monkeypatch):
+    # psutil's CPU times tick in 1/100 s: 0.12 s of "other" time over a 10 ms window read 12 cores of 2
+    busy = iter([100.0, 100.12])
+    monkeypatch.setattr(ContentionMonitor, "_busy", staticmethod(lambda: next(busy)))
+    with ContentionMonitor(threads=1) as short:
+        time.sleep(0.01)
+    assert short.result["other_processes_cores"] > 2 and not short.result["contended"]
