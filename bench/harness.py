@@ -328,7 +328,7 @@ class BenchSession:
         earlier in this run (sizes the pairing's blocks without an extra call)."""
         if run.case.chain.name == BASELINE:
             return None
-        return self._memo.get(("fp32-median", run.case.model.name, run.case.tier, run.case.scenario.name))
+        return self._memo.get(_fp32_median_key(run.case))
 
     def time_case(self, run: PreparedCase, benchmark) -> tuple[object, InterleavedBaseline | None]:
         """Time ``run`` with pytest-benchmark. One untimed call first (warm-up; sizes it). A fast call
@@ -360,7 +360,7 @@ class BenchSession:
             paired = paired_speed(lambda: run.timed(*run.args), call, budget_s=max(0.5, 0.25 * sum(round_s)),
                                   config_estimate_s=median_s, baseline_estimate_s=self.baseline_estimate(run))
         if fp32:
-            self._memo[("fp32-median", run.case.model.name, run.case.tier, run.case.scenario.name)] = median_s
+            self._memo[_fp32_median_key(run.case)] = median_s
             return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
                     "method": "the baseline itself", "reference": paired.to_dict(against=against)}
         return paired.to_dict(against=against)
@@ -398,6 +398,10 @@ class BenchSession:
             pytest.fail(judgement.message, pytrace=False)
         if judgement.outcome == "xfail":
             pytest.xfail(judgement.message)
+
+
+def _fp32_median_key(case: Case) -> tuple:
+    return ("fp32-median", case.model.name, case.tier, case.scenario.suffix)  # suffix: bs1, bs32, bs1-gen32, ...
 
 
 def injected_slowdown(case: Case) -> float:

@@ -177,3 +177,24 @@ def test_a_window_too_short_for_cpu_time_ticks_is_not_judged_contended(monkeypat
     with ContentionMonitor(threads=1) as short:
         time.sleep(0.01)
     assert short.result["other_processes_cores"] > 2 and not short.result["contended"]
+
+
+def test_the_fp32_median_sizes_only_its_own_scenario():
+    # a batch-1 row sized on the batch-32 fp32 median made 1 baseline call of 11 ms per block
+    from types import SimpleNamespace
+
+    from bench.harness import BenchSession
+    from compressors.tasks import Scenario
+
+    def run(technique, batch_size):
+        case = SimpleNamespace(chain=SimpleNamespace(name=technique), model=SimpleNamespace(name="m"), tier="cpu",
+                               scenario=Scenario(batch_size))
+        return SimpleNamespace(case=case, timed=lambda: None, args=())
+
+    session = BenchSession(None, None)
+    interleaved = InterleavedBaseline(_sleep(0.001), 0.001)
+    for _ in range(5):
+        interleaved()
+    session.paired_speed(run("fp32", 32), 0.28, [0.28] * 5, interleaved)
+    assert session.baseline_estimate(run("int8", 32)) == 0.28
+    assert session.baseline_estimate(run("int8", 1)) is None and session.baseline_estimate(run("fp32", 32)) is None
