@@ -7,7 +7,7 @@
   call after switching runtimes is slower (caches, the other runtime's threads), and this way every
   block pays it alike; the ABBA order used before made alternate blocks differ by it (onnx-int8 at
   batch 32 on a 2-core Zen 4: 3.3 vs 2.75, which hid a 25% slowdown from the rank test).
-* :class:`InterleavedBaseline`: the same pairing for slow calls (a quarter second and more: the
+* :class:`InterleavedBaseline`: the same pairing for slow calls (0.2 s and more by default: the
   language models' generation and prefill), at no extra cost on the configuration's side: the
   baseline runs in pytest-benchmark's untimed ``setup`` before each round, so every round of the
   configuration is one block's other half.
