@@ -5,7 +5,11 @@ regressed when it moved the wrong way by more than its threshold, and, where the
 raw data, when that move is also significant (compressors.stats; the decision record
 compressors/decisions/verdict-statistics.md says why):
 
-* latency: one-sided Mann-Whitney U on the two runs' per-round timings, alpha 0.01; a timing taken
+* latency: on the paired speed ratios vs fp32 where both rows have them (else the per-round
+  timings), one-sided Mann-Whitney U, alpha 0.01, *and* beyond the between-run spread: the move
+  must stand out of how far the same comparison's other configurations moved
+  (:func:`compressors.stats.between_run_spread`), because blocks taken seconds apart within one run
+  cannot see how much the machine's state moves a ratio between runs minutes apart; a timing taken
   while another process competed for the CPU (``contention.contended``) is *inconclusive*, never a
   regression;
 * accuracy: exact McNemar test on the per-sentence correctness of the same dev sentences, alpha 0.05.
@@ -26,13 +30,18 @@ comparison says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
+
+import numpy as np
 
 from compressors import CompressbenchError
 from compressors.results import ResultRow
 from compressors.stats import (
     ACCURACY_ALPHA,
     LATENCY_ALPHA,
+    SPREAD_FAMILY_ALPHA,
+    between_run_spread,
     latency_shift,
     paired_accuracy_difference,
     unpack_bools,
@@ -162,10 +171,35 @@ def paired_blocks(row: ResultRow) -> tuple[list | None, str | None]:
     return None, None
 
 
-def _latency_test(before: ResultRow, after: ResultRow, beyond: bool, limit: float) -> tuple[bool, str | None]:
+def paired_log_change(before: ResultRow, after: ResultRow) -> float | None:
+    """log(speed ratio before / after) of a configuration both runs paired the same way (> 0: it got
+    slower against its baseline), or None: no blocks on one side, or a contended timing."""
+    if before.latency.contended or after.latency.contended:
+        return None
+    (blocks_a, what_a), (blocks_b, what_b) = paired_blocks(before), paired_blocks(after)
+    if not (blocks_a and blocks_b) or what_a != what_b:
+        return None
+    return math.log(float(np.median(blocks_a)) / float(np.median(blocks_b)))
+
+
+def latency_spread(pairs) -> dict | None:
+    """The between-run spread of the paired speed ratios over ``pairs`` of (before, after) rows
+    (:func:`compressors.stats.between_run_spread`), or None when too few rows were paired in both."""
+    changes = [change for before, after in pairs if (change := paired_log_change(before, after)) is not None]
+    return between_run_spread(changes)
+
+
+def _spread_text(spread: dict) -> str:
+    return (f"{(math.exp(spread['bar']) - 1) * 100:.1f}% = {spread['z']:.2f} x the spread of "
+            f"{spread['rows']} paired configurations")
+
+
+def _latency_test(before: ResultRow, after: ResultRow, beyond: bool, limit: float,
+                  spread: dict | None = None) -> tuple[bool, str | None]:
     """(regressed, note) for a latency move: judged on the paired speed ratios where both rows have
     them (a whole-machine slowdown moves both sides of a pair alike), else on the medians; always
-    significant (Mann-Whitney, alpha 0.01) and uncontended, or it says why not."""
+    significant (Mann-Whitney, alpha 0.01), uncontended and, for paired ratios with a ``spread`` of
+    the whole comparison, beyond that between-run spread; or it says why not."""
     contended = [label for label, row in (("before", before), ("after", after)) if row.latency.contended]
     if contended:
         return False, f"inconclusive: timing contended ({', '.join(contended)})"
@@ -179,9 +213,16 @@ def _latency_test(before: ResultRow, after: ResultRow, beyond: bool, limit: floa
                 f"{shift['rounds'][1]}/{shift['rounds'][0]} blocks")
         if paired_beyond and not significant:
             note += f" >= {LATENCY_ALPHA}: not significant"
+        stands_out = True
+        if spread is not None:
+            stands_out = paired_log_change(before, after) > spread["bar"] + 1e-12
+            if paired_beyond and significant:
+                note += ("; beyond" if stands_out else "; within") + f" the between-run spread ({_spread_text(spread)})"
+        elif paired_beyond and significant:
+            note += "; between-run spread unknown (too few paired configurations in common)"
         if beyond and not paired_beyond:
             note += "; the median moved with the machine, not against fp32"
-        return paired_beyond and significant, note
+        return paired_beyond and significant and stands_out, note
     if not (before.latency.round_s and after.latency.round_s):
         return beyond, "threshold only (no per-round timings saved)"
     shift = latency_shift(before.latency.round_s, after.latency.round_s)
@@ -208,9 +249,11 @@ def _accuracy_test(before: ResultRow, after: ResultRow, beyond: bool) -> tuple[b
 
 
 def metric_changes(
-    config: str, before: ResultRow, after: ResultRow, thresholds: Thresholds, timing: bool = True
+    config: str, before: ResultRow, after: ResultRow, thresholds: Thresholds, timing: bool = True,
+    spread: dict | None = None,
 ) -> list[Change]:
-    """Each metric present in ``before`` or ``after``, with whether it regressed beyond ``thresholds``."""
+    """Each metric present in ``before`` or ``after``, with whether it regressed beyond ``thresholds``
+    (latency: also beyond the comparison's between-run ``spread``, see :func:`latency_spread`)."""
     changes = []
     for metric in METRICS:
         if metric.timing and not timing:
@@ -229,7 +272,7 @@ def metric_changes(
                 moved = ((old - new) if metric.higher_is_better else (new - old)) / old * 100
             regressed = moved > limit + 1e-9
             if metric.key == "median_s":
-                regressed, note = _latency_test(before, after, regressed, limit)
+                regressed, note = _latency_test(before, after, regressed, limit, spread)
             elif metric.key == "accuracy_pct":
                 regressed, note = _accuracy_test(before, after, regressed)
         changes.append(Change(config, metric, old, new, regressed, limit, note))
@@ -244,6 +287,7 @@ class Comparison:
     only_before: list[str]
     only_after: list[str]
     machine_warning: str | None
+    spread: dict | None = None  # between-run spread of the paired speed ratios (latency_spread)
 
     @property
     def regressions(self) -> list[Change]:
@@ -293,9 +337,11 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     if not rows_a.keys() & rows_b.keys():
         raise NothingToCompare(f"{before.label} and {after.label} have no configuration in common "
                                f"({len(rows_a)} and {len(rows_b)} configurations): nothing was compared")
+    common = sorted(rows_a.keys() & rows_b.keys())
+    spread = latency_spread((rows_a[config], rows_b[config]) for config in common)
     changes = []
-    for config in sorted(rows_a.keys() & rows_b.keys()):
-        changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds))
+    for config in common:
+        changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds, spread=spread))
     return Comparison(
         before,
         after,
@@ -303,6 +349,7 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
         sorted(rows_a.keys() - rows_b.keys()),
         sorted(rows_b.keys() - rows_a.keys()),
         machine_difference(before, after),
+        spread,
     )
 
 
@@ -326,6 +373,13 @@ def format_comparison(comparison: Comparison) -> list[str]:
     for label, configs in ((a, comparison.only_before), (b, comparison.only_after)):
         if configs:
             lines.append(f"only in {label} ({len(configs)}): {', '.join(configs)}")
+    spread = comparison.spread
+    if spread is not None:
+        lines.append(
+            f"paired speed vs fp32 moved by a median {(math.exp(-spread['center']) - 1) * 100:+.1f}% over "
+            f"{spread['rows']} configurations paired in both runs (robust sd {spread['scale'] * 100:.1f}%); "
+            f"a latency regression must also fall by more than {(math.exp(spread['bar']) - 1) * 100:.1f}% "
+            f"({spread['z']:.2f} sd, family alpha {SPREAD_FAMILY_ALPHA})")
     regressions = comparison.regressions
     if regressions:
         lines.append(f"{len(regressions)} regression(s) in {len({c.config for c in regressions})} configuration(s):")

@@ -227,3 +227,38 @@ def test_saving_under_xdist_is_refused_before_any_work():
         timeout=300,
     )
     assert out.returncode == 4 and "nothing would be saved" in out.stderr
+
+
+def _paired_row(technique, ratios, contended=False):
+    from compressors.results import ResultRow
+
+    info = {"model": "m", "technique": technique, "tier": "cpu", "batch_size": 32,
+            "speed_vs_fp32": {"ratio": float(np.median(ratios)), "block_ratios": [float(r) for r in ratios]},
+            "contention": {"contended": contended}}
+    return ResultRow.from_extra_info(info, median_s=0.01)
+
+
+def test_paired_latency_must_stand_out_of_the_between_run_spread():
+    from reports.compare import latency_spread
+
+    rng = np.random.default_rng(4)
+    drift = np.exp(0.07 * rng.standard_normal(30))  # unchanged configurations, ~7% apart between runs
+    drift[0] = 1 / 0.85  # within one run's blocks, clearly 15% lower: a drift of the machine, not a change
+    drift[1] = 1 / 0.60  # 40% lower: a real slowdown
+    pairs = []
+    for i, move in enumerate(drift):
+        base = 2.0 * (1 + 0.01 * rng.standard_normal(6))
+        after = base / move * (1 + 0.01 * rng.standard_normal(6))
+        pairs.append((_paired_row(f"t{i}", base), _paired_row(f"t{i}", after)))
+    spread = latency_spread(pairs)
+    assert spread["rows"] == 30
+    verdicts = [metric_changes(f"t{i}", a, b, Thresholds(), spread=spread)[0] for i, (a, b) in enumerate(pairs)]
+    drifted, slowed = verdicts[0], verdicts[1]
+    assert not drifted.regressed and "p=0.00" in drifted.note and "within the between-run spread" in drifted.note
+    assert slowed.regressed and "beyond the between-run spread" in slowed.note
+    assert [i for i, v in enumerate(verdicts) if v.regressed] == [1]
+    # without a spread (too few rows in common), the threshold and the rank test decide, and it says so
+    alone = metric_changes("t0", *pairs[0], Thresholds())[0]
+    assert alone.regressed and "between-run spread unknown" in alone.note
+    # a contended row is neither judged nor counted in the spread
+    assert latency_spread(pairs[:7] + [(pairs[7][0], _paired_row("t7", [1.0] * 6, contended=True))]) is None

@@ -7,6 +7,8 @@ import pytest
 from compressors.stats import (
     ACCURACY_ALPHA,
     LATENCY_ALPHA,
+    SPREAD_FAMILY_ALPHA,
+    between_run_spread,
     bootstrap_median_ci,
     latency_shift,
     pack_bools,
@@ -72,3 +74,30 @@ def test_bootstrap_interval_covers_the_median_and_packing_round_trips():
     assert low <= median <= high and median == 2.0
     values = np.random.default_rng(4).random(872) < 0.5
     assert (unpack_bools(pack_bools(values), 872) == values).all() and len(pack_bools(values)) == 148
+
+
+def test_between_run_spread_flags_no_unchanged_row_in_most_comparisons():
+    # A/A comparisons of 40 configurations whose ratios each drift by ~8% between runs: in how many
+    # does some row clear the bar on its own (without the threshold and the rank test)?
+    rng = np.random.default_rng(2)
+    trials = 400
+    false = 0
+    for _ in range(trials):
+        changes = 0.08 * rng.standard_normal(40)
+        false += bool((changes > between_run_spread(changes)["bar"]).any())
+    assert false / trials <= SPREAD_FAMILY_ALPHA * 2, f"{false}/{trials} A/A comparisons flagged a row"
+
+
+def test_between_run_spread_lets_one_real_slowdown_and_a_shift_of_every_row_stand_out():
+    rng = np.random.default_rng(3)
+    changes = 0.04 * rng.standard_normal(40)
+    changes[7] = np.log(1.25)  # one configuration 25% slower against fp32
+    spread = between_run_spread(changes)
+    assert spread["rows"] == 40 and 3.2 < spread["z"] < 3.6  # t(39), one-sided 0.05 / 40
+    flagged = np.flatnonzero(changes > spread["bar"]).tolist()
+    assert 7 in flagged and len(flagged) <= 2  # an unchanged row clears it about 5% of the time (above)
+    # every row 25% slower: the bar is measured from zero, so (nearly) all of them stand out
+    everything = between_run_spread(changes + np.log(1.25))
+    assert (changes + np.log(1.25) > everything["bar"]).mean() >= 0.9
+    # too few rows to tell the machine's drift from a change: no spread, not a made-up one
+    assert between_run_spread(changes[:7]) is None

@@ -252,14 +252,33 @@ class NncfQuantizeConfig(Config):
         calibration_sentences: SST-2 train sentences of the held-apart slice (one unpadded sentence per item).
         preset: ``mixed`` (NNCF's default for transformers: symmetric weights, asymmetric activations)
             or ``performance``.
+        overflow_fix: NNCF's remedy for CPUs whose uint8 x int8 dot products saturate (7-bit
+            weights): ``enable`` (every layer), ``first_layer`` (NNCF's default) or ``disable``;
+            ``None`` (default): chosen from the CPU the artifact is built for (:meth:`for_machine`).
     """
 
     calibration_sentences: int = CALIBRATION_SENTENCES
     preset: str = "mixed"
+    overflow_fix: str | None = None
 
     def validate(self) -> None:
         check_range(type(self).__name__, "calibration_sentences", self.calibration_sentences, 1, 1000)
         check_choice(type(self).__name__, "preset", self.preset, {"mixed", "performance"})
+        if self.overflow_fix is not None:
+            check_choice(type(self).__name__, "overflow_fix", self.overflow_fix, set(OVERFLOW_FIX))
+
+    def for_machine(self, cpu) -> NncfQuantizeConfig:
+        """``overflow_fix`` None: chosen from the CPU, as ONNX Runtime's ``reduce_range`` is
+        (compressors/decisions/int8-scheme-by-cpu.md): 7-bit weights in every layer ("enable") where
+        uint8 x int8 dot products saturate (x86 without VNNI/AMX), NNCF's default ("first_layer")
+        elsewhere."""
+        if self.overflow_fix is not None:
+            return self
+        return dataclasses.replace(self, overflow_fix="enable" if cpu.int8_dot_saturates else "first_layer")
+
+
+# nncf.OverflowFix members by the names NncfQuantizeConfig.overflow_fix takes.
+OVERFLOW_FIX = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 
 
 def _build_openvino_int8(parent: Artifact, out: Path, config: NncfQuantizeConfig, ctx: BuildContext) -> dict:
@@ -279,13 +298,17 @@ def _build_openvino_int8(parent: Artifact, out: Path, config: NncfQuantizeConfig
     names = parent.meta.get("inputs") or list(items[0])
     items = [{n: item[n] for n in names} for item in items]
     preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    config = config.for_machine(ctx.cpu)
+    fix = getattr(nncf.OverflowFix, OVERFLOW_FIX[config.overflow_fix])
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=fix)
     quantized = nncf.quantize(ov.Core().read_model(str(parent.file(OPENVINO_IR))), nncf.Dataset(items),
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
-                              preset=preset[config.preset])
+                              preset=preset[config.preset], advanced_parameters=advanced)
     ov.save_model(quantized, str(out / OPENVINO_IR), compress_to_fp16=False)
     copy_side_files(parent.path, out)
     return {**{k: parent.meta.get(k) for k in ("task", "inputs", "stateful")}, "nncf": nncf.__version__,
-            "calibration": {"source": held.source, "sentences": len(sentences), "padding": "none (one per item)"}}
+            "calibration": {"source": held.source, "sentences": len(sentences), "padding": "none (one per item)"},
+            "overflow_fix": config.overflow_fix, "scheme_chosen_for": ctx.cpu.int8_flags()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 
 from compressors.runtime import load_predictor
 from compressors.techniques import build_chain, parse_chain
+from tests import cpus
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -43,3 +44,19 @@ def test_stateful_lm_export_matches_pytorch_logits_and_greedy_tokens(tmp_path, c
     torch_tokens = torch_pred.generate(torch_pred.prepare(ids), 6).numpy()
     assert ov_tokens.shape == (1, 14) and (ov_tokens == torch_tokens).all()
     assert ov_pred.placement()["kv_cache_precision"] == "f32"
+
+
+@pytest.mark.parametrize("kind, fix", [
+    (cpus.SKYLAKE_SP, "enable"), (cpus.HASWELL, "enable"), (cpus.ZEN4, "first_layer"),
+    (cpus.SAPPHIRE_RAPIDS, "first_layer"), (cpus.GRAVITON3, "first_layer"),
+])
+def test_openvino_int8_overflow_fix_is_chosen_from_the_cpu(kind, fix):
+    # without VNNI/AMX, uint8 x int8 dot products saturate: 7-bit weights in every layer (a tiny
+    # classifier's logits were 32% off with NNCF's first-layer-only default on an AVX2-only Zen 3)
+    from compressors.techniques.openvino import NncfQuantizeConfig
+
+    config = NncfQuantizeConfig()
+    assert config.for_machine(cpus.cpu(kind)).overflow_fix == fix
+    assert NncfQuantizeConfig(overflow_fix="disable").for_machine(cpus.cpu(kind)).overflow_fix == "disable"
+    with pytest.raises(Exception, match="overflow_fix"):
+        NncfQuantizeConfig(overflow_fix="sometimes")
