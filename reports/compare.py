@@ -378,7 +378,7 @@ def format_comparison(comparison: Comparison) -> list[str]:
         lines.append(
             f"paired speed vs fp32 moved by a median {(math.exp(-spread['center']) - 1) * 100:+.1f}% over "
             f"{spread['rows']} configurations paired in both runs (robust sd {spread['scale'] * 100:.1f}%); "
-            f"a latency regression must also fall by more than {(math.exp(spread['bar']) - 1) * 100:.1f}% "
+            f"a latency regression must also be more than {(math.exp(spread['bar']) - 1) * 100:.1f}% slower against it "
             f"({spread['z']:.2f} sd, family alpha {SPREAD_FAMILY_ALPHA})")
     regressions = comparison.regressions
     if regressions:
