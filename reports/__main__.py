@@ -2,7 +2,8 @@
 
 ``python -m reports table [RUN]``: the results table of a saved run.
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
-``python -m reports compare A B``: every metric side by side; exit 1 when a configuration regressed.
+``python -m reports compare A B [--confirm C [--confirm-baseline A2]]``: every metric side by side; exit 1
+when a configuration regressed (a latency regression, with C, only when C's re-timing is flagged too).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
     compare.add_argument("--allow-partial", action="store_true",
                          help="compare with an interrupted (partial) run, on the configurations it has")
+    compare.add_argument("--confirm", metavar="C", default=None,
+                         help="a later run that re-timed the configurations flagged slower (pytest bench -k ...): "
+                              "a latency regression then stands only if C is flagged against A as well")
+    compare.add_argument("--confirm-baseline", metavar="A2", default=None,
+                         help="a re-timing of A's code for the same configurations: with --confirm, a latency "
+                              "regression also needs C flagged against A2 (clears a rare fast run of A)")
+    compare.add_argument("--write-retime", metavar="FILE", type=Path, default=None,
+                         help="write the pytest -k expression of the configurations flagged slower to FILE "
+                              "(empty when none), for a job that re-times them and confirms")
     add_threshold_options(compare.add_argument)
     return parser
 
@@ -88,18 +98,24 @@ def _build(args) -> int:
 
 
 def _compare(args) -> int:
-    from reports.compare import compare_runs, format_comparison, thresholds_from_options
+    from reports.compare import compare_runs, format_comparison, retime_selection, thresholds_from_options
     from reports.runs import load_run
 
     thresholds = thresholds_from_options(lambda field: getattr(args, f"compare_{field}"))
     before = load_run(find_run(args.before, args.storage))
     after = load_run(find_run(args.after, args.storage))
-    comparison = compare_runs(before, after, thresholds, allow_partial=args.allow_partial)
+    confirm = load_run(find_run(args.confirm, args.storage)) if args.confirm else None
+    baseline = load_run(find_run(args.confirm_baseline, args.storage)) if args.confirm_baseline else None
+    comparison = compare_runs(before, after, thresholds, allow_partial=args.allow_partial, confirm=confirm,
+                              confirm_baseline=baseline)
     if comparison.machine_warning:
         print(f"reports: warning: {comparison.machine_warning}", file=sys.stderr)
-    print(f"A = {before.path}\nB = {after.path}")
+    print(f"A = {before.path}\nB = {after.path}" + (f"\nC = {confirm.path} (re-timing of B's code)" if confirm else "")
+          + (f"\nA2 = {baseline.path} (re-timing of A's code)" if baseline else ""))
     for line in format_comparison(comparison):
         print(line)
+    if args.write_retime is not None:
+        args.write_retime.write_text(retime_selection(comparison))
     return 1 if comparison.regressions else 0
 
 

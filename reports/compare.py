@@ -11,7 +11,10 @@ compressors/decisions/verdict-statistics.md says why):
   (:func:`compressors.stats.between_run_spread`), because blocks taken seconds apart within one run
   cannot see how much the machine's state moves a ratio between runs minutes apart; a timing taken
   while another process competed for the CPU (``contention.contended``) is *inconclusive*, never a
-  regression;
+  regression; with ``confirm`` (a later run that re-timed the flagged configurations), a latency
+  regression stands only when the re-timing is flagged against A by the same test
+  (:func:`confirm_latency`), because some unchanged configurations have a rare run that no spread
+  of one pair of runs can tell from a slowdown;
 * accuracy: exact McNemar test on the per-sentence correctness of the same dev sentences, alpha 0.05.
 
 Rows without the raw data (runs saved before schema 3) fall back to the threshold alone, and the
@@ -288,6 +291,7 @@ class Comparison:
     only_after: list[str]
     machine_warning: str | None
     spread: dict | None = None  # between-run spread of the paired speed ratios (latency_spread)
+    confirm: Run | None = None  # the run that re-timed the flagged configurations (confirm_latency)
 
     @property
     def regressions(self) -> list[Change]:
@@ -323,11 +327,45 @@ class NothingToCompare(CompressbenchError):
     """Two runs that cannot be compared: no configuration in common, or one of them is partial."""
 
 
+def _moved_pct(old: float | None, new: float | None) -> float:
+    return 0.0 if not old or new is None else (new - old) / old * 100
+
+
+def confirm_latency(change: Change, before: ResultRow, confirm: ResultRow | None, confirm_label: str,
+                    spread: dict | None, baseline: ResultRow | None = None, baseline_label: str | None = None,
+                    before_label: str = "A") -> Change:
+    """A latency regression of A -> B checked on a later re-timing C of B's code: it stands when
+    A -> C is flagged by the same test (threshold, Mann-Whitney, beyond the A -> B between-run
+    ``spread``: C alone usually holds too few configurations for its own), and, given a re-timing
+    A2 of A's code (``baseline``), when A2 -> C is flagged too; otherwise B's run (or A's) was a rare
+    one and the regression is cleared, saying so. Not re-timed in C, or C contended: it stands,
+    unconfirmed."""
+    if confirm is None:
+        return dataclasses.replace(change, note=f"{change.note}; not re-timed in {confirm_label}: unconfirmed")
+    if confirm.latency.contended:
+        return dataclasses.replace(change, note=f"{change.note}; the re-timing in {confirm_label} was contended "
+                                                "(another process competed for the CPU): unconfirmed")
+    limit = change.limit
+    checks = [(before, before_label)] + ([(baseline, baseline_label)] if baseline is not None else [])
+    notes = []
+    for reference, label in checks:
+        beyond = _moved_pct(reference.latency.median_s, confirm.latency.median_s) > limit + 1e-9
+        again, note = _latency_test(reference, confirm, beyond, limit, spread)
+        notes.append(f"against {label}: {note}")
+        if not again:
+            cleared = f"NOT confirmed by {confirm_label} ({'; '.join(notes)}): a rare run, not a regression"
+            return dataclasses.replace(change, regressed=False, note=f"{change.note}; {cleared}")
+    return dataclasses.replace(change, note=f"{change.note}; confirmed by {confirm_label} ({'; '.join(notes)})")
+
+
 def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
-                 allow_partial: bool = False) -> Comparison:
+                 allow_partial: bool = False, confirm: Run | None = None,
+                 confirm_baseline: Run | None = None) -> Comparison:
     """Every metric of every configuration both runs have. Raises :class:`NothingToCompare` when they
     share none (a comparison that checks nothing must not read as "no regressions"), or when one is
-    partial and ``allow_partial`` is not given."""
+    partial and ``allow_partial`` is not given. ``confirm``: a later run that re-timed configurations
+    (typically those flagged); a latency regression then stands only if confirmed
+    (:func:`confirm_latency`), against ``confirm_baseline`` too when given (a re-timing of A's code)."""
     for run in (before, after):
         if run.partial and not allow_partial:
             raise NothingToCompare(f"{run.label} is a partial run ({run.partial}): it is not a complete baseline; "
@@ -342,15 +380,39 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     changes = []
     for config in common:
         changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds, spread=spread))
+    if confirm_baseline is not None and confirm is None:
+        raise NothingToCompare(f"{confirm_baseline.label}: a re-timing of A's code needs the re-timing of B's code "
+                               "(--confirm) to be checked against")
+    if confirm is not None:
+        compared = [before.path.resolve(), after.path.resolve()]
+        for run in (confirm, confirm_baseline):
+            if run is not None and run.path.resolve() in compared:
+                raise NothingToCompare(f"{run.label} is one of the compared runs: re-time the flagged configurations "
+                                       "in a new run to confirm them")
+            if run is not None:
+                compared.append(run.path.resolve())
+        rows_c = {r.config_id: r for r in benchmark_rows(confirm)}
+        rows_a2 = {r.config_id: r for r in benchmark_rows(confirm_baseline)} if confirm_baseline is not None else {}
+        changes = [confirm_latency(c, rows_a[c.config], rows_c.get(c.config), confirm.label, spread,
+                                   rows_a2.get(c.config), confirm_baseline.label if confirm_baseline else None,
+                                   before.label)
+                   if c.regressed and c.metric.timing else c for c in changes]
     return Comparison(
         before,
         after,
         changes,
         sorted(rows_a.keys() - rows_b.keys()),
         sorted(rows_b.keys() - rows_a.keys()),
-        machine_difference(before, after),
+        machine_difference(before, after) or (machine_difference(after, confirm) if confirm is not None else None),
         spread,
+        confirm,
     )
+
+
+def retime_selection(comparison: Comparison) -> str:
+    """The ``pytest -k`` expression that selects the configurations flagged slower (``""``: none)."""
+    slower = sorted({c.config for c in comparison.regressions if c.metric.timing})
+    return " or ".join(f"[{config}]" for config in slower)
 
 
 def format_comparison(comparison: Comparison) -> list[str]:
@@ -386,6 +448,17 @@ def format_comparison(comparison: Comparison) -> list[str]:
         lines.extend(f"  {c.config}: {c.describe()}" for c in regressions)
     else:
         lines.append("no regressions beyond the thresholds")
+    cleared = [c for c in comparison.changes if c.metric.timing and c.note and "NOT confirmed by" in c.note]
+    if cleared:
+        lines.append(f"cleared by the re-timing in {comparison.confirm.label} ({len(cleared)}): "
+                     + ", ".join(c.config for c in cleared))
+    selection = retime_selection(comparison)
+    if selection and comparison.confirm is None:
+        lines.append(
+            f"latency regressions are single runs: an unchanged configuration has a rare run now and then "
+            f"(README, A/A checks). Re-time them: pytest bench -k \"{selection}\" --benchmark-save=confirm, then "
+            f"python -m reports compare {a} {b} --confirm confirm; a rare run of {a} (too fast) would be confirmed "
+            f"too: re-time {a}'s code likewise (--benchmark-save=confirm-base) and add --confirm-baseline confirm-base")
     inconclusive = sorted({c.config for c in comparison.changes if c.note and c.note.startswith("inconclusive")})
     if inconclusive:
         lines.append(f"inconclusive timings (another process competed for the CPU) in {len(inconclusive)} "

@@ -43,7 +43,7 @@ def find_run(name: str | None, storage: Path = DEFAULT_STORAGE) -> Path:
         raise RunNotFound(f"no saved runs in {storage}/; save one with pytest bench -m cpu --benchmark-save=NAME")
     if name is None:
         return runs[-1]
-    matches = [p for p in runs if p.stem.split("_", 1)[0] == name or p.stem.split("_", 1)[-1] == name]
+    matches = [p for p in runs if name in (p.stem, *p.stem.split("_", 1))]  # 0001_run1, 0001 or run1
     if not matches:
         raise RunNotFound(f"no saved run {name!r} in {storage}/; saved: {', '.join(p.stem for p in runs)}")
     return matches[-1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reports.__main__ import main
-from reports.compare import BadThreshold, Thresholds, compare_runs, metric_changes
+from reports.compare import BadThreshold, Thresholds, compare_runs, format_comparison, metric_changes
 from reports.runs import find_run, load_run
 from tests.reports_fixtures import base_cases, case, run_fake_suite, write_fake_suite
 
@@ -262,3 +262,85 @@ def test_paired_latency_must_stand_out_of_the_between_run_spread():
     assert alone.regressed and "between-run spread unknown" in alone.note
     # a contended row is neither judged nor counted in the spread
     assert latency_spread(pairs[:7] + [(pairs[7][0], _paired_row("t7", [1.0] * 6, contended=True))]) is None
+
+
+def _run_of(name, ratios_by_config):
+    """An in-memory saved run whose configurations have these paired block ratios."""
+    from pathlib import Path
+
+    from reports.runs import Run
+
+    benchmarks = [{"extra_info": _paired_row(technique, ratios).to_extra_info(), "stats": {"median": 0.01}}
+                  for technique, ratios in ratios_by_config.items()]
+    return Run(Path(f"{name}.json"), {"benchmarks": benchmarks, "machine_info": {}})
+
+
+def test_a_latency_regression_stands_only_if_the_re_timing_confirms_it(capsys):
+    from reports.compare import NothingToCompare, retime_selection
+
+    rng = np.random.default_rng(9)
+    levels = {f"t{i}": 1.0 + 0.05 * i for i in range(30)}
+
+    def run(name, t0=None, only=None):
+        ratios = {}
+        for config, level in levels.items():
+            if only is not None and config not in only:
+                continue
+            centre = t0 if (config == "t0" and t0 is not None) else level * np.exp(0.04 * rng.standard_normal())
+            ratios[config] = centre * (1 + 0.01 * rng.standard_normal(7))
+        return _run_of(name, ratios)
+
+    before, after = run("a", t0=1.0), run("b", t0=0.6)  # t0 40% slower against fp32 in B, tight blocks
+    flagged = compare_runs(before, after)
+    assert [c.config for c in flagged.regressions] == ["m-t0-cpu-bs32"]
+    assert retime_selection(flagged) == "[m-t0-cpu-bs32]"
+    hint = format_comparison(flagged)[-1]
+    assert 'pytest bench -k "[m-t0-cpu-bs32]" --benchmark-save=confirm' in hint and "--confirm confirm" in hint
+    assert "--confirm-baseline confirm-base" in hint
+    # the re-timing shows it back where it was: a rare run of B, cleared and said so
+    cleared = compare_runs(before, after, confirm=run("c", t0=1.0, only={"t0"}))
+    assert cleared.regressions == []
+    t0 = next(c for c in cleared.changes if c.config == "m-t0-cpu-bs32")
+    assert "NOT confirmed by c" in t0.note and "rare run" in t0.note
+    assert "cleared by the re-timing in c (1): m-t0-cpu-bs32" in format_comparison(cleared)
+    # slower again in the re-timing: it stands, confirmed
+    confirmed = compare_runs(before, after, confirm=run("c", t0=0.6, only={"t0"}))
+    assert [c.config for c in confirmed.regressions] == ["m-t0-cpu-bs32"]
+    assert "confirmed by c (against a: paired: its speed vs fp32 fell" in confirmed.regressions[0].note
+    # A's run was the rare one (too fast): a re-timing of A's code (A2) clears it; a typical A2 keeps a real one
+    lucky = compare_runs(before, after, confirm=run("c", t0=0.6, only={"t0"}), confirm_baseline=run("a2", t0=0.62))
+    assert lucky.regressions == [] and "against a2: paired" in next(
+        c.note for c in lucky.changes if c.config == "m-t0-cpu-bs32")
+    real = compare_runs(before, after, confirm=run("c", t0=0.6, only={"t0"}), confirm_baseline=run("a2", t0=1.0))
+    assert [c.config for c in real.regressions] == ["m-t0-cpu-bs32"]
+    with pytest.raises(NothingToCompare, match="needs the re-timing of B's code"):
+        compare_runs(before, after, confirm_baseline=run("a2", t0=1.0))
+    # not re-timed: it stands, unconfirmed (a re-timing that left it out confirms nothing)
+    missing = compare_runs(before, after, confirm=run("c", only={"t3"}))
+    assert [c.config for c in missing.regressions] == ["m-t0-cpu-bs32"]
+    assert "not re-timed in c: unconfirmed" in missing.regressions[0].note
+    # a re-timing another process competed with confirms nothing either way
+    contended = _run_of("c", {"t0": [0.6] * 7})
+    contended.data["benchmarks"][0]["extra_info"]["contention"] = {"contended": True}
+    busy = compare_runs(before, after, confirm=contended)
+    assert [c.config for c in busy.regressions] == ["m-t0-cpu-bs32"] and "was contended" in busy.regressions[0].note
+    with pytest.raises(NothingToCompare, match="b is one of the compared runs"):
+        compare_runs(before, after, confirm=after)
+
+
+def test_confirm_option_names_a_missing_run(saved_runs, tmp_path, capsys):
+    retime = tmp_path / "retime.txt"
+    assert main(["compare", "base", "worse", "--storage", str(saved_runs), "--write-retime", str(retime)]) == 1
+    from reports.compare import retime_selection
+
+    comparison = compare_runs(load_run(find_run("base", saved_runs)), load_run(find_run("worse", saved_runs)))
+    assert retime.read_text() == retime_selection(comparison)  # "" unless the fake suite's timing moved
+    assert all(c.config in retime.read_text() for c in comparison.regressions if c.metric.timing)
+    assert main(["compare", "base", "worse", "--storage", str(saved_runs), "--confirm", "nosuchrun"]) == 2
+    assert "no saved run 'nosuchrun'" in capsys.readouterr().err
+    assert main(["compare", "base", "worse", "--storage", str(saved_runs), "--confirm", "worse"]) == 2
+    assert "is one of the compared runs" in capsys.readouterr().err
+    assert main(["compare", "base", "worse", "--storage", str(saved_runs), "--confirm-baseline", "base"]) == 2
+    assert "needs the re-timing of B's code" in capsys.readouterr().err
+    # the hint names runs by their label (0001_base), which names them back
+    assert find_run("0001_base", saved_runs) == find_run("base", saved_runs) == find_run("0001", saved_runs)
