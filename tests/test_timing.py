@@ -77,8 +77,10 @@ def test_interleaved_baseline_pairs_each_round_with_the_block_before_it():
     unknown = InterleavedBaseline(_sleep(0.006))  # estimate unknown: the first block sizes itself
     unknown()
     unknown()
-    assert unknown.calls == 4 and len(unknown.times) == 2 and 0.04 < unknown.seconds < 0.07
-    assert 2.5 < result.speed < 3.5 and 0.1 < result.seconds < 0.3
+    # sleeps only overshoot, by the scheduler's delay (milliseconds on a loaded 2-core machine, as
+    # under `pytest -n 2`): lower bounds tight, upper bounds with room for that delay
+    assert unknown.calls == 4 and len(unknown.times) == 2 and 0.04 < unknown.seconds < 0.15
+    assert 2.0 < result.speed < 3.5 and 0.1 < result.seconds < 0.6
     import pytest
 
     from compressors import CompressbenchError
