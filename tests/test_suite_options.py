@@ -307,3 +307,29 @@ def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatc
     assert info["versions"]["torch"] != "absent" and info["device_option"] == "cpu" and info["on_fallback"] == "warn"
     assert info["torch_build"]["cuda"] == info["hardware"]["cuda"]["torch_cuda"]
     assert "CPUExecutionProvider" in info["onnxruntime_providers"]
+
+
+def test_xdist_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
+    import dataclasses
+    import os
+
+    import torch
+
+    import conftest
+    from compressors import hardware
+
+    real = hardware.detect()
+    cpu = dataclasses.replace(real.cpu, physical_cores=4, usable_threads=8, threads=8)
+    four_cores = dataclasses.replace(real, cpu=cpu)
+    monkeypatch.setattr(hardware, "detect", lambda: four_cores)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert conftest.split_threads_among_workers(2) == 2
+        assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert conftest.split_threads_among_workers(8) == 1  # more workers than cores: one thread each
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+        assert conftest.split_threads_among_workers(2) is None and os.environ["OMP_NUM_THREADS"] == "3"
+    finally:
+        torch.set_num_threads(before)
