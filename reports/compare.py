@@ -138,6 +138,7 @@ class Change:
     regressed: bool
     limit: float
     note: str | None = None  # the test behind the verdict, or why it is inconclusive
+    cleared: bool = False  # flagged, then not confirmed by a re-timing (confirm_latency)
 
     @property
     def delta(self) -> str:
@@ -251,6 +252,14 @@ def _accuracy_test(before: ResultRow, after: ResultRow, beyond: bool) -> tuple[b
     return beyond and significant, note
 
 
+def _moved(metric: Metric, old: float, new: float) -> float:
+    """How far a metric moved the wrong way: in its own unit (absolute metrics) or percent of ``old``."""
+    worse = (old - new) if metric.higher_is_better else (new - old)
+    if metric.absolute:
+        return worse
+    return 0.0 if old == 0 else worse / old * 100
+
+
 def metric_changes(
     config: str, before: ResultRow, after: ResultRow, thresholds: Thresholds, timing: bool = True,
     spread: dict | None = None,
@@ -267,13 +276,7 @@ def metric_changes(
         limit = getattr(thresholds, metric.threshold)
         regressed, note = False, None
         if old is not None and new is not None:
-            if metric.absolute:
-                moved = (old - new) if metric.higher_is_better else (new - old)
-            elif old == 0:
-                moved = 0.0
-            else:
-                moved = ((old - new) if metric.higher_is_better else (new - old)) / old * 100
-            regressed = moved > limit + 1e-9
+            regressed = _moved(metric, old, new) > limit + 1e-9
             if metric.key == "median_s":
                 regressed, note = _latency_test(before, after, regressed, limit, spread)
             elif metric.key == "accuracy_pct":
@@ -327,10 +330,6 @@ class NothingToCompare(CompressbenchError):
     """Two runs that cannot be compared: no configuration in common, or one of them is partial."""
 
 
-def _moved_pct(old: float | None, new: float | None) -> float:
-    return 0.0 if not old or new is None else (new - old) / old * 100
-
-
 def confirm_latency(change: Change, before: ResultRow, confirm: ResultRow | None, confirm_label: str,
                     spread: dict | None, baseline: ResultRow | None = None, baseline_label: str | None = None,
                     before_label: str = "A") -> Change:
@@ -349,12 +348,13 @@ def confirm_latency(change: Change, before: ResultRow, confirm: ResultRow | None
     checks = [(before, before_label)] + ([(baseline, baseline_label)] if baseline is not None else [])
     notes = []
     for reference, label in checks:
-        beyond = _moved_pct(reference.latency.median_s, confirm.latency.median_s) > limit + 1e-9
+        old, new = reference.latency.median_s, confirm.latency.median_s
+        beyond = old is not None and new is not None and _moved(change.metric, old, new) > limit + 1e-9
         again, note = _latency_test(reference, confirm, beyond, limit, spread)
         notes.append(f"against {label}: {note}")
         if not again:
             cleared = f"NOT confirmed by {confirm_label} ({'; '.join(notes)}): a rare run, not a regression"
-            return dataclasses.replace(change, regressed=False, note=f"{change.note}; {cleared}")
+            return dataclasses.replace(change, regressed=False, cleared=True, note=f"{change.note}; {cleared}")
     return dataclasses.replace(change, note=f"{change.note}; confirmed by {confirm_label} ({'; '.join(notes)})")
 
 
@@ -366,6 +366,16 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     partial and ``allow_partial`` is not given. ``confirm``: a later run that re-timed configurations
     (typically those flagged); a latency regression then stands only if confirmed
     (:func:`confirm_latency`), against ``confirm_baseline`` too when given (a re-timing of A's code)."""
+    if confirm_baseline is not None and confirm is None:
+        raise NothingToCompare(f"{confirm_baseline.label}: a re-timing of A's code needs the re-timing of B's code "
+                               "(--confirm) to be checked against")
+    retimings = [run for run in (confirm, confirm_baseline) if run is not None]
+    seen = {before.path.resolve(), after.path.resolve()}
+    for run in retimings:
+        if run.path.resolve() in seen:
+            raise NothingToCompare(f"{run.label} is one of the compared runs: re-time the flagged configurations "
+                                   "in a new run to confirm them")
+        seen.add(run.path.resolve())
     for run in (before, after):
         if run.partial and not allow_partial:
             raise NothingToCompare(f"{run.label} is a partial run ({run.partial}): it is not a complete baseline; "
@@ -380,17 +390,7 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     changes = []
     for config in common:
         changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds, spread=spread))
-    if confirm_baseline is not None and confirm is None:
-        raise NothingToCompare(f"{confirm_baseline.label}: a re-timing of A's code needs the re-timing of B's code "
-                               "(--confirm) to be checked against")
     if confirm is not None:
-        compared = [before.path.resolve(), after.path.resolve()]
-        for run in (confirm, confirm_baseline):
-            if run is not None and run.path.resolve() in compared:
-                raise NothingToCompare(f"{run.label} is one of the compared runs: re-time the flagged configurations "
-                                       "in a new run to confirm them")
-            if run is not None:
-                compared.append(run.path.resolve())
         rows_c = {r.config_id: r for r in benchmark_rows(confirm)}
         rows_a2 = {r.config_id: r for r in benchmark_rows(confirm_baseline)} if confirm_baseline is not None else {}
         changes = [confirm_latency(c, rows_a[c.config], rows_c.get(c.config), confirm.label, spread,
@@ -403,7 +403,8 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
         changes,
         sorted(rows_a.keys() - rows_b.keys()),
         sorted(rows_b.keys() - rows_a.keys()),
-        machine_difference(before, after) or (machine_difference(after, confirm) if confirm is not None else None),
+        next((warning for warning in (machine_difference(before, after),
+                                      *(machine_difference(after, run) for run in retimings)) if warning), None),
         spread,
         confirm,
     )
@@ -448,7 +449,7 @@ def format_comparison(comparison: Comparison) -> list[str]:
         lines.extend(f"  {c.config}: {c.describe()}" for c in regressions)
     else:
         lines.append("no regressions beyond the thresholds")
-    cleared = [c for c in comparison.changes if c.metric.timing and c.note and "NOT confirmed by" in c.note]
+    cleared = [c for c in comparison.changes if c.cleared]
     if cleared:
         lines.append(f"cleared by the re-timing in {comparison.confirm.label} ({len(cleared)}): "
                      + ", ".join(c.config for c in cleared))
