@@ -3,7 +3,8 @@
 Options: ``--data-dir`` (SST-2/WikiText mirror), ``--cache-dir`` (artifact cache),
 ``--models`` and ``--techniques`` (comma lists, validated against the registries),
 ``--device`` (``cpu``, ``cuda`` or ``cuda:N``: restrict the run) and ``--on-fallback``
-(what a GPU configuration found partly on the CPU does: fail, xfail or warn).
+(what a GPU configuration found partly on the CPU does: fail, xfail or warn), ``--malloc``
+(the timing process's glibc allocator: ``steady`` by default, see compressors/allocator.py).
 Tests marked for a device tier this machine lacks (or ``--device`` excludes) are skipped
 with a reason naming what was looked for; the hardware found and the versions of the
 libraries that change results go into the saved run's machine info.
@@ -100,6 +101,14 @@ def pytest_addoption(parser):
         help="stop one configuration's isolated quality/memory measurement after this long and fail it (default 900)",
     )
     group.addoption(
+        "--malloc",
+        default="steady",
+        choices=("steady", "as-is"),
+        help="glibc allocator of the timing process: steady (default: freed heap blocks up to 32 MiB reused, "
+        "no trimming, so a timing does not depend on what ran before) or as-is (glibc's dynamic thresholds); "
+        "MALLOC_*_ / GLIBC_TUNABLES / a preloaded allocator always stand",
+    )
+    group.addoption(
         "--remeasure",
         action="store_true",
         help="measure quality and memory again even where this machine already measured the same artifact",
@@ -161,6 +170,9 @@ def pytest_configure(config):
     check_selection(models, techniques)
     config.compressbench_selection = Selection(models, techniques)
     _RUN.update(config=config, partial=None, interrupted=None, selected=None)
+    from compressors.allocator import settle_malloc
+
+    config.compressbench_malloc = settle_malloc(config.getoption("--malloc"))
     if hasattr(config, "workerinput"):
         split_threads_among_workers(int(config.workerinput.get("workercount") or 1))
     if not hasattr(config, "workerinput"):
@@ -272,6 +284,7 @@ def compressbench_machine_info(config) -> dict:
         "kernel_probe": kernel_probe(config),
         "run_slow_kernels": config.getoption("--run-slow-kernels"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "malloc": getattr(config, "compressbench_malloc", None),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     import torch

@@ -161,11 +161,13 @@ class ContentionMonitor:
         self._busy0 = self._busy()
         times = self._process.cpu_times()
         self._proc0 = times.user + times.system
+        self._faults0 = _minor_faults()
         self._wall0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self._wall0
+        faults = _minor_faults()
         times = self._process.cpu_times()
         process_cpu = times.user + times.system - self._proc0
         others = max(0.0, self._busy() - self._busy0 - process_cpu)
@@ -183,7 +185,17 @@ class ContentionMonitor:
             "loadavg_1m": [None if self._load0 is None else round(self._load0, 2),
                            None if load1 is None else round(load1, 2)],
             "contended": bool(reasons), "reason": "; ".join(reasons) or None,
+            # zero-filled pages this process touched (allocator churn: see compressors/allocator.py)
+            "minor_faults": None if faults is None or self._faults0 is None else faults - self._faults0,
         }
+
+
+def _minor_faults() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class TimeLimitExceeded(CompressbenchError):

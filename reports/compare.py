@@ -301,7 +301,8 @@ class Comparison:
         return [c for c in self.changes if c.regressed]
 
 
-MACHINE_KEYS = (("node",), ("machine",), ("cpu", "brand_raw"), ("cpu", "count"), ("compressbench", "hardware"))
+MACHINE_KEYS = (("node",), ("machine",), ("cpu", "brand_raw"), ("cpu", "count"), ("compressbench", "hardware"),
+                ("compressbench", "malloc", "mode"))
 
 
 def _machine_summary(run: Run) -> dict:
@@ -310,6 +311,8 @@ def _machine_summary(run: Run) -> dict:
         value = run.machine
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
+        if path[-1] == "mode" and value is None:
+            value = "as-is"  # runs saved before --malloc existed ran on glibc's dynamic thresholds
         summary[".".join(path)] = value
     return summary
 

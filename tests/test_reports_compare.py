@@ -344,3 +344,22 @@ def test_confirm_option_names_a_missing_run(saved_runs, tmp_path, capsys):
     assert "needs the re-timing of B's code" in capsys.readouterr().err
     # the hint names runs by their label (0001_base), which names them back
     assert find_run("0001_base", saved_runs) == find_run("base", saved_runs) == find_run("0001", saved_runs)
+
+
+def test_a_different_allocator_setting_warns_like_a_different_machine(tmp_path):
+    import json
+
+    from reports.compare import machine_difference
+
+    def saved(name, malloc):
+        compressbench = {"hardware": {"cpu": "same"}} | ({"malloc": malloc} if malloc else {})
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"machine_info": {"node": "n", "machine": "x86_64",
+                                                     "compressbench": compressbench}, "benchmarks": []}))
+        return load_run(path)
+
+    old, steady = saved("0001_old", None), saved("0002_new", {"mode": "steady"})
+    steady2 = saved("0003_again", {"mode": "steady"})
+    warning = machine_difference(old, steady)  # saved before --malloc: glibc's dynamic thresholds
+    assert warning and "compressbench.malloc.mode: 'as-is' vs 'steady'" in warning
+    assert machine_difference(steady, steady2) is None

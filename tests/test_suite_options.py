@@ -307,6 +307,7 @@ def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatc
     assert info["versions"]["torch"] != "absent" and info["device_option"] == "cpu" and info["on_fallback"] == "warn"
     assert info["torch_build"]["cuda"] == info["hardware"]["cuda"]["torch_cuda"]
     assert "CPUExecutionProvider" in info["onnxruntime_providers"]
+    assert info["malloc"]["mode"] in ("steady", "user") and "why" in info["malloc"]
 
 
 def test_xdist_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
