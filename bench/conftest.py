@@ -58,4 +58,5 @@ def bench_session(pytestconfig) -> BenchSession:
     sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)
     session.check_data()
+    pytestconfig.compressbench_bench_session = session  # re-times flagged configurations (reports/pytest_plugin.py)
     return session

@@ -72,6 +72,7 @@ class BenchSession:
         self.pytest_config = pytest_config
         self.budgets = budgets_mod.load_budgets()
         self._memo: dict[tuple, Any] = {}
+        self.cases: dict[str, Case] = {}  # the configurations timed so far, by test id
         self.max_build_s = self._option("--max-build-seconds", None)
         self.max_measure_s = self._option("--max-measure-seconds", 900.0)
 
@@ -400,6 +401,22 @@ class BenchSession:
             pytest.xfail(judgement.message)
 
 
+    def retime(self, config_id: str, median_s: float, round_s: list[float]) -> dict:
+        """Pair ``case`` with fp32 again, in a later time window (the end of the session, for a latency
+        regression flagged against the compared run): blocks as in :meth:`paired_speed` sized on the
+        test's own ``median_s`` and ``round_s``, the test-only injected slowdown too, under a contention
+        monitor. Returns ``{"speed_vs_fp32", "contention"}``, shaped as in the test's row."""
+        case = self.cases[config_id]
+        run = self.prepare(case)
+        factor = injected_slowdown(case)
+        if factor != 1.0:
+            run.timed = _slowed(run.timed, factor)
+        run.timed(*run.args)  # warm again: other configurations ran in between
+        with ContentionMonitor(run.threads) as monitor:
+            speed = self.paired_speed(run, median_s, round_s)
+        return {"speed_vs_fp32": speed, "contention": monitor.result}
+
+
 def _fp32_median_key(case: Case) -> tuple:
     return ("fp32-median", case.model.name, case.tier, case.scenario.suffix)  # suffix: bs1, bs32, bs1-gen32, ...
 
@@ -437,6 +454,7 @@ def run_benchmark(case: Case, session: BenchSession, benchmark, record_property)
     if factor != 1.0:
         run.timed = _slowed(run.timed, factor)
     benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
+    session.cases[case.id] = case  # for the end-of-session re-timing (:meth:`BenchSession.retime`)
     with ContentionMonitor(run.threads) as monitor:
         output, interleaved = session.time_case(run, benchmark)
     session.finish(run, benchmark, output, record_property, monitor.result, interleaved)

@@ -361,6 +361,25 @@ def confirm_latency(change: Change, before: ResultRow, confirm: ResultRow | None
     return dataclasses.replace(change, note=f"{change.note}; confirmed by {confirm_label} ({'; '.join(notes)})")
 
 
+IN_RUN_RETIMING = "B's re-timing at the end of its session"
+
+
+def in_run_retiming(change: Change, before: ResultRow, after: ResultRow, before_label: str,
+                    spread: dict | None) -> Change:
+    """A latency regression of A -> B judged on the re-timing B's own session made of it against A
+    (``extra_info.retimed``, written under ``pytest --benchmark-compare``): the verdict that run
+    reached, reached again. Left as it is when B holds no re-timing against this A."""
+    retimed = after.extra.get("retimed") or {}
+    if retimed.get("against") != before_label:
+        return change
+    if "speed_vs_fp32" not in retimed:  # the re-timing failed: the regression stands, unconfirmed
+        return dataclasses.replace(change, note=f"{change.note}; {IN_RUN_RETIMING} failed "
+                                                f"({retimed.get('error')}): unconfirmed")
+    confirm = after.replace(latency={"speed_vs_fp32": retimed["speed_vs_fp32"],
+                                     "contention": retimed.get("contention")})
+    return confirm_latency(change, before, confirm, IN_RUN_RETIMING, spread, before_label=before_label)
+
+
 def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
                  allow_partial: bool = False, confirm: Run | None = None,
                  confirm_baseline: Run | None = None) -> Comparison:
@@ -368,7 +387,9 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     share none (a comparison that checks nothing must not read as "no regressions"), or when one is
     partial and ``allow_partial`` is not given. ``confirm``: a later run that re-timed configurations
     (typically those flagged); a latency regression then stands only if confirmed
-    (:func:`confirm_latency`), against ``confirm_baseline`` too when given (a re-timing of A's code)."""
+    (:func:`confirm_latency`), against ``confirm_baseline`` too when given (a re-timing of A's code).
+    Without ``confirm``, B's own end-of-session re-timings against A are used where it has them
+    (:func:`in_run_retiming`)."""
     if confirm_baseline is not None and confirm is None:
         raise NothingToCompare(f"{confirm_baseline.label}: a re-timing of A's code needs the re-timing of B's code "
                                "(--confirm) to be checked against")
@@ -393,7 +414,10 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
     changes = []
     for config in common:
         changes.extend(metric_changes(config, rows_a[config], rows_b[config], thresholds, spread=spread))
-    if confirm is not None:
+    if confirm is None:  # B's own re-timings against A (pytest --benchmark-compare, reports/pytest_plugin.py)
+        changes = [in_run_retiming(c, rows_a[c.config], rows_b[c.config], before.label, spread)
+                   if c.regressed and c.metric.timing else c for c in changes]
+    else:
         rows_c = {r.config_id: r for r in benchmark_rows(confirm)}
         rows_a2 = {r.config_id: r for r in benchmark_rows(confirm_baseline)} if confirm_baseline is not None else {}
         changes = [confirm_latency(c, rows_a[c.config], rows_c.get(c.config), confirm.label, spread,
@@ -415,7 +439,8 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
 
 def retime_selection(comparison: Comparison) -> str:
     """The ``pytest -k`` expression that selects the configurations flagged slower (``""``: none)."""
-    slower = sorted({c.config for c in comparison.regressions if c.metric.timing})
+    slower = sorted({c.config for c in comparison.regressions
+                     if c.metric.timing and f"confirmed by {IN_RUN_RETIMING}" not in (c.note or "")})
     return " or ".join(f"[{config}]" for config in slower)
 
 
@@ -454,8 +479,8 @@ def format_comparison(comparison: Comparison) -> list[str]:
         lines.append("no regressions beyond the thresholds")
     cleared = [c for c in comparison.changes if c.cleared]
     if cleared:
-        lines.append(f"cleared by the re-timing in {comparison.confirm.label} ({len(cleared)}): "
-                     + ", ".join(c.config for c in cleared))
+        where = f"the re-timing in {comparison.confirm.label}" if comparison.confirm else IN_RUN_RETIMING
+        lines.append(f"cleared by {where} ({len(cleared)}): " + ", ".join(c.config for c in cleared))
     selection = retime_selection(comparison)
     if selection and comparison.confirm is None:
         lines.append(

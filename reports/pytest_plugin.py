@@ -6,6 +6,16 @@ comparison and, after each benchmark test that passed, fails it when its accurac
 size or memory regressed beyond the thresholds of :class:`reports.compare.Thresholds`
 (options below), with the numbers. A configuration absent from the compared run is not checked.
 The root ``conftest.py`` loads it; a unit test can load it with ``-p reports.pytest_plugin``.
+
+Latency gets the same gate as ``python -m reports compare`` (threshold, Mann-Whitney on the paired
+block ratios, beyond the between-run spread of all the configurations both runs have), judged once
+every test has run, and is **confirmed by re-timing**: each configuration flagged slower is paired
+with fp32 again at the end of the session, minutes after its test, and stays a regression only when
+that re-timing is flagged as well (:func:`reports.compare.confirm_latency`). On an unchanged
+configuration the paired ratio drifts with the machine's state over minutes (a 35-49% "slowdown" now
+and then in A/A runs, README), which a single timing window cannot tell from a real one; a real
+slowdown is there again when re-timed. A confirmed regression makes the session exit 1; the
+re-timing is saved in the row (``extra_info.retimed``). ``--no-retime`` turns the latency gate off.
 """
 
 from __future__ import annotations
@@ -13,19 +23,32 @@ from __future__ import annotations
 import pytest
 
 from compressors.results import ResultRow
-from reports.compare import Thresholds, add_threshold_options, metric_changes, thresholds_from_options
+from reports.compare import (
+    Thresholds,
+    add_threshold_options,
+    confirm_latency,
+    latency_spread,
+    metric_changes,
+    thresholds_from_options,
+)
 
-# Timings are pytest-benchmark's own (--benchmark-compare-fail); these are the other metrics.
+# Checked after each test (pytest-benchmark's own --benchmark-compare-fail keeps working too).
 CHECKED = ("accuracy_pp", "perplexity_pct", "size_pct", "memory_pct")
+# Checked once all tests ran (it needs the between-run spread of every row) and confirmed by re-timing.
+LATENCY = ("latency_pct",)
+RETIMED_BY = "its re-timing at the end of this session"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("compressbench comparison (with --benchmark-compare)")
-    add_threshold_options(group.addoption, CHECKED)
+    add_threshold_options(group.addoption, CHECKED + LATENCY)
+    group.addoption("--no-retime", action="store_true",
+                    help="no latency gate: do not judge latency against the compared run nor re-time "
+                    "the configurations flagged slower at the end of the session")
 
 
 def thresholds_from(config) -> Thresholds:
-    return thresholds_from_options(lambda field: config.getoption(f"compare_{field}"), CHECKED)
+    return thresholds_from_options(lambda field: config.getoption(f"compare_{field}"), CHECKED + LATENCY)
 
 
 def pytest_configure(config):
@@ -36,6 +59,7 @@ def pytest_configure(config):
     except CompressbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.compressbench_compared = None
+    config.compressbench_latency_verdicts = None
 
 
 class PytestBenchmarkChanged(RuntimeError):
@@ -96,3 +120,95 @@ def pytest_runtest_call(item):
                     " (thresholds: --compare-accuracy-pp, --compare-perplexity-pct, --compare-size-pct, "
                     "--compare-memory-pct)", pytrace=False)
     return result
+
+
+def _compared_timed_rows(config) -> dict[str, tuple[str, ResultRow]]:
+    """Configuration id -> (run file, row with its median) of the compared run."""
+    compared = {}
+    for path, benches in compared_benchmarks(config).items():
+        for bench in benches.values():
+            info = bench.get("extra_info") or {}
+            if ResultRow.is_result(info):
+                row = ResultRow.from_extra_info(info, median_s=(bench.get("stats") or {}).get("median"))
+                compared[row.config_id] = (str(path), row)
+    return compared
+
+
+def retime_status(verdict) -> str:
+    """``confirmed``, ``cleared`` (a rare run) or ``unconfirmed`` (re-timing failed or contended: it stands)."""
+    if verdict.cleared:
+        return "cleared"
+    return "confirmed" if f"confirmed by {RETIMED_BY}" in (verdict.note or "") else "unconfirmed"
+
+
+def judge_latency(config, current: dict, retime) -> list:
+    """The latency gate at the end of a session: ``current`` maps configuration id -> (extra_info dict,
+    row with its median and round times) of this run; each configuration flagged slower than the
+    compared run is re-timed with ``retime(config_id, median_s, round_s)`` (``{"speed_vs_fp32",
+    "contention"}``) and judged by :func:`reports.compare.confirm_latency`; the re-timing and the
+    verdict are written into its ``extra_info["retimed"]``. Returns the flagged changes, each
+    confirmed (``regressed``), cleared, or unconfirmed (the re-timing failed or was contended)."""
+    from pathlib import Path
+
+    compared = _compared_timed_rows(config)
+    common = sorted(current.keys() & compared.keys())
+    spread = latency_spread((compared[c][1], current[c][1]) for c in common)
+    thresholds = thresholds_from(config)
+    verdicts = []
+    for config_id in common:
+        (path, before), (info, after) = compared[config_id], current[config_id]
+        flagged = [c for c in metric_changes(config_id, before, after, thresholds, spread=spread)
+                   if c.metric.timing and c.regressed]
+        if not flagged:
+            continue
+        label = Path(path).stem
+        try:
+            again = retime(config_id, after.latency.median_s, after.latency.round_s or [])
+        except Exception as exc:  # noqa: BLE001  (any failure leaves the regression standing, said why)
+            verdict = confirm_latency(flagged[0], before, None, f"{RETIMED_BY} (it failed: {exc})", spread,
+                                      before_label=label)
+            info["retimed"] = {"against": label, "error": str(exc), "verdict": "unconfirmed"}
+        else:
+            confirm = after.replace(latency={"speed_vs_fp32": again["speed_vs_fp32"],
+                                             "contention": again["contention"]})
+            verdict = confirm_latency(flagged[0], before, confirm, RETIMED_BY, spread, before_label=label)
+            info["retimed"] = {"against": label, **again, "verdict": retime_status(verdict)}
+        verdicts.append(verdict)
+    return verdicts
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Before pytest-benchmark saves the run (its own sessionfinish wrapper): judge latency against the
+    compared run and re-time what was flagged (see the module's docstring)."""
+    config = session.config
+    bench_session = getattr(config, "compressbench_bench_session", None)
+    benchmarks = getattr(getattr(config, "_benchmarksession", None), "benchmarks", None)
+    if (config.getoption("benchmark_compare", None) and not config.getoption("--no-retime")
+            and bench_session is not None and benchmarks and not getattr(session, "shouldstop", False)):
+        current = {}
+        for bench in benchmarks:
+            info = bench.extra_info
+            if bench and ResultRow.is_result(info):
+                row = ResultRow.from_extra_info(info, median_s=bench.stats.median)
+                current[row.config_id] = (info, row)
+        verdicts = judge_latency(config, current, bench_session.retime)
+        config.compressbench_latency_verdicts = verdicts
+        if any(v.regressed for v in verdicts) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    yield
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    verdicts = getattr(config, "compressbench_latency_verdicts", None)
+    if not verdicts:
+        return
+    tr = terminalreporter
+    status = [retime_status(v) for v in verdicts]
+    tr.section("compressbench latency vs the compared run")
+    tr.write_line(f"{len(verdicts)} configuration(s) flagged slower, re-timed at the end of the session: "
+                  f"{status.count('confirmed')} confirmed, {status.count('cleared')} cleared as rare runs, "
+                  f"{status.count('unconfirmed')} unconfirmed (standing)")
+    for verdict, word in zip(verdicts, status, strict=True):
+        shown = {"confirmed": "REGRESSED", "unconfirmed": "REGRESSED (unconfirmed)", "cleared": "cleared"}[word]
+        tr.write_line(f"  {shown}: {verdict.config}: {verdict.describe()}", red=verdict.regressed)

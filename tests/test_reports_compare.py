@@ -363,3 +363,73 @@ def test_a_different_allocator_setting_warns_like_a_different_machine(tmp_path):
     warning = machine_difference(old, steady)  # saved before --malloc: glibc's dynamic thresholds
     assert warning and "compressbench.malloc.mode: 'as-is' vs 'steady'" in warning
     assert machine_difference(steady, steady2) is None
+
+
+RETIME_CONFTEST = '''
+import json, os
+import pytest
+from conftest_base import *  # noqa: F401,F403  (the fake suite's machine info)
+
+
+class FakeBenchSession:
+    """Stands in for bench's BenchSession: re-times a configuration with the block ratios FAKE_RETIME gives."""
+
+    def retime(self, config_id, median_s, round_s):
+        blocks = json.loads(os.environ["FAKE_RETIME"])[config_id]
+        return {"speed_vs_fp32": {"ratio": sorted(blocks)[len(blocks) // 2], "block_ratios": blocks},
+                "contention": {"contended": False, "reason": None}}
+
+
+def pytest_configure(config):
+    config.compressbench_bench_session = FakeBenchSession()
+'''
+
+
+def _paired(technique: str, blocks: list[float]) -> dict:
+    return case(technique, 1, speed_vs_fp32={"ratio": sorted(blocks)[2], "block_ratios": blocks})
+
+
+def test_latency_flagged_in_pytest_is_re_timed_and_only_a_confirmed_one_fails(tmp_path, monkeypatch, capsys):
+    """--benchmark-compare judges latency once every test ran (threshold, rank test, between-run spread),
+    re-times what it flagged, and fails the session only when the re-timing is flagged too."""
+    import json
+
+    from tests.reports_fixtures import FAKE_SUITE
+
+    folder = write_fake_suite(tmp_path / "suite")
+    (folder / "conftest_base.py").write_text(FAKE_SUITE)
+    (folder / "conftest.py").write_text(RETIME_CONFTEST)
+    storage = tmp_path / "storage"
+    rng = np.random.default_rng(0)
+    techniques = [f"t{i}" for i in range(12)]
+
+    def blocks(center):
+        return [round(float(center * (1 + rng.normal(0, 0.01))), 4) for _ in range(5)]
+
+    first = [_paired(t, blocks(1.0)) for t in techniques]
+    out = run_fake_suite(folder, storage, first, "--benchmark-save=a")
+    assert out.returncode == 0, out.stdout + out.stderr
+    slower = [_paired(t, blocks(0.6 if t == "t3" else 1.0)) for t in techniques]  # t3: 40% slower vs fp32
+    plugin = ("-p", "reports.pytest_plugin", "--benchmark-compare=0001")
+
+    monkeypatch.setenv("FAKE_RETIME", json.dumps({"tiny-t3-cpu-bs1": blocks(1.0)}))  # a rare run: fast again
+    out = run_fake_suite(folder, storage, slower, *plugin, "--benchmark-save=rare")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 configuration(s) flagged slower, re-timed at the end of the session: 0 confirmed, 1 cleared" in out.stdout
+    assert "cleared: tiny-t3-cpu-bs1" in out.stdout and "NOT confirmed by its re-timing" in out.stdout
+    (saved,) = storage.glob("*/*_rare.json")
+    retimed = [b["extra_info"]["retimed"] for b in json.loads(saved.read_text())["benchmarks"]
+               if "retimed" in b["extra_info"]]
+    assert [(r["against"], r["verdict"]) for r in retimed] == [("0001_a", "cleared")]
+    # reports compare reaches the same verdict from the saved re-timing
+    assert main(["compare", "0001", "0002", "--storage", str(storage)]) == 0
+    assert "cleared by B's re-timing at the end of its session (1): tiny-t3-cpu-bs1" in capsys.readouterr().out
+
+    monkeypatch.setenv("FAKE_RETIME", json.dumps({"tiny-t3-cpu-bs1": blocks(0.6)}))  # slow again: a real one
+    out = run_fake_suite(folder, storage, slower, *plugin)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 confirmed, 0 cleared" in out.stdout and "REGRESSED: tiny-t3-cpu-bs1" in out.stdout
+    assert "confirmed by its re-timing at the end of this session (against 0001_a" in out.stdout
+
+    out = run_fake_suite(folder, storage, slower, *plugin, "--no-retime")  # the gate off
+    assert out.returncode == 0 and "flagged slower" not in out.stdout, out.stdout + out.stderr
