@@ -400,12 +400,12 @@ class BenchSession:
         if judgement.outcome == "xfail":
             pytest.xfail(judgement.message)
 
-
     def retime(self, config_id: str, median_s: float, round_s: list[float]) -> dict:
-        """Pair ``case`` with fp32 again, in a later time window (the end of the session, for a latency
-        regression flagged against the compared run): blocks as in :meth:`paired_speed` sized on the
-        test's own ``median_s`` and ``round_s``, the test-only injected slowdown too, under a contention
-        monitor. Returns ``{"speed_vs_fp32", "contention"}``, shaped as in the test's row."""
+        """Pair the configuration timed as ``config_id`` with fp32 again, in a later time window (the
+        end of the session, for a latency regression flagged against the compared run): blocks as in
+        :meth:`paired_speed`, sized on the test's own ``median_s`` and ``round_s``, the test-only
+        injected slowdown too, under a contention monitor. Returns ``{"speed_vs_fp32", "contention"}``,
+        shaped as in the test's row."""
         case = self.cases[config_id]
         run = self.prepare(case)
         factor = injected_slowdown(case)

@@ -164,7 +164,8 @@ def judge_latency(config, current: dict, retime) -> list:
         label = Path(path).stem
         try:
             again = retime(config_id, after.latency.median_s, after.latency.round_s or [])
-        except Exception as exc:  # noqa: BLE001  (any failure leaves the regression standing, said why)
+        except (Exception, pytest.fail.Exception, pytest.skip.Exception) as exc:  # noqa: BLE001
+            # any failure (a placement check that fails or skips, too) leaves the regression standing, said why
             verdict = confirm_latency(flagged[0], before, None, f"{RETIMED_BY} (it failed: {exc})", spread,
                                       before_label=label)
             info["retimed"] = {"against": label, "error": str(exc), "verdict": "unconfirmed"}
@@ -184,8 +185,9 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     bench_session = getattr(config, "compressbench_bench_session", None)
     benchmarks = getattr(getattr(config, "_benchmarksession", None), "benchmarks", None)
-    if (config.getoption("benchmark_compare", None) and not config.getoption("--no-retime")
-            and bench_session is not None and benchmarks and not getattr(session, "shouldstop", False)):
+    finished = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)  # not interrupted
+    if (finished and config.getoption("benchmark_compare", None) and not config.getoption("--no-retime")
+            and bench_session is not None and benchmarks):
         current = {}
         for bench in benchmarks:
             info = bench.extra_info

@@ -431,5 +431,10 @@ def test_latency_flagged_in_pytest_is_re_timed_and_only_a_confirmed_one_fails(tm
     assert "1 confirmed, 0 cleared" in out.stdout and "REGRESSED: tiny-t3-cpu-bs1" in out.stdout
     assert "confirmed by its re-timing at the end of this session (against 0001_a" in out.stdout
 
+    monkeypatch.setenv("FAKE_RETIME", "{}")  # the re-timing fails: the regression stands, unconfirmed
+    out = run_fake_suite(folder, storage, slower, *plugin)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 unconfirmed (standing)" in out.stdout and "REGRESSED (unconfirmed): tiny-t3-cpu-bs1" in out.stdout
+
     out = run_fake_suite(folder, storage, slower, *plugin, "--no-retime")  # the gate off
     assert out.returncode == 0 and "flagged slower" not in out.stdout, out.stdout + out.stderr
