@@ -20,6 +20,8 @@ re-timing is saved in the row (``extra_info.retimed``). ``--no-retime`` turns th
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from compressors.results import ResultRow
@@ -60,6 +62,7 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     config.compressbench_compared = None
     config.compressbench_latency_verdicts = None
+    config.compressbench_latency_compared = None
 
 
 class PytestBenchmarkChanged(RuntimeError):
@@ -153,6 +156,8 @@ def judge_latency(config, current: dict, retime) -> list:
     compared = _compared_timed_rows(config)
     common = sorted(current.keys() & compared.keys())
     spread = latency_spread((compared[c][1], current[c][1]) for c in common)
+    runs = sorted({Path(compared[c][0]).stem for c in common})
+    config.compressbench_latency_compared = {"runs": runs, "configurations": len(common), "spread": spread}
     thresholds = thresholds_from(config)
     verdicts = []
     for config_id in common:
@@ -203,9 +208,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     verdicts = getattr(config, "compressbench_latency_verdicts", None)
-    if not verdicts:
+    compared = getattr(config, "compressbench_latency_compared", None)
+    if verdicts is None or compared is None:
         return
     tr = terminalreporter
+    if not verdicts:
+        spread = compared["spread"]
+        bar = f", bar {(math.exp(spread['bar']) - 1) * 100:.1f}% slower vs fp32" if spread else ""
+        tr.write_line(f"compressbench latency vs {', '.join(compared['runs']) or 'the compared run'}: no configuration "
+                      f"flagged slower ({compared['configurations']} compared{bar})")
+        return
     status = [retime_status(v) for v in verdicts]
     tr.section("compressbench latency vs the compared run")
     tr.write_line(f"{len(verdicts)} configuration(s) flagged slower, re-timed at the end of the session: "

@@ -436,5 +436,9 @@ def test_latency_flagged_in_pytest_is_re_timed_and_only_a_confirmed_one_fails(tm
     assert out.returncode == 1, out.stdout + out.stderr
     assert "1 unconfirmed (standing)" in out.stdout and "REGRESSED (unconfirmed): tiny-t3-cpu-bs1" in out.stdout
 
+    out = run_fake_suite(folder, storage, first, *plugin)  # nothing slower: said so
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "compressbench latency vs 0001_a: no configuration flagged slower (12 compared, bar" in out.stdout
+
     out = run_fake_suite(folder, storage, slower, *plugin, "--no-retime")  # the gate off
     assert out.returncode == 0 and "flagged slower" not in out.stdout, out.stdout + out.stderr
