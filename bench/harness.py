@@ -281,6 +281,14 @@ class BenchSession:
         threads = placement.get("torch_threads") or placement.get("intra_op_threads") or None
         return PreparedCase(case, row, predictor, timed, args, timing_input, budget, verdicts, threads)
 
+    def prepare_timed(self, case: Case) -> PreparedCase:
+        """:meth:`prepare`, with the test-only injected slowdown (:func:`injected_slowdown`) on its timed call."""
+        run = self.prepare(case)
+        factor = injected_slowdown(case)
+        if factor != 1.0:
+            run.timed = _slowed(run.timed, factor)
+        return run
+
     @staticmethod
     def _torch_threads() -> int:
         import torch
@@ -406,11 +414,7 @@ class BenchSession:
         :meth:`paired_speed`, sized on the test's own ``median_s`` and ``round_s``, the test-only
         injected slowdown too, under a contention monitor. Returns ``{"speed_vs_fp32", "contention"}``,
         shaped as in the test's row."""
-        case = self.cases[config_id]
-        run = self.prepare(case)
-        factor = injected_slowdown(case)
-        if factor != 1.0:
-            run.timed = _slowed(run.timed, factor)
+        run = self.prepare_timed(self.cases[config_id])
         run.timed(*run.args)  # warm again: other configurations ran in between
         with ContentionMonitor(run.threads) as monitor:
             speed = self.paired_speed(run, median_s, round_s)
@@ -449,10 +453,7 @@ def _slowed(call: Callable, factor: float) -> Callable:
 def run_benchmark(case: Case, session: BenchSession, benchmark, record_property) -> None:
     """One benchmark test: prepare untimed, time the task's call (watching for contention), pair it
     with fp32, record and judge."""
-    run = session.prepare(case)
-    factor = injected_slowdown(case)
-    if factor != 1.0:
-        run.timed = _slowed(run.timed, factor)
+    run = session.prepare_timed(case)
     benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
     session.cases[case.id] = case  # for the end-of-session re-timing (:meth:`BenchSession.retime`)
     with ContentionMonitor(run.threads) as monitor:

@@ -139,6 +139,7 @@ class Change:
     limit: float
     note: str | None = None  # the test behind the verdict, or why it is inconclusive
     cleared: bool = False  # flagged, then not confirmed by a re-timing (confirm_latency)
+    confirmed: bool = False  # flagged, and flagged again by a re-timing (confirm_latency)
 
     @property
     def delta(self) -> str:
@@ -358,7 +359,8 @@ def confirm_latency(change: Change, before: ResultRow, confirm: ResultRow | None
         if not again:
             cleared = f"NOT confirmed by {confirm_label} ({'; '.join(notes)}): a rare run, not a regression"
             return dataclasses.replace(change, regressed=False, cleared=True, note=f"{change.note}; {cleared}")
-    return dataclasses.replace(change, note=f"{change.note}; confirmed by {confirm_label} ({'; '.join(notes)})")
+    return dataclasses.replace(change, confirmed=True,
+                               note=f"{change.note}; confirmed by {confirm_label} ({'; '.join(notes)})")
 
 
 IN_RUN_RETIMING = "B's re-timing at the end of its session"
@@ -439,8 +441,7 @@ def compare_runs(before: Run, after: Run, thresholds: Thresholds = Thresholds(),
 
 def retime_selection(comparison: Comparison) -> str:
     """The ``pytest -k`` expression that selects the configurations flagged slower (``""``: none)."""
-    slower = sorted({c.config for c in comparison.regressions
-                     if c.metric.timing and f"confirmed by {IN_RUN_RETIMING}" not in (c.note or "")})
+    slower = sorted({c.config for c in comparison.regressions if c.metric.timing and not c.confirmed})
     return " or ".join(f"[{config}]" for config in slower)
 
 

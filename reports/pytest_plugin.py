@@ -96,7 +96,7 @@ def _compared_rows(config) -> dict[str, tuple[str, ResultRow]]:
             for bench in benches.values():
                 info = bench.get("extra_info") or {}
                 if ResultRow.is_result(info):
-                    row = ResultRow.from_extra_info(info)
+                    row = ResultRow.from_extra_info(info, median_s=(bench.get("stats") or {}).get("median"))
                     compared[row.config_id] = (str(path), row)
         config.compressbench_compared = compared
     return config.compressbench_compared
@@ -125,23 +125,9 @@ def pytest_runtest_call(item):
     return result
 
 
-def _compared_timed_rows(config) -> dict[str, tuple[str, ResultRow]]:
-    """Configuration id -> (run file, row with its median) of the compared run."""
-    compared = {}
-    for path, benches in compared_benchmarks(config).items():
-        for bench in benches.values():
-            info = bench.get("extra_info") or {}
-            if ResultRow.is_result(info):
-                row = ResultRow.from_extra_info(info, median_s=(bench.get("stats") or {}).get("median"))
-                compared[row.config_id] = (str(path), row)
-    return compared
-
-
 def retime_status(verdict) -> str:
     """``confirmed``, ``cleared`` (a rare run) or ``unconfirmed`` (re-timing failed or contended: it stands)."""
-    if verdict.cleared:
-        return "cleared"
-    return "confirmed" if f"confirmed by {RETIMED_BY}" in (verdict.note or "") else "unconfirmed"
+    return "cleared" if verdict.cleared else ("confirmed" if verdict.confirmed else "unconfirmed")
 
 
 def judge_latency(config, current: dict, retime) -> list:
@@ -153,7 +139,7 @@ def judge_latency(config, current: dict, retime) -> list:
     confirmed (``regressed``), cleared, or unconfirmed (the re-timing failed or was contended)."""
     from pathlib import Path
 
-    compared = _compared_timed_rows(config)
+    compared = _compared_rows(config)
     common = sorted(current.keys() & compared.keys())
     spread = latency_spread((compared[c][1], current[c][1]) for c in common)
     runs = sorted({Path(compared[c][0]).stem for c in common})
