@@ -100,10 +100,14 @@ class BenchSession:
         libraries' chatter (compressors.quiet) unless the run is verbose (-v) or uncaptured (-s)."""
         manager = getattr(self.pytest_config, "pluginmanager", None)
         capman = manager.getplugin("capturemanager") if manager else None
-        verbose = self._option("verbose", 0) > 0 or self._option("capture", "fd") == "no"
-        with (capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()), \
-                (contextlib.nullcontext() if verbose else quiet_libraries()):
+        with (capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()), self.held_chatter():
             yield
+
+    def held_chatter(self):
+        """compressors.quiet's hold on the libraries' chatter (log lines, prints, their Python
+        warnings), or nothing when the run is verbose (-v) or uncaptured (-s)."""
+        verbose = self._option("verbose", 0) > 0 or self._option("capture", "fd") == "no"
+        return contextlib.nullcontext() if verbose else quiet_libraries()
 
     # ------------------------------------------------------------------ data
     def check_data(self) -> None:
@@ -206,7 +210,12 @@ class BenchSession:
         key = ("predictor", case.config_id, device)
         if device.startswith("cuda") and key not in self._memo:
             self.release_gpu()
-        return self._once(key, lambda: load_predictor(self.artifact(case), device))
+        def load():
+            artifact = self.artifact(case)
+            with self.held_chatter():  # torch's deprecations on loading a quantized model, ...
+                return load_predictor(artifact, device)
+
+        return self._once(key, load)
 
     def check_placement(self, case: Case, row: ResultRow, predictor: Predictor) -> ResultRow:
         """Catch a configuration meant for a GPU that runs (partly) on the CPU, in the measurement

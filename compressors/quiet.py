@@ -2,10 +2,13 @@
 
 torch's ``W... _pytree`` warnings, ONNX Runtime's calibration prints and "Failed to infer data type"
 log lines, transformers' load reports (which list a new classifier head as "MISSING" before the
-fine-tune trains it) and its "Loading weights" bars say nothing a benchmark user needs. Inside
-:func:`quiet_libraries` they are held back: log levels raised, transformers' progress bars off,
-stdout buffered; the suite's own progress bars (tqdm on stderr) still show. If the block fails,
-what was held back is written out, so a failure keeps its context.
+fine-tune trains it), its "Loading weights" bars, and the libraries' Python warnings (the ONNX
+exporter's TracerWarnings, torch's deprecations on loading a quantized model, the sparse CSR "beta"
+notice) say nothing a benchmark user needs. Inside :func:`quiet_libraries` they are held back: log
+levels raised, transformers' progress bars off, stdout buffered, warnings recorded; the suite's own
+progress bars (tqdm on stderr) and its own warnings (categories defined in compressors, bench and
+reports, e.g. a corrupt cache entry) still show. If the block fails, what was held back is written
+out, so a failure keeps its context.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import contextlib
 import io
 import logging
 import sys
+import warnings
 
+OWN_PACKAGES = ("compressors", "bench", "reports")
 NOISY_LOGGERS = ("", "torch", "transformers", "onnxruntime", "nncf", "openvino", "bitsandbytes", "accelerate",
                  "huggingface_hub", "datasets", "torchao", "peft")
 
@@ -36,13 +41,22 @@ def quiet_libraries():
         transformers_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    caught: list[warnings.WarningMessage] = []
     try:
-        with contextlib.redirect_stdout(held):
-            yield held
+        with contextlib.redirect_stdout(held), warnings.catch_warnings(record=True) as caught:
+            try:
+                yield held
+            finally:
+                for w in caught:
+                    if not _own(w.category):
+                        held.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
     except BaseException:
         sys.stderr.write(held.getvalue())
         raise
     finally:
+        for w in caught:
+            if _own(w.category):  # the suite's own warnings go on, to pytest's summary
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         logging.getLogger().removeHandler(handler)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
@@ -52,3 +66,7 @@ def quiet_libraries():
             hf_logging.set_verbosity(transformers_state[0])
             if transformers_state[1]:
                 hf_logging.enable_progress_bar()
+
+
+def _own(category: type) -> bool:
+    return category.__module__.split(".")[0] in OWN_PACKAGES
