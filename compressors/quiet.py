@@ -14,6 +14,8 @@ out, so a failure keeps its context.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import io
 import logging
 import sys
@@ -33,9 +35,13 @@ def quiet_libraries():
         logger = logging.getLogger(name)
         levels[name] = logger.level
         logger.setLevel(logging.ERROR)
+    # A library imported for the first time inside the block sets its loggers' levels again (torch,
+    # transformers, nncf do): logging.disable holds below ERROR whatever the loggers' own levels.
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     logging.getLogger().addHandler(handler)
     transformers_state = None
-    if "transformers" in sys.modules:
+    if importlib.util.find_spec("transformers") is not None:  # its progress bars: imported now, off
         from transformers.utils import logging as hf_logging
 
         transformers_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
@@ -58,6 +64,7 @@ def quiet_libraries():
             if _own(w.category):  # the suite's own warnings go on, to pytest's summary
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         logging.getLogger().removeHandler(handler)
+        logging.disable(disabled)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         if transformers_state is not None:
@@ -70,3 +77,4 @@ def quiet_libraries():
 
 def _own(category: type) -> bool:
     return category.__module__.split(".")[0] in OWN_PACKAGES
+

@@ -45,3 +45,23 @@ def test_held_chatter_is_written_out_when_the_block_fails(capfd):
             raise RuntimeError("export failed")
     _out, err = capfd.readouterr()
     assert "Loading weights" in err and "Failed to infer data type" in err and "TracerWarning-like notice" in err
+
+
+def test_a_library_configured_inside_the_block_stays_quiet(capfd):
+    """torch, transformers and nncf set their loggers' levels and handlers on first import, which
+    may happen inside the block (a build importing them): held back all the same."""
+    import sys
+
+    library = logging.getLogger("freshlibrary")
+    handler = logging.StreamHandler(sys.stderr)
+    try:
+        with quiet_libraries():
+            library.propagate = False
+            library.addHandler(handler)
+            library.setLevel(logging.INFO)
+            library.warning("LOAD REPORT: classifier.weight MISSING")
+        library.warning("after the block")
+    finally:
+        library.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "after the block" in err
