@@ -266,9 +266,10 @@ def fingerprint(cpu, threads: int) -> str:
 
 def run_probe(cpu, threads: int) -> dict:
     """Measure every registered kernel (seconds) and say whether anything competed meanwhile."""
+    from compressors.quiet import quiet_libraries
     from compressors.timing import ContentionMonitor
 
-    with ContentionMonitor(threads) as monitor:
+    with ContentionMonitor(threads) as monitor, quiet_libraries():  # nncf.quantize's progress bar, ...
         results = {name: measure(kernel, threads) for name, kernel in KERNELS.items()}
     return {
         "fingerprint": fingerprint(cpu, threads), "cpu": cpu.name, "isa": cpu.isa, "threads": threads,
