@@ -100,6 +100,7 @@ class TrainingReport:
     total_parameters: int
     peak_rss_bytes: int | None = None
     peak_vram_bytes: int | None = None
+    optimizer: str = "AdamW"
 
     @property
     def trainable_share(self) -> float:
@@ -127,6 +128,27 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(_logical_numel(p) for p in model.parameters() if p.requires_grad)
     total = sum(_logical_numel(p) for p in model.parameters())
     return trainable, total
+
+
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # PyTorch >= 2.4 has fused AdamW kernels for both
+
+
+def adamw(groups: list[dict], lr: float):
+    """AdamW over ``groups``, in PyTorch's fused implementation where it has one for these parameters
+    (float tensors on the CPU or a CUDA GPU): the same update in one pass over each tensor instead of
+    a dozen; a MiniLM-L6 fine-tune step takes 0.81x as long as with the for-loop AdamW on 2 cores
+    (compressors/decisions/minilm-finetune-recipe.md). Results differ from the for-loop
+    implementation by rounding only (tests/test_training.py), as they do between CPU kinds, so
+    cached artifacts stay valid. Returns ``(optimizer, description)``."""
+    import torch
+
+    params = [p for group in groups for p in group["params"]]
+    devices = sorted({p.device.type for p in params})
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params if not p.is_floating_point()})
+    if dtypes or any(d not in FUSED_ADAMW_DEVICES for d in devices) or len(devices) > 1:
+        why = f"non-float parameters ({', '.join(dtypes)})" if dtypes else f"parameters on {', '.join(devices)}"
+        return torch.optim.AdamW(groups, lr=lr), f"AdamW (for-loop: no fused kernel for {why})"
+    return torch.optim.AdamW(groups, lr=lr, fused=True), "AdamW (fused)"
 
 
 def train_classifier(
@@ -172,7 +194,7 @@ def train_classifier(
         {"params": [p for p in params if id(p) not in no_decay_ids], "weight_decay": recipe.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
+    optimizer, optimizer_name = adamw(groups, recipe.lr)
     steps_per_epoch = math.ceil(len(indices) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     warmup = int(recipe.warmup_ratio * total_steps)
@@ -221,6 +243,7 @@ def train_classifier(
         total_parameters=total,
         peak_rss_bytes=status_bytes("VmHWM") if hwm_reset else None,
         peak_vram_bytes=int(torch.cuda.max_memory_allocated()) if on_cuda else None,
+        optimizer=optimizer_name,
     )
 
 

@@ -59,3 +59,41 @@ def test_training_learns_a_toy_task(tmp_path):
         report.steps == 45 and report.sentences == 120 and report.final_loss < 0.69
     )  # below chance (ln 2); the smoothed loss lags
     assert (report.trainable_parameters, report.total_parameters) == count_parameters(model)
+    assert report.optimizer == "AdamW (fused)" and report.to_dict()["optimizer"] == report.optimizer
+
+
+def test_fused_adamw_is_the_same_update_as_the_for_loop():
+    """train_classifier's optimiser (compressors.training.adamw): the fused implementation where
+    PyTorch has one, differing from the for-loop AdamW by rounding only."""
+    from compressors.training import adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    results = {}
+    for name in ("fused", "for-loop"):
+        params = [p.clone().requires_grad_(True) for p in start]
+        groups = [{"params": params[:1], "weight_decay": 0.01}, {"params": params[1:], "weight_decay": 0.0}]
+        if name == "fused":
+            optimizer, label = adamw(groups, 1e-2)
+            assert label == "AdamW (fused)", label  # PyTorch >= 2.4 has a fused CPU kernel
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=1e-2, fused=False)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        results[name] = [p.detach() for p in params]
+    moved = max((a - b).abs().max().item() for a, b in zip(results["for-loop"], start, strict=True))
+    assert moved > 0.01  # the steps did move the weights
+    for fused, loop in zip(results["fused"], results["for-loop"], strict=True):
+        torch.testing.assert_close(fused, loop, rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_falls_back_and_says_why():
+    from compressors.training import adamw
+
+    params = [torch.zeros(4, device="meta", requires_grad=True)]  # a device without fused kernels
+    optimizer, label = adamw([{"params": params, "weight_decay": 0.0}], 1e-3)
+    assert label == "AdamW (for-loop: no fused kernel for parameters on meta)"
+    assert not optimizer.defaults["fused"]
