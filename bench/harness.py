@@ -210,6 +210,7 @@ class BenchSession:
         key = ("predictor", case.config_id, device)
         if device.startswith("cuda") and key not in self._memo:
             self.release_gpu()
+
         def load():
             artifact = self.artifact(case)
             with self.held_chatter():  # torch's deprecations on loading a quantized model, ...

@@ -5,16 +5,15 @@ log lines, transformers' load reports (which list a new classifier head as "MISS
 fine-tune trains it), its "Loading weights" bars, and the libraries' Python warnings (the ONNX
 exporter's TracerWarnings, torch's deprecations on loading a quantized model, the sparse CSR "beta"
 notice) say nothing a benchmark user needs. Inside :func:`quiet_libraries` they are held back: log
-levels raised, transformers' progress bars off, stdout buffered, warnings recorded; the suite's own
-progress bars (tqdm on stderr) and its own warnings (categories defined in compressors, bench and
-reports, e.g. a corrupt cache entry) still show. If the block fails, what was held back is written
-out, so a failure keeps its context.
+levels raised and logging below ERROR disabled, transformers' progress bars off, stdout buffered,
+warnings recorded; the suite's own progress bars (tqdm on stderr) and its own warnings (categories
+defined in compressors, bench and reports, e.g. a corrupt cache entry) still show. If the block
+fails, what was held back is written out, so a failure keeps its context.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import io
 import logging
@@ -77,4 +76,3 @@ def quiet_libraries():
 
 def _own(category: type) -> bool:
     return category.__module__.split(".")[0] in OWN_PACKAGES
-
