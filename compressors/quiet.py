@@ -4,11 +4,11 @@ torch's ``W... _pytree`` warnings, ONNX Runtime's calibration prints and "Failed
 log lines, transformers' load reports (which list a new classifier head as "MISSING" before the
 fine-tune trains it), its "Loading weights" bars, and the libraries' Python warnings (the ONNX
 exporter's TracerWarnings, torch's deprecations on loading a quantized model, the sparse CSR "beta"
-notice) say nothing a benchmark user needs. Inside :func:`quiet_libraries` they are held back: log
-levels raised and logging below ERROR disabled, transformers' progress bars off, stdout buffered,
-warnings recorded; the suite's own progress bars (tqdm on stderr) and its own warnings (categories
-defined in compressors, bench and reports, e.g. a corrupt cache entry) still show. If the block
-fails, what was held back is written out, so a failure keeps its context.
+notice) say nothing a benchmark user needs. Inside :func:`quiet_libraries` they are held back:
+logging below ERROR disabled, transformers' progress bars off, stdout buffered, warnings recorded;
+the suite's own progress bars (tqdm on stderr) and its own warnings (categories defined in
+compressors, bench and reports, e.g. a corrupt cache entry) still show. If the block fails, what
+was held back is written out, so a failure keeps its context.
 """
 
 from __future__ import annotations
@@ -21,30 +21,22 @@ import sys
 import warnings
 
 OWN_PACKAGES = ("compressors", "bench", "reports")
-NOISY_LOGGERS = ("", "torch", "transformers", "onnxruntime", "nncf", "openvino", "bitsandbytes", "accelerate",
-                 "huggingface_hub", "datasets", "torchao", "peft")
 
 
 @contextlib.contextmanager
 def quiet_libraries():
     held = io.StringIO()
     handler = logging.StreamHandler(held)
-    levels = {}
-    for name in NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        levels[name] = logger.level
-        logger.setLevel(logging.ERROR)
-    # A library imported for the first time inside the block sets its loggers' levels again (torch,
-    # transformers, nncf do): logging.disable holds below ERROR whatever the loggers' own levels.
+    # logging.disable, not the loggers' levels: a library imported for the first time inside the block
+    # sets its loggers' levels again (torch, transformers, nncf do).
     disabled = logging.root.manager.disable
     logging.disable(logging.WARNING)
     logging.getLogger().addHandler(handler)
-    transformers_state = None
+    bars_were_on = False
     if importlib.util.find_spec("transformers") is not None:  # its progress bars: imported now, off
         from transformers.utils import logging as hf_logging
 
-        transformers_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
-        hf_logging.set_verbosity_error()
+        bars_were_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
     caught: list[warnings.WarningMessage] = []
     try:
@@ -64,14 +56,10 @@ def quiet_libraries():
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         logging.getLogger().removeHandler(handler)
         logging.disable(disabled)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        if transformers_state is not None:
+        if bars_were_on:
             from transformers.utils import logging as hf_logging
 
-            hf_logging.set_verbosity(transformers_state[0])
-            if transformers_state[1]:
-                hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()
 
 
 def _own(category: type) -> bool:
