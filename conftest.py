@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import pytest
 
@@ -169,7 +170,8 @@ def pytest_configure(config):
     techniques = _split("--techniques", config.getoption("--techniques"), TECHNIQUES.describe_names())
     check_selection(models, techniques)
     config.compressbench_selection = Selection(models, techniques)
-    _RUN.update(config=config, partial=None, interrupted=None, selected=None)
+    _RUN.update(config=config, partial=None, interrupted=None, selected=None, start=time.perf_counter())
+    _TIMES.clear()
     from compressors.allocator import settle_malloc
 
     config.compressbench_malloc = settle_malloc(config.getoption("--malloc"))
@@ -316,6 +318,8 @@ def pytest_runtest_logreport(report):
 
         outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         for name, value in report.user_properties:
+            if name == "compressbench_time":  # one test's time by phase (bench/harness.py: run_benchmark)
+                _TIMES.append(value)
             if name == "compressbench":
                 _ROWS.append(ResultRow.from_extra_info(value["extra_info"], value["median_s"], outcome))
                 _keep_partial(report.nodeid, value)
@@ -323,8 +327,26 @@ def pytest_runtest_logreport(report):
 
 # Result rows of this run (on the xdist controller too: user_properties travel with reports).
 _ROWS: list = []
-# This run's partial file (bench/partial_run.py), and how the session ended.
-_RUN: dict = {"config": None, "partial": None, "interrupted": None, "selected": None}
+# Each benchmark test's wall time by phase (compressors.timing.TimeAccount), from the reports
+# (so on the xdist controller too).
+_TIMES: list[dict] = []
+# This run's partial file (bench/partial_run.py), how the session ended, when it started.
+_RUN: dict = {"config": None, "partial": None, "interrupted": None, "selected": None, "start": None}
+
+
+def run_time(config) -> dict | None:
+    """Where this run's wall time went (compressors.timing.time_breakdown), or None when no benchmark
+    test ran. In one process the session's own account (it also holds the end-of-run re-timing);
+    under pytest-xdist the workers' tests, summed."""
+    if _RUN["start"] is None or not _TIMES:
+        return None
+    from compressors.timing import time_breakdown
+
+    workers = getattr(config.option, "numprocesses", None)
+    workers = workers if isinstance(workers, int) and workers > 1 else 1
+    session = getattr(config, "compressbench_bench_session", None)
+    shares = [session.account.seconds] if session is not None and workers == 1 else _TIMES
+    return time_breakdown(shares, time.perf_counter() - _RUN["start"], workers=workers)
 
 
 def _keep_partial(nodeid: str, value: dict) -> None:
@@ -362,7 +384,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     interrupted = _RUN["interrupted"]
     output_json["compressbench"] = {"partial": bool(interrupted), "status": f"interrupted ({interrupted})"
                                     if interrupted else "complete", "tests_selected": _RUN["selected"],
-                                    "tests_finished": len(_ROWS)}
+                                    "tests_finished": len(_ROWS), "time_s": run_time(config)}
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -375,29 +397,33 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    tr = terminalreporter
     kept = getattr(config, "compressbench_partial_file", None)
     if kept is not None:
-        terminalreporter.write_line(f"compressbench: run interrupted; the {len(_ROWS)} finished configuration(s) "
-                                    f"are kept in {kept} (marked partial)", yellow=True)
-    if not _ROWS:
-        return
-    tr = terminalreporter
-    from compressors.results import LEGEND, format_table
+        tr.write_line(f"compressbench: run interrupted; the {len(_ROWS)} finished configuration(s) "
+                      f"are kept in {kept} (marked partial)", yellow=True)
+    if _ROWS:
+        from compressors.results import LEGEND, format_table
 
-    tr.section("compressbench results")
-    for line in format_table(_ROWS):
-        tr.write_line(line)
-    if any(row.latency.median_s is None for row in _ROWS):
-        tr.write_line(
-            "median ms '-': timing disabled (pytest-xdist or --benchmark-disable); run without -n for timings."
-        )
-    contended = [row for row in _ROWS if row.latency.contended]
-    if contended:
-        tr.write_line(f"WARNING: {len(contended)} timing(s) contended (another process competed for the CPU; "
-                      "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
-        for row in contended:
-            tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
-    tr.write_line(LEGEND)
+        tr.section("compressbench results")
+        for line in format_table(_ROWS):
+            tr.write_line(line)
+        if any(row.latency.median_s is None for row in _ROWS):
+            tr.write_line(
+                "median ms '-': timing disabled (pytest-xdist or --benchmark-disable); run without -n for timings."
+            )
+        contended = [row for row in _ROWS if row.latency.contended]
+        if contended:
+            tr.write_line(f"WARNING: {len(contended)} timing(s) contended (another process competed for the CPU; "
+                          "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
+            for row in contended:
+                tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
+        tr.write_line(LEGEND)
+    breakdown = run_time(config)  # also when every benchmark was skipped or failed: the time was spent
+    if breakdown is not None:
+        from compressors.timing import format_breakdown
+
+        tr.write_line(format_breakdown(breakdown))
 
 
 # Errors raised on purpose carry a message meant for the user: show it without a traceback.

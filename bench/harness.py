@@ -36,7 +36,14 @@ from compressors.results import Identity, Placement, Provenance, ResultRow, Size
 from compressors.runtime import Predictor, load_predictor
 from compressors.tasks import BASELINE
 from compressors.techniques import build_chain
-from compressors.timing import MIN_BLOCKS, ContentionMonitor, InterleavedBaseline, paired_speed, time_limit
+from compressors.timing import (
+    MIN_BLOCKS,
+    ContentionMonitor,
+    InterleavedBaseline,
+    TimeAccount,
+    paired_speed,
+    time_limit,
+)
 
 
 class _Failed:
@@ -61,6 +68,10 @@ class PreparedCase:
     threads: int | None = None  # threads the timed runtime uses (for the contention rule)
 
 
+# What each memoised computation's time counts as (BenchSession.account), by the first part of its key.
+_PHASE_OF = {"base": "build", "artifact": "build", "measure": "measure", "predictor": "load",
+             "tokenizer": "inputs", "eval": "inputs", "timing": "inputs"}
+
 # --max-measure-seconds is sized for the default evaluation scope; a whole-test-set perplexity
 # (``-fullppl``, --extended) gets this many times it (~15 minutes of SmolLM2 on 2 cores, 1 thread).
 FULL_TEST_GUARD_FACTOR = 4
@@ -75,6 +86,7 @@ class BenchSession:
         self.cases: dict[str, Case] = {}  # the configurations timed so far, by test id
         self.max_build_s = self._option("--max-build-seconds", None)
         self.max_measure_s = self._option("--max-measure-seconds", 900.0)
+        self.account = TimeAccount()  # where the session's time goes (the run's closing "time:" line)
 
     def _option(self, name: str, default):
         try:
@@ -85,8 +97,10 @@ class BenchSession:
     # ------------------------------------------------------------------ memo helpers
     def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
+            phase = _PHASE_OF.get(key[0])
             try:
-                self._memo[key] = compute()
+                with self.account.phase(phase) if phase else contextlib.nullcontext():
+                    self._memo[key] = compute()
             except (pytest.skip.Exception, CompressbenchError, RuntimeError, ValueError) as exc:
                 self._memo[key] = _Failed(exc)
         value = self._memo[key]
@@ -281,7 +295,8 @@ class BenchSession:
         predictor = self.predictor(case)
         row = self.check_placement(case, row, predictor)  # a GPU case partly on the CPU: --on-fallback
         timing_input = self.timing_input(case)
-        prepared = predictor.prepare(timing_input)  # untimed; compiles a torch.compile-d model
+        with self.account.phase("load"):
+            prepared = predictor.prepare(timing_input)  # untimed; compiles a torch.compile-d model
         try:
             timed, args = case.task.timed_call(predictor, prepared, case.scenario)
         except ValueError as exc:
@@ -333,7 +348,8 @@ class BenchSession:
         timed, args = case.task.timed_call(baseline, baseline.prepare(run.timing_input), case.scenario)
         key = ("warm", baseline_case.id, case.device)
         if key not in self._memo:  # its first call in this process: untimed
-            timed(*args)
+            with self.account.phase("warmup"):
+                timed(*args)
             self._memo[key] = True
         return (lambda: timed(*args)), "fp32"
 
@@ -356,15 +372,24 @@ class BenchSession:
         with the baseline run before each, untimed by pytest-benchmark (the pairing then costs only
         the baseline's calls)."""
         if benchmark.disabled:  # xdist or --benchmark-disable: pytest-benchmark runs it once, untimed
-            return benchmark(run.timed, *run.args), None
+            with self.account.phase("warmup"):  # what it is then: one untimed call
+                return benchmark(run.timed, *run.args), None
         start = time.perf_counter()
-        run.timed(*run.args)
+        with self.account.phase("warmup"):
+            run.timed(*run.args)
         if time.perf_counter() - start < self.slow_call_s():
-            return benchmark(run.timed, *run.args), None
+            with self.account.phase("timed"):
+                return benchmark(run.timed, *run.args), None
         call, _ = self.baseline_call(run)
         interleaved = InterleavedBaseline(call, self.baseline_estimate(run))  # sizes itself when unknown
+
+        def setup():  # the baseline's blocks between the rounds count as pairing, not as timed rounds
+            with self.account.phase("paired"):
+                interleaved()
+
         rounds = max(MIN_BLOCKS, int(self._option("benchmark_min_rounds", 5)))
-        return benchmark.pedantic(run.timed, args=run.args, setup=interleaved, rounds=rounds), interleaved
+        with self.account.phase("timed"):
+            return benchmark.pedantic(run.timed, args=run.args, setup=setup, rounds=rounds), interleaved
 
     def paired_speed(self, run: PreparedCase, median_s: float, round_s: list[float],
                      interleaved: InterleavedBaseline | None = None) -> dict:
@@ -375,9 +400,10 @@ class BenchSession:
         if interleaved is not None:
             paired, against = interleaved.result(round_s), ("fp32-gemm reference" if fp32 else "fp32")
         else:
-            call, against = self.baseline_call(run)
-            paired = paired_speed(lambda: run.timed(*run.args), call, budget_s=max(0.5, 0.25 * sum(round_s)),
-                                  config_estimate_s=median_s, baseline_estimate_s=self.baseline_estimate(run))
+            with self.account.phase("paired"):
+                call, against = self.baseline_call(run)
+                paired = paired_speed(lambda: run.timed(*run.args), call, budget_s=max(0.5, 0.25 * sum(round_s)),
+                                      config_estimate_s=median_s, baseline_estimate_s=self.baseline_estimate(run))
         if fp32:
             self._memo[_fp32_median_key(run.case)] = median_s
             return {"ratio": 1.0, "ci95": [1.0, 1.0], "blocks": 0, "seconds": round(paired.seconds, 2),
@@ -424,10 +450,11 @@ class BenchSession:
         :meth:`paired_speed`, sized on the test's own ``median_s`` and ``round_s``, the test-only
         injected slowdown too, under a contention monitor. Returns ``{"speed_vs_fp32", "contention"}``,
         shaped as in the test's row."""
-        run = self.prepare_timed(self.cases[config_id])
-        run.timed(*run.args)  # warm again: other configurations ran in between
-        with ContentionMonitor(run.threads) as monitor:
-            speed = self.paired_speed(run, median_s, round_s)
+        with self.account.phase("retime"):
+            run = self.prepare_timed(self.cases[config_id])
+            run.timed(*run.args)  # warm again: other configurations ran in between
+            with ContentionMonitor(run.threads) as monitor:
+                speed = self.paired_speed(run, median_s, round_s)
         return {"speed_vs_fp32": speed, "contention": monitor.result}
 
 
@@ -463,9 +490,13 @@ def _slowed(call: Callable, factor: float) -> Callable:
 def run_benchmark(case: Case, session: BenchSession, benchmark, record_property) -> None:
     """One benchmark test: prepare untimed, time the task's call (watching for contention), pair it
     with fp32, record and judge."""
-    run = session.prepare_timed(case)
-    benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
-    session.cases[case.id] = case  # for the end-of-session re-timing (:meth:`BenchSession.retime`)
-    with ContentionMonitor(run.threads) as monitor:
-        output, interleaved = session.time_case(run, benchmark)
-    session.finish(run, benchmark, output, record_property, monitor.result, interleaved)
+    before = session.account.snapshot()
+    try:
+        run = session.prepare_timed(case)
+        benchmark.group = case.task.group(case.model.name, case.tier, case.scenario)
+        session.cases[case.id] = case  # for the end-of-session re-timing (:meth:`BenchSession.retime`)
+        with ContentionMonitor(run.threads) as monitor:
+            output, interleaved = session.time_case(run, benchmark)
+        session.finish(run, benchmark, output, record_property, monitor.result, interleaved)
+    finally:  # skipped, failed or passed: its time counts (conftest.py sums it for the run's "time:" line)
+        record_property("compressbench_time", session.account.since(before))

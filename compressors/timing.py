@@ -11,6 +11,9 @@
   language models' generation and prefill), at no extra cost on the configuration's side: the
   baseline runs in pytest-benchmark's untimed ``setup`` before each round, so every round of the
   configuration is one block's other half.
+* :class:`TimeAccount`: where a run's wall time goes (building, isolated measurements, loading,
+  warm-up, pytest-benchmark's timed rounds, the paired fp32 blocks), so every run states what the
+  pairing added and what a cold run spent building, on the machine it ran on.
 * :class:`ContentionMonitor`: while timing, how much CPU *other* processes used (system busy time
   minus this process's CPU time, psutil), the load average and this process's CPU vs wall time;
   ``contended`` when others took a meaningful share, so a slow median is not mistaken for a
@@ -19,11 +22,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from compressors import CompressbenchError
 from compressors.stats import bootstrap_median_ci
@@ -137,6 +141,93 @@ class InterleavedBaseline:
         median, low, high = bootstrap_median_ci(ratios)
         return PairedSpeed(median, low, high, len(ratios), 1, self.seconds, tuple(ratios), self.calls or 1,
                            mode="rounds")
+
+
+# The phases of :class:`TimeAccount`, in the order a test goes through them, with their words.
+PHASES = {
+    "build": "building (or reading the cache)",
+    "measure": "isolated measurements",
+    "load": "loading",
+    "inputs": "inputs",
+    "warmup": "warm-up calls",
+    "timed": "timed rounds",
+    "paired": "paired fp32 blocks",
+    "retime": "re-timing flagged configurations",
+}
+
+
+class TimeAccount:
+    """Wall time by phase (:data:`PHASES`), each second counted once: a phase entered inside another
+    (a parent model built while measuring a configuration) is taken out of the outer one."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._inner: list[float] = []  # per open phase: seconds spent in phases opened inside it
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; valid: {', '.join(PHASES)}")
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.add(name, elapsed - self._inner.pop())
+            if self._inner:
+                self._inner[-1] += elapsed
+
+    def add(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` (measured elsewhere: pytest-benchmark's rounds) under ``name``."""
+        self.seconds[name] += seconds
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+    def since(self, snapshot: Mapping[str, float]) -> dict[str, float]:
+        """Seconds per phase since ``snapshot`` (one test's share), rounded, zeros left out."""
+        return {k: round(v - snapshot.get(k, 0.0), 3) for k, v in self.seconds.items()
+                if round(v - snapshot.get(k, 0.0), 3) > 0}
+
+
+def time_breakdown(per_test: Iterable[Mapping[str, float]], wall_s: float, extra: Mapping[str, float] = (),
+                   workers: int = 1) -> dict:
+    """A run's wall time by phase: the tests' shares (``per_test``, from :meth:`TimeAccount.since`)
+    summed, plus ``extra`` (phases outside any test), the rest ``other`` (collection, the kernel
+    probe, reporting); ``paired_over_rest``: what the paired fp32 blocks added, as a fraction of the
+    rest of the run. Under pytest-xdist (``workers`` > 1) the phases are summed over the workers
+    and are not parts of the wall time: no ``other`` then."""
+    phases = dict.fromkeys(PHASES, 0.0)
+    for share in [*per_test, dict(extra)]:
+        for name, seconds in share.items():
+            if name in phases:
+                phases[name] += seconds
+    counted = sum(phases.values())
+    result = {"wall_s": round(wall_s, 1), "workers": workers, "phases_s": {k: round(v, 1) for k, v in phases.items()}}
+    if workers <= 1:
+        result["other_s"] = round(max(0.0, wall_s - counted), 1)
+        rest = wall_s - phases["paired"]
+        result["paired_over_rest"] = round(phases["paired"] / rest, 3) if rest > 0 else None
+    return result
+
+
+def format_breakdown(breakdown: Mapping) -> str:
+    """One line, e.g. ``time: 1,158 s in all: ..., timed rounds 507 s, paired fp32 blocks 453 s (+64% over
+    the rest of the run), other 84 s (...)``; phases under half a second left out."""
+    parts = []
+    for name, seconds in breakdown["phases_s"].items():
+        if seconds < 0.5 and not (name in ("timed", "paired") and "other_s" in breakdown):  # xdist: never timed
+            continue
+        part = f"{PHASES[name]} {seconds:,.0f} s"
+        if name == "paired" and seconds > 0 and breakdown.get("paired_over_rest") is not None:
+            part += f" (+{breakdown['paired_over_rest']:.0%} over the rest of the run)"
+        parts.append(part)
+    if "other_s" in breakdown:
+        parts.append(f"other {breakdown['other_s']:,.0f} s (collection, kernel probe, reporting)")
+        return f"time: {breakdown['wall_s']:,.0f} s in all: " + ", ".join(parts)
+    return (f"time: {breakdown['wall_s']:,.0f} s in all, {breakdown['workers']} workers; summed over them: "
+            + ", ".join(parts))
 
 
 class ContentionMonitor:

@@ -33,6 +33,7 @@ from pathlib import Path
 from compressors import CompressbenchError
 from compressors.kernels import share_of_peak
 from compressors.results import ResultRow
+from compressors.timing import format_breakdown
 from reports.runs import Run, benchmark_rows
 
 BASELINE = "fp32"
@@ -460,6 +461,8 @@ def _machine_lines(run: Run) -> list[tuple[str, str]]:
         ("python", str(m.get("python_version", "n/a"))),
         ("pytest-benchmark", str(run.data.get("version", "n/a"))),
         ("libraries", ", ".join(f"{k} {v}" for k, v in versions.items()) or "n/a"),
+        ("time", format_breakdown(spent).removeprefix("time: ") if (spent := run.time_spent) else "n/a (saved before "
+                 "runs recorded it)"),
     ]
 
 

@@ -98,6 +98,11 @@ class Run:
         return self.data.get("commit_info") or {}
 
     @property
+    def time_spent(self) -> dict | None:
+        """Where the run's wall time went (compressors.timing.time_breakdown), when it recorded it."""
+        return (self.data.get("compressbench") or {}).get("time_s")
+
+    @property
     def partial(self) -> str | None:
         """Why this run is incomplete (interrupted, or a partial file kept as it went), or None."""
         marker = self.data.get("compressbench") or {}

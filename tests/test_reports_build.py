@@ -118,3 +118,15 @@ def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
     assert len(drawn) == 4
     blank = [d for d in drawn if not (d["svg"] and d["marks"] > 0 and d["h"] > 100)]
     assert blank == [], drawn
+
+
+def test_the_runs_section_says_where_each_runs_time_went(tmp_path):
+    from compressors.timing import time_breakdown
+    from reports.build import _machine_lines
+    from reports.runs import Run
+
+    spent = time_breakdown([{"build": 30.0, "timed": 500.0, "paired": 300.0}], wall_s=900.0)
+    lines = dict(_machine_lines(Run(tmp_path / "0003_night.json", {"compressbench": {"time_s": spent}})))
+    assert lines["time"].startswith("900 s in all: building (or reading the cache) 30 s, timed rounds 500 s, "
+                                    "paired fp32 blocks 300 s (+50% over the rest of the run), other 70 s")
+    assert dict(_machine_lines(Run(tmp_path / "0001_old.json", {})))["time"].startswith("n/a")

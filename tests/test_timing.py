@@ -1,11 +1,22 @@
-"""compressors/timing.py: paired speed ratios and the contention monitor, on synthetic work."""
+"""compressors/timing.py: paired speed ratios, the contention monitor and the run's time account, on synthetic work."""
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from compressors.timing import MIN_BLOCKS, ContentionMonitor, InterleavedBaseline, paired_speed
+import pytest
+
+from compressors.timing import (
+    MIN_BLOCKS,
+    ContentionMonitor,
+    InterleavedBaseline,
+    TimeAccount,
+    format_breakdown,
+    paired_speed,
+    time_breakdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +136,8 @@ def test_slow_call_is_timed_interleaved_with_its_baseline(benchmark, request):
     speed = session.paired_speed(run, stats.median, list(stats.data), interleaved)
     assert speed["mode"] == "rounds" and speed["blocks"] == 5 and 1.7 < speed["ratio"] < 2.3, speed
     assert 2.4 < speed["seconds"] < 2.9  # 5 baseline calls: the time the pairing added
+    spent = session.account.seconds  # the baseline's blocks between the rounds are pairing, not timed rounds
+    assert 0.24 < spent["warmup"] < 0.4 and 1.2 < spent["timed"] < 1.6 and 2.4 < spent["paired"] < 2.9, spent
 
 
 def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
@@ -137,6 +150,8 @@ def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
     speed = session.paired_speed(run, stats.median, list(stats.data))
     assert speed["mode"] == "blocks" and speed["blocks"] >= 5 and 3.0 < speed["ratio"] < 5.0, speed
     assert order[:7] == ["b", "c", "b", "c", "c", "c", "c"]  # sizing calls, then (baseline, 4 x config) blocks
+    spent = session.account.seconds
+    assert spent["timed"] > 0.5 and spent["paired"] > 5 * (0.02 + 4 * 0.005), spent
 """
 
 
@@ -202,3 +217,80 @@ def test_the_fp32_median_sizes_only_its_own_scenario():
     session.paired_speed(run("fp32", 32), 0.28, [0.28] * 5, interleaved)
     assert session.baseline_estimate(run("int8", 32)) == 0.28
     assert session.baseline_estimate(run("int8", 1)) is None and session.baseline_estimate(run("fp32", 32)) is None
+
+
+# ------------------------------------------------------------------ where the run's time goes
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_account_counts_each_second_once(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr("compressors.timing.time.perf_counter", clock)
+    account = TimeAccount()
+    with account.phase("measure"):  # a measurement that first builds the model it measures
+        clock.now = 1.0
+        with account.phase("build"):
+            clock.now = 4.0
+        clock.now = 6.0
+    before = account.snapshot()
+    with account.phase("timed"):
+        clock.now = 8.5
+    account.add("paired", 1.5)
+    assert account.seconds["measure"] == 3.0 and account.seconds["build"] == 3.0
+    assert account.since(before) == {"timed": 2.5, "paired": 1.5}  # one test's share, zeros left out
+    with pytest.raises(ValueError, match="unknown phase 'timing'; valid: build, measure"):
+        with account.phase("timing"):
+            pass
+
+
+def test_time_breakdown_states_what_the_pairing_added():
+    tests = [{"build": 100.0, "timed": 300.0, "paired": 200.0}, {"measure": 50.0, "warmup": 10.0, "paired": 100.0}]
+    breakdown = time_breakdown(tests, wall_s=800.0, extra={"retime": 20.0})
+    assert breakdown["phases_s"]["paired"] == 300.0 and breakdown["phases_s"]["retime"] == 20.0
+    assert breakdown["other_s"] == 800.0 - 780.0 and breakdown["paired_over_rest"] == 0.6  # 300 / (800 - 300)
+    line = format_breakdown(breakdown)
+    assert line.startswith("time: 800 s in all: building (or reading the cache) 100 s, isolated measurements 50 s, "
+                           "warm-up calls 10 s")
+    assert "paired fp32 blocks 300 s (+60% over the rest of the run)" in line and line.endswith("reporting)")
+    assert "loading" not in line  # phases that took no time are left out
+    xdist = time_breakdown(tests, wall_s=400.0, workers=2)  # parallel: parts of no single wall time
+    assert "other_s" not in xdist and "paired_over_rest" not in xdist
+    assert format_breakdown(xdist).startswith("time: 400 s in all, 2 workers; summed over them: building (or "
+                                              "reading the cache) 100 s")
+    assert "paired" not in format_breakdown(time_breakdown([{"build": 1.0}], wall_s=2.0, workers=2))
+
+
+_ACCOUNTED_SUITE = """
+def test_a(benchmark, record_property):
+    benchmark(sum, [1, 2])
+    record_property("compressbench_time", {"build": 2.0, "timed": 1.0, "paired": 0.5})
+
+def test_b(benchmark, record_property):
+    benchmark(sum, [1, 2])
+    record_property("compressbench_time", {"timed": 1.0, "paired": 0.25})
+"""
+
+
+def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_bench=_ACCOUNTED_SUITE)
+    storage = pytester.path / "store"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
+                                           "--benchmark-save=acct", "--benchmark-min-rounds=1")
+    assert result.ret == 0
+    (saved,) = storage.glob("*/0001_acct.json")
+    spent = json.loads(saved.read_text())["compressbench"]["time_s"]
+    assert spent["phases_s"] == {"build": 2.0, "measure": 0.0, "load": 0.0, "inputs": 0.0, "warmup": 0.0,
+                                 "timed": 2.0, "paired": 0.8, "retime": 0.0}  # rounded to 0.1 s
+    assert spent["wall_s"] > 0 and spent["workers"] == 1
+    result.stdout.fnmatch_lines(["time: * s in all: building (or reading the cache) 2 s, timed rounds 2 s, "
+                                 "paired fp32 blocks 1 s (+*%*"])

@@ -80,20 +80,14 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
 
 
 def teacher_logits(teacher, tokenizer, sentences, max_length: int, batch_size: int = 64):
+    """The teacher's logits for ``sentences`` (batches padded to their longest, as evaluation does)."""
     import torch
 
-    outputs = []
+    from compressors.metrics import encode_sentences
+
     with torch.inference_mode():
-        for start in range(0, len(sentences), batch_size):
-            enc = tokenizer(
-                list(sentences[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            outputs.append(teacher(**enc).logits.float())
-    return torch.cat(outputs)
+        return torch.cat([teacher(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.float()
+                          for enc in encode_sentences(tokenizer, sentences, batch_size, max_length)])
 
 
 def _build_distill(parent: Artifact, out: Path, config: DistillConfig, ctx: BuildContext) -> dict:
