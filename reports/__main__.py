@@ -75,11 +75,16 @@ def _parser() -> argparse.ArgumentParser:
 def _table(args) -> int:
     path = find_run(args.run, args.storage)
     rows = rows_from_run(path)
-    partial = load_run(path).partial
+    run = load_run(path)
+    partial = run.partial
     print(f"{path}" + (f"  [PARTIAL RUN: {partial}]" if partial else ""))
     for line in format_table(rows):
         print(line)
     print(LEGEND)
+    if run.time_spent:  # runs saved since they record where their time went
+        from compressors.timing import format_breakdown
+
+        print(format_breakdown(run.time_spent))
     return 0
 
 

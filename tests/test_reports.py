@@ -45,3 +45,20 @@ def test_language_model_rows_show_perplexity_rise_and_time_per_token(tmp_path):
     gen, prefill = table[1], table[2]
     assert gen.startswith("lm-fp32-cpu-bs1-gen32 ") and "91.20" in gen and "28.100" in gen and "+4.07%" in gen
     assert prefill.startswith("lm-fp32-cpu-bs1-prefill512 ") and "91.20" not in prefill
+
+
+def test_table_ends_with_where_the_runs_time_went(tmp_path, capsys):
+    from compressors.timing import time_breakdown
+
+    save(tmp_path, "0001_old", [ROW])  # saved before runs recorded their time: no line
+    assert main(["table", "0001", "--storage", str(tmp_path)]) == 0
+    assert "time:" not in capsys.readouterr().out
+    path = tmp_path / "Linux-CPython-3.11-64bit" / "0002_new.json"
+    save(tmp_path, "0002_new", [ROW])
+    data = json.loads(path.read_text())
+    data["compressbench"] = {"partial": False, "time_s": time_breakdown([{"timed": 60.0, "paired": 30.0}], 100.0)}
+    path.write_text(json.dumps(data))
+    assert main(["table", "0002", "--storage", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "time: 100 s in all: timed rounds 60 s, paired fp32 blocks 30 s (+43% over the rest of the run), "
+        "other 10 s (collection, kernel probe, reporting)")
