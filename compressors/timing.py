@@ -191,15 +191,14 @@ class TimeAccount:
                 if round(v - snapshot.get(k, 0.0), 3) > 0}
 
 
-def time_breakdown(per_test: Iterable[Mapping[str, float]], wall_s: float, extra: Mapping[str, float] = (),
-                   workers: int = 1) -> dict:
-    """A run's wall time by phase: the tests' shares (``per_test``, from :meth:`TimeAccount.since`)
-    summed, plus ``extra`` (phases outside any test), the rest ``other`` (collection, the kernel
-    probe, reporting); ``paired_over_rest``: what the paired fp32 blocks added, as a fraction of the
-    rest of the run. Under pytest-xdist (``workers`` > 1) the phases are summed over the workers
-    and are not parts of the wall time: no ``other`` then."""
+def time_breakdown(shares: Iterable[Mapping[str, float]], wall_s: float, workers: int = 1) -> dict:
+    """A run's wall time by phase: ``shares`` summed (a session's whole :class:`TimeAccount`, or each
+    test's share from :meth:`TimeAccount.since`), the rest ``other`` (collection, the kernel probe,
+    reporting); ``paired_over_rest``: what the paired fp32 blocks added, as a fraction of the rest
+    of the run. Under pytest-xdist (``workers`` > 1) the phases are summed over the workers and are
+    not parts of the wall time: no ``other`` then."""
     phases = dict.fromkeys(PHASES, 0.0)
-    for share in [*per_test, dict(extra)]:
+    for share in shares:
         for name, seconds in share.items():
             if name in phases:
                 phases[name] += seconds

@@ -252,7 +252,7 @@ def test_time_account_counts_each_second_once(monkeypatch):
 
 def test_time_breakdown_states_what_the_pairing_added():
     tests = [{"build": 100.0, "timed": 300.0, "paired": 200.0}, {"measure": 50.0, "warmup": 10.0, "paired": 100.0}]
-    breakdown = time_breakdown(tests, wall_s=800.0, extra={"retime": 20.0})
+    breakdown = time_breakdown([*tests, {"retime": 20.0}], wall_s=800.0)
     assert breakdown["phases_s"]["paired"] == 300.0 and breakdown["phases_s"]["retime"] == 20.0
     assert breakdown["other_s"] == 800.0 - 780.0 and breakdown["paired_over_rest"] == 0.6  # 300 / (800 - 300)
     line = format_breakdown(breakdown)
@@ -294,3 +294,21 @@ def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
     assert spent["wall_s"] > 0 and spent["workers"] == 1
     result.stdout.fnmatch_lines(["time: * s in all: building (or reading the cache) 2 s, timed rounds 2 s, "
                                  "paired fp32 blocks 1 s (+*%*"])
+
+
+def test_a_benchmark_that_stops_early_still_records_its_time():
+    from types import SimpleNamespace
+
+    from bench.harness import BenchSession, run_benchmark
+
+    session = BenchSession(None, None)
+
+    def prepare_timed(case):  # a second spent building, then skipped: the second was still spent
+        session.account.add("build", 1.0)
+        pytest.skip("needs a GPU")
+
+    session.prepare_timed = prepare_timed
+    recorded = {}
+    with pytest.raises(pytest.skip.Exception):
+        run_benchmark(SimpleNamespace(id="m-t-cpu-bs1"), session, None, lambda k, v: recorded.setdefault(k, v))
+    assert recorded["compressbench_time"]["build"] >= 1.0
