@@ -11,6 +11,21 @@ from compressors.context import BuildContext
 
 pytest_plugins = ["pytester"]  # tests of the suite's own hooks
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_saved_suite(pytester, monkeypatch, source: str, save: str):
+    """Run ``source`` (a test module) under the project's conftest.py in a child pytest, timing on,
+    saving the run as ``save`` into a storage folder of its own. Returns (result, storage)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_bench=source)
+    storage = pytester.path / "store"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
+                                           f"--benchmark-save={save}", "--benchmark-min-rounds=1")
+    return result, storage
+
 WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "film", "the", "a", "is", "was", "not", "very"]
 
 

@@ -29,6 +29,7 @@ import pytest
 
 from compressors.cache import KEEP_CORRUPT, ArtifactCache, CacheReadOnly, CorruptCacheWarning
 from compressors.scratch import pid_alive, sweep_stale
+from tests.conftest import run_saved_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,13 +236,7 @@ def test_c(benchmark):
 
 
 def test_an_interrupted_run_keeps_what_it_finished_marked_partial(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    pytester.makepyfile(test_bench=INTERRUPTED_SUITE)
-    storage = pytester.path / "store"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
-                                           "--benchmark-save=night", "--benchmark-min-rounds=1")
+    result, storage = run_saved_suite(pytester, monkeypatch, INTERRUPTED_SUITE, "night")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     (partial,) = (storage / "partial").glob("*_night_*.json")
     kept = json.loads(partial.read_text())
@@ -261,13 +256,8 @@ def test_an_interrupted_run_keeps_what_it_finished_marked_partial(pytester, monk
 
 
 def test_a_complete_run_leaves_no_partial_file(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    pytester.makepyfile(test_bench=INTERRUPTED_SUITE.replace("    os.kill(os.getpid(), signal.SIGTERM)", ""))
-    storage = pytester.path / "store"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
-                                           "--benchmark-save=day", "--benchmark-min-rounds=1")
+    complete = INTERRUPTED_SUITE.replace("    os.kill(os.getpid(), signal.SIGTERM)", "")
+    result, storage = run_saved_suite(pytester, monkeypatch, complete, "day")
     assert result.ret == 0
     assert not list((storage / "partial").glob("*.json"))
     (saved,) = storage.glob("*/0001_day.json")

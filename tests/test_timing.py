@@ -279,13 +279,9 @@ def test_b(benchmark, record_property):
 
 
 def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    pytester.makepyfile(test_bench=_ACCOUNTED_SUITE)
-    storage = pytester.path / "store"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
-                                           "--benchmark-save=acct", "--benchmark-min-rounds=1")
+    from tests.conftest import run_saved_suite
+
+    result, storage = run_saved_suite(pytester, monkeypatch, _ACCOUNTED_SUITE, "acct")
     assert result.ret == 0
     (saved,) = storage.glob("*/0001_acct.json")
     spent = json.loads(saved.read_text())["compressbench"]["time_s"]
