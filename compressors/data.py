@@ -87,9 +87,15 @@ class TextClassificationSplit:
     labels: tuple[int, ...]
     source: str
     checksum: str
+    pairs: tuple[str, ...] | None = None  # the second text of each row (NLI, paraphrase), encoded as a true pair
 
     def __len__(self) -> int:
         return len(self.sentences)
+
+    @property
+    def texts(self) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+        """``(sentences, pairs)``: what a tokenizer is called with (``tokenizer(sentences, pairs)``)."""
+        return self.sentences, self.pairs
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -111,12 +117,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _content_checksum(sentences, labels) -> str:
+def content_checksum(sentences, labels, pairs=None) -> str:
+    """sha256 of the rows as read (single texts hash as they always did; a pair adds its second text)."""
     digest = hashlib.sha256()
-    for sentence, label in zip(sentences, labels, strict=True):
+    for i, (sentence, label) in enumerate(zip(sentences, labels, strict=True)):
         digest.update(sentence.encode("utf-8"))
+        if pairs is not None:
+            digest.update(b"\x1f" + pairs[i].encode("utf-8"))
         digest.update(b"\t%d\n" % label)
     return digest.hexdigest()
+
+
+_content_checksum = content_checksum
 
 
 def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
@@ -208,8 +220,9 @@ def subset(split: TextClassificationSplit, indices, name: str) -> TextClassifica
     """The sentences of ``split`` at ``indices``, as a split of its own (checksummed)."""
     sentences = tuple(split.sentences[i] for i in indices)
     labels = tuple(split.labels[i] for i in indices)
+    pairs = None if split.pairs is None else tuple(split.pairs[i] for i in indices)
     return TextClassificationSplit(
-        name, sentences, labels, f"{split.source} [{name}]", _content_checksum(sentences, labels)
+        name, sentences, labels, f"{split.source} [{name}]", content_checksum(sentences, labels, pairs), pairs
     )
 
 
