@@ -21,7 +21,6 @@ import pytest
 from compressors import CompressbenchError
 from compressors.cache import library_versions
 from compressors.hardware import TIERS as TIER_MARKERS
-from compressors.placement import ON_FALLBACK
 
 # Versions recorded in machine_info: every library whose version can change a result.
 MACHINE_INFO_PACKAGES = (
@@ -56,94 +55,51 @@ class Selection:
 
 
 def pytest_addoption(parser):
+    from compressors.settings import OPTIONS
+
     group = parser.getgroup("compressbench")
     group.addoption(
-        "--data-dir",
+        "--compressbench-config",
         default=None,
-        help="GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, else the Hugging Face Hub)",
+        help="a TOML file whose [tool.compressbench] table (or top level) holds settings and named models "
+        "(default: the [tool.compressbench] table of ./pyproject.toml); the command line wins over it",
     )
-    group.addoption(
-        "--cache-dir",
-        default=None,
-        help="artifact cache folder (default: $COMPRESSBENCH_CACHE, else ~/.cache/compressbench)",
-    )
-    group.addoption("--models", default=None, help="comma list of model names to benchmark (default: all)")
-    group.addoption(
-        "--techniques",
-        default=None,
-        help="comma list of techniques or chains (a+b) to benchmark (default: the standard matrix)",
-    )
-    group.addoption(
-        "--device",
-        default=None,
-        help="restrict the run to one device: cpu, cuda (every GPU tier) or cuda:N (that GPU and its tier)",
-    )
-    group.addoption(
-        "--extended",
-        action="store_true",
-        help="also run what the default run leaves out for time: whole-test-set perplexity and techniques "
-        "that torch.compile when loaded",
-    )
-    group.addoption(
-        "--run-slow-kernels",
-        action="store_true",
-        help="run configurations whose kernel the probe found to be a reference fallback here (skipped by default)",
-    )
-    group.addoption(
-        "--max-build-seconds",
-        type=float,
-        default=1800.0,
-        help="stop building one artifact (fine-tune, export, calibration) after this long and fail it (default 1800)",
-    )
-    group.addoption(
-        "--max-measure-seconds",
-        type=float,
-        default=900.0,
-        help="stop one configuration's isolated quality/memory measurement after this long and fail it (default 900)",
-    )
-    group.addoption(
-        "--malloc",
-        default="steady",
-        choices=("steady", "as-is"),
-        help="glibc allocator of the timing process: steady (default: freed heap blocks up to 32 MiB reused, "
-        "no trimming, so a timing does not depend on what ran before) or as-is (glibc's dynamic thresholds); "
-        "MALLOC_*_ / GLIBC_TUNABLES / a preloaded allocator always stand",
-    )
-    group.addoption(
-        "--remeasure",
-        action="store_true",
-        help="measure quality and memory again even where this machine already measured the same artifact",
-    )
-    group.addoption(
-        "--on-fallback",
-        default="fail",
-        choices=ON_FALLBACK,
-        help="a GPU configuration found (partly) on the CPU: fail (default), xfail, or warn and keep its numbers",
-    )
+    # Every flag defaults to None ("not given"), so the settings table can stand below the command line;
+    # the defaults live once, in compressors/settings.py.
+    for option in OPTIONS:
+        kwargs = {"default": None, "help": option.help + ("" if option.default in (None, False)
+                                                          else f" (default: {option.default})")}
+        if option.switch:
+            kwargs["action"] = "store_true"
+        if option.choices:
+            kwargs["choices"] = option.choices
+        group.addoption(option.flag, **kwargs)
 
 
-def _split(option: str, value: str | None, valid: str) -> list[str] | None:
-    """A comma list option: None when not given; an empty list or a repeated name is an error."""
+def _split(option: str, value: list[str] | None, valid: str) -> list[str] | None:
+    """A comma list setting: None when not given; an empty list or a repeated name is an error."""
     if value is None:
         return None
-    names = [n.strip() for n in value.split(",")]
+    names = list(value)
     if not all(names):
-        raise pytest.UsageError(f"{option}={value!r} has an empty name; give a comma list of names ({valid})")
+        raise pytest.UsageError(f"{option}={','.join(value)!r} has an empty name; give a comma list of names ({valid})")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise pytest.UsageError(f"{option}={value!r} names {', '.join(repeated)} more than once")
+        raise pytest.UsageError(f"{option}={','.join(value)!r} names {', '.join(repeated)} more than once")
     return names
 
 
-def check_selection(models: list[str] | None, techniques: list[str] | None) -> None:
+def check_selection(models: list | None, techniques: list[str] | None) -> None:
     """Every named model and chain exists, and every chain's parameters fit every selected model it
-    applies to (``layerdrop-99`` on a 6-layer encoder), from configs read without weights."""
-    from compressors.models import MODELS
+    applies to (``layerdrop-99`` on a 6-layer encoder), from configs read without weights. ``models``:
+    registered names or :class:`~compressors.models.ModelSpec` objects (models given by path)."""
+    from compressors.models import MODELS, ModelSpec
     from compressors.techniques import ChainError, parse_chain
 
     for name in models or []:
-        if name not in MODELS:
-            raise pytest.UsageError(f"--models: unknown model {name!r}; valid models: {MODELS.describe_names()}")
+        if not isinstance(name, ModelSpec) and name not in MODELS:
+            raise pytest.UsageError(f"--models: unknown model {name!r}; valid models: {MODELS.describe_names()}, "
+                                    "a folder (./my-model) or a hub id (hub:org/name)")
     chains = []
     for name in techniques or []:
         try:
@@ -153,7 +109,7 @@ def check_selection(models: list[str] | None, techniques: list[str] | None) -> N
     for chain in chains:
         if not any(stage.layers_after for stage in chain.build_stages):
             continue
-        for model in (MODELS.get(n) for n in (models or MODELS.names())):
+        for model in (m if isinstance(m, ModelSpec) else MODELS.get(m) for m in (models or MODELS.names())):
             layers = model.encoder_layers() if model.task in chain.tasks else None
             if layers is not None:
                 try:
@@ -162,19 +118,92 @@ def check_selection(models: list[str] | None, techniques: list[str] | None) -> N
                     raise pytest.UsageError(f"--techniques: {exc}") from None
 
 
+def setting(config, name: str):
+    """One resolved setting (compressors.settings) of this run; its default where the config has none
+    (a stand-in config in unit tests)."""
+    from compressors.settings import BY_NAME
+
+    settings = getattr(config, "compressbench_settings", None)
+    if settings is not None:
+        return settings.values[name]
+    try:
+        value = config.getoption(BY_NAME[name].flag)
+    except (ValueError, AttributeError):
+        value = None
+    return BY_NAME[name].default if value is None else value
+
+
+def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict]:
+    """``(models, user_data)``: registered names stay names; a folder, a hub id (``hub:org/name``) or a model
+    named in the settings table becomes a ModelSpec (compressors.models.user), checked now, with its data
+    (compressors.taskdata.user_data) read and checked now too. Data options without such a model are an error."""
+    from compressors import CompressbenchError
+    from compressors.models import MODELS
+    from compressors.models.user import parse_model_argument, user_model_spec
+    from compressors.taskdata import user_data
+
+    data_options = [o for o in ("dataset", "dataset_eval", "dataset_train", "text_file", "text_file_train")
+                    if settings.values[o] is not None]
+    models, data, taken = [], {}, set(MODELS.names())
+    for name in names or []:
+        named = settings.named_models.get(name)
+        kind = "named" if named is not None else parse_model_argument(name)[0]
+        if kind == "registered":
+            models.append(name)
+            continue
+        values = {**settings.values, **(named or {})}
+        arg = name if named is None else (named["path"] if "path" in named else "hub:" + named["hub"])
+        try:
+            spec = user_model_spec(arg, trust_remote_code=bool(values["trust_remote_code"]), taken=taken)
+            if named is not None:
+                spec = dataclasses.replace(spec, name=name)
+            where = f"--models {name}"
+            config = spec.architecture(spec) if spec.architecture else None
+            model_data = user_data(spec.task, config, values, where)
+        except CompressbenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        taken.add(spec.name)
+        if model_data is not None:
+            data[spec.name] = model_data
+        models.append(spec)
+    if data_options and not any(not isinstance(m, str) for m in models):
+        flags = ", ".join("--" + o.replace("_", "-") for o in data_options)
+        raise pytest.UsageError(f"{flags} apply to models given by path or hub id (--models ./my-model or "
+                                "hub:org/name); registered models keep their own data")
+    return (models if names is not None else None), data
+
+
+def run_settings(config):
+    """The run's settings (compressors.settings): defaults < [tool.compressbench] < command line."""
+    from pathlib import Path
+
+    from compressors.settings import OPTIONS, SettingsError, find_table_file, read_table, resolve_settings
+
+    explicit = config.getoption("--compressbench-config")
+    try:
+        path = find_table_file(Path(str(config.rootpath)), Path(str(config.invocation_params.dir)), explicit)
+        table = read_table(path, required=bool(explicit)) if path else {}
+        return resolve_settings({o.name: config.getoption(o.flag) for o in OPTIONS}, table, path)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_configure(config):
     from compressors.models import MODELS
     from compressors.techniques import TECHNIQUES
 
-    models = _split("--models", config.getoption("--models"), MODELS.describe_names())
-    techniques = _split("--techniques", config.getoption("--techniques"), TECHNIQUES.describe_names())
+    settings = config.compressbench_settings = run_settings(config)
+    names = _split("--models", settings.models, MODELS.describe_names())
+    techniques = _split("--techniques", settings.techniques, TECHNIQUES.describe_names())
+    models, user_data = user_selection(settings, names)
+    config.compressbench_user_data = user_data
     check_selection(models, techniques)
     config.compressbench_selection = Selection(models, techniques)
     _RUN.update(config=config, partial=None, interrupted=None, selected=None, start=time.perf_counter())
     _TIMES.clear()
     from compressors.allocator import settle_malloc
 
-    config.compressbench_malloc = settle_malloc(config.getoption("--malloc"))
+    config.compressbench_malloc = settle_malloc(settings.malloc)
     if hasattr(config, "workerinput"):
         split_threads_among_workers(int(config.workerinput.get("workercount") or 1))
     if not hasattr(config, "workerinput"):
@@ -190,11 +219,11 @@ def pytest_configure(config):
             "turns timing off under pytest-xdist, so nothing would be saved. Run without -n to save a run "
             "(-n is for building artifacts and checking accuracy in parallel, without --benchmark-save).")
     config.compressbench_device = None
-    if config.getoption("--device") is not None:
+    if settings.device is not None:
         from compressors.hardware import DeviceError, detect, parse_device
 
         try:
-            config.compressbench_device = parse_device(config.getoption("--device"), detect())
+            config.compressbench_device = parse_device(settings.device, detect())
         except DeviceError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -232,7 +261,7 @@ def pytest_collection_modifyitems(config, items):
         device, reason = hardware.device_for(tier, choice)
         if device is None:
             item.add_marker(pytest.mark.skip(reason=reason))
-        elif tier == "cpu" and not config.getoption("--run-slow-kernels"):
+        elif tier == "cpu" and not setting(config, "run_slow_kernels"):
             reason = slow_kernel_skip(config, item)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
@@ -264,7 +293,7 @@ def kernel_probe(config) -> dict:
         from compressors.hardware import this_cpu
         from compressors.kernels import cached_probe
 
-        root = ArtifactCache(config.getoption("--cache-dir")).root
+        root = ArtifactCache(setting(config, "cache_dir")).root
         config.compressbench_kernel_probe = cached_probe(root, this_cpu(), torch.get_num_threads())
     return config.compressbench_kernel_probe
 
@@ -278,13 +307,15 @@ def compressbench_machine_info(config) -> dict:
     options that select devices, and the versions of every library that changes a result."""
     from compressors.hardware import detect
 
+    settings = getattr(config, "compressbench_settings", None)
     info = {
         "hardware": detect().to_dict(),
         "versions": library_versions(*MACHINE_INFO_PACKAGES),
-        "device_option": config.getoption("--device"),
-        "on_fallback": config.getoption("--on-fallback"),
+        "device_option": setting(config, "device"),
+        "on_fallback": setting(config, "on_fallback"),
         "kernel_probe": kernel_probe(config),
-        "run_slow_kernels": config.getoption("--run-slow-kernels"),
+        "run_slow_kernels": setting(config, "run_slow_kernels"),
+        "settings": settings.to_dict() if settings is not None else None,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "malloc": getattr(config, "compressbench_malloc", None),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

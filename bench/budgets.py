@@ -6,6 +6,13 @@ build, not after an hour of measuring. A configuration known to exceed its budge
 value of the metric it exceeds): it still runs and records everything, and is reported as a strict
 expected failure (:func:`judge`): the run stays green while it stays over budget, and fails when it
 starts meeting the budget (remove the declaration) or gets clearly worse than declared.
+
+Memory: the absolute MiB figures were measured on the registered models. A model given by path or
+hub id is held to ``max_peak_memory_vs_fp32``, its peak memory over the same model's fp32 peak in
+the same run: given in the file, or derived from the registered reference model of its task
+(:data:`REFERENCE_MODELS`): this technique's MiB budget there over fp32's, times
+:data:`RELATIVE_HEADROOM`. ``--budgets FILE`` overrides any entry in the same TOML form (a user
+model's table is ``[technique.models.<its slug>]``, absolute MiB included).
 """
 
 from __future__ import annotations
@@ -24,10 +31,16 @@ BUDGET_KEYS = {
     "max_accuracy_drop_pp": "accuracy drop (pp)",
     "max_perplexity_increase_pct": "perplexity increase (%)",
     "max_peak_memory_mb": "peak memory (MiB)",
+    "max_peak_memory_vs_fp32": "peak memory vs the same model's fp32 (x)",
 }
 # Inclusive valid ranges of each limit (the accuracy drop of a 2-class task cannot exceed 100 pp).
 BUDGET_RANGES = {"max_accuracy_drop_pp": (0.0, 100.0), "max_perplexity_increase_pct": (0.0, 1e6),
-                 "max_peak_memory_mb": (1.0, 1e7)}
+                 "max_peak_memory_mb": (1.0, 1e7), "max_peak_memory_vs_fp32": (0.01, 100.0)}
+# The registered model whose measured budgets a user model's relative memory budget is derived from.
+REFERENCE_MODELS = {"sequence-classification": "minilm-sst2", "causal-lm": "smollm2-135m"}
+# The MiB budgets are measured + ~30% for the technique and fp32 alike; their ratio is divided by the
+# fp32 peak measured in the run (not by fp32's budget), so it gets that headroom back.
+RELATIVE_HEADROOM = 1.3
 DECLARATION_KEYS = ("known_over_budget", "known_figure")
 # How much worse than its declared figure a known exception may measure before it fails: the larger
 # of an absolute margin (pp or %-points) and a share of the figure.
@@ -45,11 +58,15 @@ class Budget:
     max_accuracy_drop_pp: float | None = None
     max_perplexity_increase_pct: float | None = None
     max_peak_memory_mb: float | None = None
+    max_peak_memory_vs_fp32: float | None = None
     known_over_budget: str | None = None
     known_figure: float | None = None
+    memory_basis: str | None = None  # where a derived relative memory budget came from
 
     def to_dict(self) -> dict:
         values = {k: getattr(self, k) for k in BUDGET_KEYS}
+        if self.memory_basis:
+            values["memory_basis"] = self.memory_basis
         if self.known_over_budget:
             values.update(known_over_budget=self.known_over_budget, known_figure=self.known_figure)
         return values
@@ -70,6 +87,19 @@ class Verdict:
     def __str__(self) -> str:
         sign = "<=" if self.ok else ">"
         return f"{BUDGET_KEYS[self.metric]}: measured {self.measured:.2f} {sign} budget {self.limit:.2f}"
+
+
+def merge_budgets(base: dict[str, dict], override: dict[str, dict]) -> dict[str, dict]:
+    """``override`` (a ``--budgets FILE``) over ``base``, key by key: a technique's defaults and each
+    model's table are updated, never dropped."""
+    merged = {t: {"defaults": dict(e["defaults"]), "models": {m: dict(v) for m, v in e["models"].items()}}
+              for t, e in base.items()}
+    for technique, entry in override.items():
+        target = merged.setdefault(technique, {"defaults": {}, "models": {}})
+        target["defaults"].update(entry["defaults"])
+        for model, table in entry["models"].items():
+            target["models"].setdefault(model, {}).update(table)
+    return merged
 
 
 def _check_table(where: str, table: dict, allowed: set[str]) -> None:
@@ -95,8 +125,9 @@ def _check_table(where: str, table: dict, allowed: set[str]) -> None:
         raise BudgetError(f"{where}: known_figure without known_over_budget")
 
 
-def load_budgets(path: Path = BUDGETS_FILE) -> dict[str, dict]:
-    """Parse and validate the budgets file: ``{technique: {"defaults": {...}, "models": {name: {...}}}}``."""
+def load_budgets(path: Path = BUDGETS_FILE, extra_models: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Parse and validate the budgets file: ``{technique: {"defaults": {...}, "models": {name: {...}}}}``;
+    ``extra_models``: the slugs of this run's models given by path or hub id, valid model names too."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -115,27 +146,45 @@ def load_budgets(path: Path = BUDGETS_FILE) -> dict[str, dict]:
         defaults = {k: v for k, v in table.items() if k != "models"}
         _check_table(f"{path}: [{technique}]", defaults, allowed - set(DECLARATION_KEYS))
         for model, override in models.items():
-            if model not in MODELS:
-                raise BudgetError(f"{path}: [{technique}.models.{model}]: unknown model; "
-                                  f"valid: {MODELS.describe_names()}")
+            if model not in MODELS and model not in extra_models:
+                valid = MODELS.describe_names() + "".join(f", {m}" for m in sorted(extra_models))
+                raise BudgetError(f"{path}: [{technique}.models.{model}]: unknown model; valid: {valid}")
             _check_table(f"{path}: [{technique}.models.{model}]", override, allowed)
         budgets[technique] = {"defaults": defaults, "models": models}
     return budgets
 
 
-def budget_for(budgets: dict[str, dict], technique: str, model: str) -> Budget:
-    """The budget of ``technique`` on ``model``; a technique without an entry is an error, not a free pass."""
+def budget_for(budgets: dict[str, dict], technique: str, model: str, task: str | None = None) -> Budget:
+    """The budget of ``technique`` on ``model``; a technique without an entry is an error, not a free pass.
+
+    ``task`` given: ``model`` is a model given by path or hub id (of that task). The technique's MiB
+    figure, measured on the registered models, does not apply to it (only a MiB figure in its own
+    table does); its memory is held to ``max_peak_memory_vs_fp32`` (see the module docstring)."""
     if technique not in budgets:
         raise BudgetError(
             f"no budget for technique {technique!r} in {BUDGETS_FILE}; add a [{technique!r}] table "
             f"(budgeted techniques: {', '.join(budgets)})"
         )
-    entry = {**budgets[technique]["defaults"], **budgets[technique]["models"].get(model, {})}
-    return Budget(technique, model, **entry)
+    own = budgets[technique]["models"].get(model, {})
+    entry = {**budgets[technique]["defaults"], **own}
+    if task is None:
+        return Budget(technique, model, **entry)
+    entry.pop("max_peak_memory_mb", None)
+    entry.update({k: v for k, v in own.items() if k == "max_peak_memory_mb"})
+    basis = None
+    if entry.get("max_peak_memory_vs_fp32") is None and technique != "fp32" and task in REFERENCE_MODELS:
+        reference = REFERENCE_MODELS[task]
+        mine, fp32 = (budget_for(budgets, t, reference) for t in (technique, "fp32"))
+        if mine.max_peak_memory_mb and fp32.max_peak_memory_mb:
+            ratio = mine.max_peak_memory_mb / fp32.max_peak_memory_mb
+            entry["max_peak_memory_vs_fp32"] = round(ratio * RELATIVE_HEADROOM, 3)
+            basis = (f"{technique} {mine.max_peak_memory_mb:g} MiB / fp32 {fp32.max_peak_memory_mb:g} MiB on "
+                     f"{reference} = {ratio:.3f}, x {RELATIVE_HEADROOM} headroom")
+    return Budget(technique, model, **entry, memory_basis=basis)
 
 
 def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None,
-          perplexity_increase_pct: float | None = None) -> list[Verdict]:
+          perplexity_increase_pct: float | None = None, fp32_peak_memory_mb: float | None = None) -> list[Verdict]:
     """Verdicts for each measured metric the budget limits.
 
     A measured quality metric whose technique has no limit for it fails (a language model
@@ -153,6 +202,9 @@ def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float 
         verdicts.append(Verdict(key, measured, limit))
     if budget.max_peak_memory_mb is not None and peak_memory_mb is not None:
         verdicts.append(Verdict("max_peak_memory_mb", peak_memory_mb, budget.max_peak_memory_mb))
+    if budget.max_peak_memory_vs_fp32 is not None and peak_memory_mb is not None and fp32_peak_memory_mb:
+        verdicts.append(Verdict("max_peak_memory_vs_fp32", peak_memory_mb / fp32_peak_memory_mb,
+                                budget.max_peak_memory_vs_fp32))
     return verdicts
 
 
@@ -177,7 +229,7 @@ def judge(config_id: str, budget: Budget, verdicts: list[Verdict]) -> Judgement:
                                  f"remove known_over_budget from {where}")
     if budget.known_figure is not None:
         absolute, share = WORSE_THAN_DECLARED
-        quality = next((v for v in failed if v.metric != "max_peak_memory_mb"), failed[0])
+        quality = next((v for v in failed if not v.metric.startswith("max_peak_memory")), failed[0])
         allowed = budget.known_figure + max(absolute, share * abs(budget.known_figure))
         if quality.measured > allowed:
             return Judgement("fail", f"{config_id} is worse than its declared exception: {quality} (declared "

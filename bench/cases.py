@@ -90,13 +90,33 @@ class Case:
             return f"{self.chain.name} runs on {sorted(self.chain.devices)}, not on {self.device} ({self.tier})"
         if self.model.task not in self.chain.tasks:
             return f"{self.chain.name} does not apply to {self.model.task} models"
+        if getattr(self.model, "user", False):
+            return user_model_reason(self.model, self.chain)
         return None
 
 
+def user_model_reason(model: ModelSpec, chain: Chain) -> str | None:
+    """Why a chain cannot run on a model given by path or hub id: a stage that trains from the pretrained
+    encoder (which such a model does not name), or a recipe that does not fit its architecture."""
+    for stage in chain.build_stages:
+        if stage.starts_from_pretrained and model.pretrained is None:
+            return (f"{chain.name} trains from the pretrained encoder a model was fine-tuned from, and "
+                    f"{model.origin} does not name one")
+    config = model.architecture(model) if model.architecture else {}
+    config = config or {}
+    reason = chain.architecture_reason(config.get("model_type"), (config.get("architectures") or [None])[0])
+    if reason:
+        return f"{chain.name} does not fit {model.origin}: {reason}"
+    if any(stage.layers_after for stage in chain.build_stages) and model.encoder_layers() is None:
+        return f"{chain.name} removes encoder layers, and the layer count of {model.origin} is not in its config"
+    return None
+
+
 def cases(task: str, model_names=None, technique_names=None, tiers=TIERS, batch_sizes=None) -> list[Case]:
-    """Every case of ``task``'s models for the given names (default: all registered models of that task,
-    the task's default techniques and scenarios; ``batch_sizes`` keeps only those scenarios)."""
-    models = [MODELS.get(n) for n in (model_names or MODELS.names())]
+    """Every case of ``task``'s models for the given models (names of registered ones, or
+    :class:`ModelSpec` objects of models given by path or hub id; default: all registered models of that
+    task), the task's default techniques and scenarios; ``batch_sizes`` keeps only those scenarios."""
+    models = [n if isinstance(n, ModelSpec) else MODELS.get(n) for n in (model_names or MODELS.names())]
     models = [m for m in models if m.task == task]
     if not models:
         return []

@@ -38,7 +38,7 @@ def pytest_generate_tests(metafunc):
     for fixture, task in CASE_FIXTURES.items():
         if fixture in metafunc.fixturenames:
             selection = metafunc.config.compressbench_selection
-            extended = metafunc.config.getoption("--extended")
+            extended = bool(metafunc.config.compressbench_settings.extended)
             params = []
             for case in cases(task, selection.models, selection.techniques):
                 # a compiling technique named in --techniques is asked for; whole-test-set perplexity needs --extended
@@ -48,15 +48,19 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def bench_session(pytestconfig) -> BenchSession:
+def bench_session(request, pytestconfig) -> BenchSession:
+    settings = pytestconfig.compressbench_settings
     try:
-        data_dir = resolve_data_dir(pytestconfig.getoption("--data-dir"))
+        data_dir = resolve_data_dir(settings.data_dir)
     except DataError as exc:
         pytest.exit(f"compressbench: {exc}", returncode=4)
-    cache_dir = pytestconfig.getoption("--cache-dir")
-    ctx = BuildContext(cache=ArtifactCache(cache_dir), data_dir=data_dir)
+    ctx = BuildContext(cache=ArtifactCache(settings.cache_dir), data_dir=data_dir)
     sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)
-    session.check_data()
+    # only the data of the models this run collected is read (a language-model run never needs SST-2)
+    models = {case.model.name: case.model for item in request.session.items
+              for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)
+                           for name in CASE_FIXTURES] if case is not None}
+    session.check_data(models.values())
     pytestconfig.compressbench_bench_session = session  # re-times flagged configurations (reports/pytest_plugin.py)
     return session

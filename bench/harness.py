@@ -26,7 +26,7 @@ from bench.cases import Case
 from compressors import CompressbenchError
 from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
-from compressors.data import DataError, load_sst2
+from compressors.data import DataError
 from compressors.hardware import detect
 from compressors.metrics import artifact_size_bytes, measure_isolated, stored_measurement
 from compressors.models import ModelSpec, ModelUnavailable
@@ -34,6 +34,7 @@ from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_par
 from compressors.quiet import quiet_libraries
 from compressors.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
 from compressors.runtime import Predictor, load_predictor
+from compressors.taskdata import MissingTrainData, TaskData, default_data
 from compressors.tasks import BASELINE
 from compressors.techniques import build_chain
 from compressors.timing import (
@@ -81,18 +82,29 @@ class BenchSession:
     def __init__(self, ctx: BuildContext, pytest_config):
         self.ctx = ctx
         self.pytest_config = pytest_config
-        self.budgets = budgets_mod.load_budgets()
+        self.budgets = session_budgets(pytest_config)
         self._memo: dict[tuple, Any] = {}
         self.cases: dict[str, Case] = {}  # the configurations timed so far, by test id
-        self.max_build_s = self._option("--max-build-seconds", None)
-        self.max_measure_s = self._option("--max-measure-seconds", 900.0)
+        self.max_build_s = self._option("--max-build-seconds")
+        self.max_measure_s = self._option("--max-measure-seconds")
         self.account = TimeAccount()  # where the session's time goes (the run's closing "time:" line)
 
-    def _option(self, name: str, default):
+    def _option(self, name: str, default=None):
+        """A setting of the run (compressors.settings: its resolved value, or its one default), or another
+        pytest option (``default`` when a stand-in config in unit tests has none)."""
+        from compressors.settings import BY_NAME
+
+        key = name.lstrip("-").replace("-", "_")
+        settings = getattr(self.pytest_config, "compressbench_settings", None)
+        if key in BY_NAME and settings is not None:
+            return settings.values[key]
         try:
-            return self.pytest_config.getoption(name)
+            value = self.pytest_config.getoption(name)
         except (ValueError, AttributeError):  # a stand-in config (unit tests)
-            return default
+            value = None
+        if value is None and key in BY_NAME:
+            return BY_NAME[key].default
+        return default if value is None else value
 
     # ------------------------------------------------------------------ memo helpers
     def _once(self, key: tuple, compute: Callable[[], Any]) -> Any:
@@ -124,13 +136,42 @@ class BenchSession:
         return contextlib.nullcontext() if verbose else quiet_libraries()
 
     # ------------------------------------------------------------------ data
-    def check_data(self) -> None:
-        """Stop the run with one message when SST-2 is missing or wrong."""
+    def data_for(self, model: ModelSpec) -> TaskData:
+        """The model's data: the user's files for a model given on the command line with them, else its
+        task's registered data (SST-2, WikiText-2) from the run's mirror."""
+        user = getattr(self.pytest_config, "compressbench_user_data", None) or {}
+        if model.name in user:
+            return user[model.name]
+        return self._once(("data", model.task), lambda: default_data(model.task, self.ctx.data_dir))
+
+    def ctx_for(self, model: ModelSpec) -> BuildContext:
+        """The build context of ``model``'s configurations: the run's, with the model and its data."""
+        return dataclasses.replace(self.ctx, model=model, data=self.data_for(model))
+
+    def check_data(self, models) -> None:
+        """Stop the run with one message when data the run uses is missing or wrong: the evaluation rows
+        of every model in it, and train rows where the model's own data has them (SST-2 train, which the
+        embedded classifier is fine-tuned on); only the data this run uses is read."""
         try:
-            load_sst2("train", self.ctx.data_dir)
-            load_sst2("dev", self.ctx.data_dir)
+            for model in models:
+                data = self.data_for(model)
+                data.eval()
+                if data.has_train and not getattr(model, "user", False):
+                    data.train()
         except DataError as exc:
             pytest.exit(f"compressbench: {exc}", returncode=4)
+
+    def model_config(self, model: ModelSpec) -> dict | None:
+        """The base artifact's config.json (where evaluation rows are cut), or None."""
+        import json
+
+        def read():
+            try:
+                return json.loads(self.base(model).file("config.json").read_text())
+            except (OSError, ValueError):
+                return None
+
+        return self._once(("config", model.name), read)
 
     # ------------------------------------------------------------------ building
     def base(self, model: ModelSpec) -> Artifact:
@@ -140,7 +181,7 @@ class BenchSession:
             except ModelUnavailable as exc:
                 pytest.skip(str(exc))
             with self.visible_output(), time_limit(self.max_build_s, f"building {model.name}", "--max-build-seconds"):
-                return model.build_base(model, self.ctx)
+                return model.build_base(model, self.ctx_for(model))
 
         return self._once(("base", model.name), compute)
 
@@ -148,12 +189,19 @@ class BenchSession:
         missing = case.chain.missing_requirements()
         if missing:
             pytest.skip(f"{case.chain.name} needs {missing}: pip install -e '.[bench]'")
+        data = self.data_for(case.model)
+        if case.chain.uses_data and not data.has_train:
+            pytest.skip(f"{case.chain.name} trains or calibrates, and {data.name} gives evaluation rows only "
+                        f"(never trained or calibrated on): give {data.train_option} FILE")
 
         def compute():
             base = self.base(case.model)
             with self.visible_output(), time_limit(self.max_build_s, f"building {case.model.name}-{case.chain.name}",
                                                    "--max-build-seconds"):
-                return build_chain(base, case.chain, dataclasses.replace(self.ctx, model=case.model), case.model.name)
+                try:
+                    return build_chain(base, case.chain, self.ctx_for(case.model), case.model.name)
+                except MissingTrainData as exc:
+                    pytest.skip(f"{case.chain.name}: {exc}")
 
         return self._once(("artifact", case.model.name, case.chain.name), compute)
 
@@ -162,19 +210,21 @@ class BenchSession:
         def compute():
             from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(self.base(model).path)
+            return AutoTokenizer.from_pretrained(self.base(model).path,
+                                                 trust_remote_code=getattr(model, "trust_remote_code", False))
 
         return self._once(("tokenizer", model.name), compute)
 
     def eval_data(self, case: Case):
-        """The task's evaluation inputs (SST-2 dev batches, perplexity windows), tokenized once per model."""
+        """The task's evaluation inputs (the model's evaluation rows as batches or perplexity windows),
+        tokenized once per model."""
         key = case.task.eval_key(case.scenario)
         return self._once(("eval", case.model.name, key), lambda: case.task.eval_data(
-            self.tokenizer(case.model), self.ctx.data_dir, case.scenario))
+            self.tokenizer(case.model), self.data_for(case.model), case.scenario, self.model_config(case.model)))
 
     def timing_input(self, case: Case) -> dict[str, np.ndarray]:
         return self._once(("timing", case.model.name, case.scenario), lambda: case.task.timing_input(
-            self.tokenizer(case.model), self.ctx.data_dir, case.scenario, lambda: self.eval_data(case)))
+            self.tokenizer(case.model), self.data_for(case.model), case.scenario, lambda: self.eval_data(case)))
 
     # ------------------------------------------------------------------ measuring
     def device(self, case: Case) -> str:
@@ -215,7 +265,7 @@ class BenchSession:
             return stored_measurement(
                 self.ctx.cache.root, artifact, eval_data, device, self.ctx.cpu,
                 lambda: measure_isolated(artifact, eval_data, device, timeout=timeout),
-                refresh=self._option("--remeasure", False))
+                refresh=bool(self._option("--remeasure")))
 
         return self._once(key, compute)
 
@@ -242,7 +292,7 @@ class BenchSession:
         row = row.replace(placement={"fallback": parts, "timed_placement": timed})
         if parts:
             message = f"{case.id} {FALLBACK_PREFIX}" + "; ".join(parts)
-            mode = self.pytest_config.getoption("--on-fallback")
+            mode = self._option("--on-fallback")
             if mode == "fail":
                 pytest.fail(message, pytrace=False)
             elif mode == "xfail":
@@ -259,12 +309,14 @@ class BenchSession:
         baseline = measured if baseline_case.config_id == case.config_id else self.measurement(baseline_case)
         artifact, base = self.artifact(case), self.base(case.model)
         size, baseline_size = artifact_size_bytes(artifact), artifact_size_bytes(self.artifact(baseline_case))
-        eval_data = self.eval_data(case)
+        eval_data, data = self.eval_data(case), self.data_for(case.model)
+        # train rows were used where this chain, or the base it starts from, was built from data
+        train_used = case.chain.uses_data or bool((base.meta or {}).get("training"))
         return ResultRow(
             identity=Identity(model=case.model.name, technique=case.chain.name, tier=case.tier,
                               batch_size=case.batch_size, device=case.device, run_device=self.device(case),
                               task=case.model.task, scenario=case.scenario.name),
-            quality=case.task.quality(measured, baseline, eval_data, case.scenario),
+            quality=case.task.quality(measured, baseline, eval_data, case.scenario, data),
             size=SizeMemory(
                 size_bytes=size, size_ratio_vs_fp32=round(size / baseline_size, 4),
                 peak_memory_bytes=measured["peak_memory_bytes"], peak_rss_bytes=measured["peak_rss_bytes"],
@@ -276,16 +328,24 @@ class BenchSession:
                 recipe=case.chain.to_dict(), model_spec=case.model.to_dict(), artifact_key=artifact.key,
                 artifact_meta=artifact.meta, base_artifact={"key": base.key, "meta": base.meta},
                 versions=library_versions(*case.task.versions), measurement=measured.get("measurement"),
-                timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario)),
+                timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario, data),
+                data=data.describe(train_used)),
         )
 
     def verdicts(self, case: Case, row: ResultRow) -> tuple[ResultRow, budgets_mod.Budget, list[budgets_mod.Verdict]]:
-        budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name)
+        user = getattr(case.model, "user", False)
+        budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name,
+                                        task=case.model.task if user else None)
         row = row.replace(provenance={"budget": budget.to_dict()})
         peak = row.size.peak_memory_bytes
+        fp32_peak = None
+        if budget.max_peak_memory_vs_fp32 is not None:  # the same model's fp32 peak, measured on this machine
+            baseline_case = dataclasses.replace(case.with_chain(BASELINE), tier="cpu")
+            fp32_peak = self.measurement(baseline_case).get("peak_memory_bytes")
         return row, budget, budgets_mod.check(budget, row.quality.accuracy_drop_pp,
                                               None if peak is None else peak / 2**20,
-                                              perplexity_increase_pct=row.quality.perplexity_increase_pct)
+                                              perplexity_increase_pct=row.quality.perplexity_increase_pct,
+                                              fp32_peak_memory_mb=None if not fp32_peak else fp32_peak / 2**20)
 
     # ------------------------------------------------------------------ one test
     def prepare(self, case: Case) -> PreparedCase:
@@ -456,6 +516,20 @@ class BenchSession:
             with ContentionMonitor(run.threads) as monitor:
                 speed = self.paired_speed(run, median_s, round_s)
         return {"speed_vs_fp32": speed, "contention": monitor.result}
+
+
+def session_budgets(pytest_config) -> dict:
+    """bench/budgets.toml, with ``--budgets FILE`` over it (its model tables may name this run's models
+    given by path or hub id)."""
+    user = frozenset(getattr(pytest_config, "compressbench_user_data", None) or ())
+    budgets = budgets_mod.load_budgets(extra_models=user)
+    settings = getattr(pytest_config, "compressbench_settings", None)
+    extra = settings.budgets if settings is not None else None
+    if extra:
+        from pathlib import Path
+
+        budgets = budgets_mod.merge_budgets(budgets, budgets_mod.load_budgets(Path(extra), extra_models=user))
+    return budgets
 
 
 def _fp32_median_key(case: Case) -> tuple:

@@ -26,6 +26,9 @@ class BuildContext:
             techniques that start from its pretrained encoder (LoRA); None outside a case.
         cpu: the CPU the artifacts are built for (configs resolve machine-dependent choices
             from it, :meth:`~compressors.config.Config.for_machine`); this machine's by default.
+        data: the model's data (:class:`~compressors.taskdata.TaskData`): evaluation rows for its
+            task, train rows for what trains or calibrates; None outside a case. While a technique
+            builds, its view of it (:meth:`~compressors.taskdata.TaskData.for_stage`).
     """
 
     cache: ArtifactCache = dataclasses.field(default_factory=ArtifactCache)
@@ -37,3 +40,12 @@ class BuildContext:
     progress: bool = True
     model: Any = None
     cpu: CpuInfo = dataclasses.field(default_factory=this_cpu)
+    data: Any = None
+
+    def require_data(self):
+        """The data, or an error saying that this build needs some (a context made outside a case)."""
+        if self.data is None:
+            from compressors.data import DataError
+
+            raise DataError("this build reads data, and its build context has none (BuildContext.data)")
+        return self.data

@@ -228,13 +228,15 @@ def perplexity(predictor: Predictor, windows: TokenWindows) -> dict:
 
 
 def encode_sentences(
-    tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH
+    tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH, pairs=None
 ) -> list[Encoded]:
-    """Tokenize ``sentences`` into int64 numpy batches padded to each batch's longest."""
+    """Tokenize ``sentences`` (with ``pairs``, their second texts, as true pairs) into int64 numpy batches
+    padded to each batch's longest."""
     batches = []
     for start in range(0, len(sentences), batch_size):
         enc = tokenizer(
             list(sentences[start : start + batch_size]),
+            None if pairs is None else list(pairs[start : start + batch_size]),
             padding=True,
             truncation=True,
             max_length=max_length,
@@ -244,9 +246,22 @@ def encode_sentences(
     return batches
 
 
-def make_eval_set(tokenizer, split) -> EvalSet:
-    """Tokenize a :class:`~compressors.data.TextClassificationSplit` for evaluation."""
-    batches = encode_sentences(tokenizer, split.sentences)
+def eval_max_length(tokenizer, config: dict | None = None) -> int:
+    """Where evaluation rows are cut: the model's maximum (its position embeddings, or the tokenizer's
+    limit when smaller); each batch is padded to its longest row only, so a short-text data set costs
+    nothing more, and a long one is measured on what the model can read."""
+    limits = [int(v) for v in ((config or {}).get("max_position_embeddings"), (config or {}).get("n_positions"),
+                               getattr(tokenizer, "model_max_length", None)) if isinstance(v, int) and 0 < v < 1e6]
+    # BERT-style position tables count the specials; RoBERTa's reserve 2 more (padding_idx + 1)
+    if (config or {}).get("model_type") in ("roberta", "xlm-roberta", "camembert") and limits:
+        limits = [min(limits) - 2]
+    return min(limits) if limits else EVAL_MAX_LENGTH
+
+
+def make_eval_set(tokenizer, split, max_length: int = EVAL_MAX_LENGTH) -> EvalSet:
+    """Tokenize a :class:`~compressors.data.TextClassificationSplit` for evaluation, rows cut at
+    ``max_length`` tokens (:func:`eval_max_length`)."""
+    batches = encode_sentences(tokenizer, split.sentences, max_length=max_length, pairs=split.pairs)
     digest = hashlib.sha256(split.checksum.encode())
     for batch in batches:
         for key in sorted(batch):

@@ -100,6 +100,10 @@ def conv1d_to_linear(model) -> list[str]:
 
 # ------------------------------------------------------------------------------ the encoder layer stack
 
+# config.json model types whose encoder stack encoder_layers() finds (layer dropping, distillation)
+LAYER_STACK_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"})
+
+
 def encoder_layers(model):
     """``(module_list_owner, attribute, config_field)`` of the model's stack of encoder layers.
 

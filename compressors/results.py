@@ -136,6 +136,7 @@ class Provenance:
     timing_input: dict | None = None
     budget: dict | None = None
     measurement: dict | None = None  # the isolated measurement: when, and whether reused from an earlier run
+    data: dict | None = None  # the rows evaluated (and trained or calibrated on): sources, counts, checksums, labels
 
     @property
     def training_s(self) -> float | None:

@@ -4,8 +4,9 @@ A :class:`Task` owns, for one kind of model (sequence classification, causal lan
 
 * its **scenarios**: what a benchmark times (a batch size, and for language models a prefill
   or a generation); every scenario is one test per configuration;
-* its **evaluation inputs** (:meth:`Task.eval_data`): pre-tokenized SST-2 dev batches, or
-  WikiText-2 perplexity windows, and which scenarios share one evaluation;
+* its **evaluation inputs** (:meth:`Task.eval_data`): the model's evaluation rows
+  (:class:`compressors.taskdata.TaskData`: SST-2 dev, WikiText-2 test, or the user's files) as
+  pre-tokenized batches or perplexity windows, and which scenarios share one evaluation;
 * its **timing input** and **timed call** (:meth:`Task.timing_input`, :meth:`Task.timed_call`);
 * its **quality** against the fp32 baseline (:meth:`Task.quality`): accuracy drop in pp, or
   perplexity rise in %, and what the budget checks.
@@ -18,17 +19,17 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compressors.data import DataError, load_sst2, load_wikitext
+from compressors.data import DataError
 from compressors.metrics import (
     CPU_EVAL_TOKENS,
     EvalSet,
     TokenWindows,
     encode_sentences,
+    eval_max_length,
     make_eval_set,
     make_token_windows,
 )
@@ -82,10 +83,13 @@ class Task:
         """Scenarios with the same key share one evaluation (and one isolated measurement)."""
         return None
 
-    def eval_data(self, tokenizer, data_dir: Path | None, scenario: Scenario) -> EvalSet | TokenWindows:
+    def eval_data(self, tokenizer, data, scenario: Scenario,
+                  model_config: dict | None = None) -> EvalSet | TokenWindows:
+        """The evaluation inputs from ``data`` (a :class:`~compressors.taskdata.TaskData`) for a model with
+        ``model_config`` (its config.json: where rows are cut)."""
         raise NotImplementedError
 
-    def timing_input(self, tokenizer, data_dir: Path | None, scenario: Scenario,
+    def timing_input(self, tokenizer, data, scenario: Scenario,
                      eval_data: Callable[[], EvalSet | TokenWindows]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -96,10 +100,10 @@ class Task:
     def check_output(self, output, timing_input: dict, scenario: Scenario) -> None:
         """Raise when the timed call did not do what it was meant to (e.g. generated too few tokens)."""
 
-    def quality(self, measured: dict, baseline: dict, eval_data, scenario: Scenario) -> Quality:
+    def quality(self, measured: dict, baseline: dict, eval_data, scenario: Scenario, data=None) -> Quality:
         raise NotImplementedError
 
-    def describe_timing_input(self, timing_input: dict, scenario: Scenario) -> dict:
+    def describe_timing_input(self, timing_input: dict, scenario: Scenario, data=None) -> dict:
         return {"shape": list(timing_input["input_ids"].shape)}
 
     def latency_extras(self, median_s: float, scenario: Scenario) -> dict:
@@ -117,25 +121,33 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """SST-2 sentiment: accuracy on the full dev split, timed on a fixed batch of dev sentences."""
+    """Sequence classification: accuracy on every evaluation row (SST-2 dev for the registered models),
+    timed on a fixed batch of evaluation rows."""
 
     name = TASK_CLASSIFICATION
     scenarios = (Scenario(1), Scenario(32))
     versions = ("torch", "transformers", "onnxruntime", "onnx")
 
-    def eval_data(self, tokenizer, data_dir, scenario) -> EvalSet:
-        return make_eval_set(tokenizer, load_sst2("dev", data_dir))
+    def eval_data(self, tokenizer, data, scenario, model_config=None) -> EvalSet:
+        return make_eval_set(tokenizer, data.eval(), max_length=eval_max_length(tokenizer, model_config))
 
-    def timing_input(self, tokenizer, data_dir, scenario, eval_data):
-        """``batch_size`` dev sentences drawn with a fixed seed, padded to their longest."""
-        dev = load_sst2("dev", data_dir)
-        picks = random.Random(TIMING_SAMPLE_SEED).sample(range(len(dev)), scenario.batch_size)
-        return encode_sentences(tokenizer, [dev.sentences[i] for i in picks], batch_size=scenario.batch_size)[0]
+    def timing_input(self, tokenizer, data, scenario, eval_data):
+        """``batch_size`` evaluation rows drawn with a fixed seed (all of them, repeated in order, when
+        there are fewer), padded to their longest."""
+        rows = data.eval()
+        if len(rows) >= scenario.batch_size:
+            picks = random.Random(TIMING_SAMPLE_SEED).sample(range(len(rows)), scenario.batch_size)
+        else:
+            picks = [i % len(rows) for i in range(scenario.batch_size)]
+        pairs = None if rows.pairs is None else [rows.pairs[i] for i in picks]
+        return encode_sentences(tokenizer, [rows.sentences[i] for i in picks], batch_size=scenario.batch_size,
+                                max_length=eval_max_length(tokenizer), pairs=pairs)[0]
 
-    def describe_timing_input(self, timing_input, scenario):
-        return {"source": "sst2-dev", "sample_seed": TIMING_SAMPLE_SEED, "shape": list(timing_input["input_ids"].shape)}
+    def describe_timing_input(self, timing_input, scenario, data=None):
+        return {"source": _eval_name(data), "sample_seed": TIMING_SAMPLE_SEED,
+                "shape": list(timing_input["input_ids"].shape)}
 
-    def quality(self, measured, baseline, eval_data, scenario) -> Quality:
+    def quality(self, measured, baseline, eval_data, scenario, data=None) -> Quality:
         """Accuracy and its drop vs fp32, with the drop's paired 95% interval and exact McNemar
         p-value over the same dev sentences (compressors.stats.paired_accuracy_difference)."""
         n = len(eval_data)
@@ -147,7 +159,7 @@ class ClassificationTask(Task):
             accuracy_pct=round(measured["accuracy"], 3),
             baseline_accuracy_pct=round(baseline["accuracy"], 3),
             accuracy_drop_pp=round(baseline["accuracy"] - measured["accuracy"], 3),
-            eval={"split": "sst2-dev", "examples": n, "checksum": eval_data.checksum[:16]},
+            eval={"split": _eval_name(data), "examples": n, "checksum": eval_data.checksum[:16]},
             per_example_correct=({"encoding": "packbits-base64", "n": n, "data": measured["correct"]}
                                  if measured.get("correct") else None),
             accuracy_drop_ci_pp=paired.get("ci_pp"),
@@ -189,17 +201,17 @@ class CausalLMTask(Task):
     def eval_key(self, scenario):
         return scenario.full_test
 
-    def eval_data(self, tokenizer, data_dir, scenario) -> TokenWindows:
-        return make_token_windows(tokenizer, load_wikitext("test", data_dir),
-                                  max_tokens=None if scenario.full_test else CPU_EVAL_TOKENS)
+    def eval_data(self, tokenizer, data, scenario, model_config=None) -> TokenWindows:
+        return make_token_windows(tokenizer, data.eval(), max_tokens=None if scenario.full_test else CPU_EVAL_TOKENS)
 
-    def timing_input(self, tokenizer, data_dir, scenario, eval_data):
-        """Prefill: the first ``prefill_tokens`` tokens of the WikiText-2 test text. Generation:
-        :data:`GENERATION_PROMPT`. Batch 1, no padding."""
+    def timing_input(self, tokenizer, data, scenario, eval_data):
+        """Prefill: the first ``prefill_tokens`` tokens of the evaluation text (WikiText-2 test for the
+        registered models). Generation: :data:`GENERATION_PROMPT`. Batch 1, no padding."""
         if scenario.timed == "prefill":
             ids = eval_data().windows[0][:, :scenario.prefill_tokens]
             if ids.shape[1] < scenario.prefill_tokens:
-                raise DataError(f"the WikiText-2 test text has fewer than {scenario.prefill_tokens} tokens")
+                raise DataError(f"the evaluation text {data.eval().source} has fewer than {scenario.prefill_tokens} "
+                                "tokens (the prefill benchmark's window)")
             return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         encoded = tokenizer(GENERATION_PROMPT, add_special_tokens=False, return_tensors="np")
         return {k: v.astype(np.int64) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
@@ -217,23 +229,25 @@ class CausalLMTask(Task):
             if generated != scenario.new_tokens:
                 raise AssertionError(f"generated {generated} tokens, not {scenario.new_tokens}")
 
-    def describe_timing_input(self, timing_input, scenario):
+    def describe_timing_input(self, timing_input, scenario, data=None):
         described = {
             "timed": scenario.timed,
-            "source": "wikitext-2-raw-test first window" if scenario.timed == "prefill" else GENERATION_PROMPT,
+            "source": (f"{_eval_name(data, 'wikitext-2-raw-test')} first window" if scenario.timed == "prefill"
+                       else GENERATION_PROMPT),
             "shape": list(timing_input["input_ids"].shape),
         }
         if scenario.timed == "generate":
             described.update({"new_tokens": scenario.new_tokens, "decoding": "greedy, KV cache"})
         return described
 
-    def quality(self, measured, baseline, eval_data, scenario) -> Quality:
+    def quality(self, measured, baseline, eval_data, scenario, data=None) -> Quality:
         return Quality(
             perplexity=round(measured["perplexity"], 4),
             baseline_perplexity=round(baseline["perplexity"], 4),
             perplexity_increase_pct=round((measured["perplexity"] / baseline["perplexity"] - 1) * 100, 3),
             mean_nll=measured["mean_nll"],
-            eval={"split": "wikitext-2-raw-test", "scope": scenario.eval_scope, "text": "rows joined with \n\n",
+            eval={"split": _eval_name(data, "wikitext-2-raw-test"), "scope": scenario.eval_scope,
+                  "text": "rows joined with \n\n",
                   **eval_data.describe()},
         )
 
@@ -259,6 +273,13 @@ class CausalLMTask(Task):
 
     def group(self, model, tier, scenario):
         return f"{model}-{tier}-{scenario.name}"
+
+
+def _eval_name(data, default: str = "sst2-dev") -> str:
+    """How a row names its evaluation rows: ``sst2-dev`` and ``wikitext-2-raw-test`` for the registered
+    models' data (as saved runs always named them), ``file:<name>`` for a user's file."""
+    name = getattr(data, "name", None)
+    return {None: default, "sst2": "sst2-dev", "wikitext-2": "wikitext-2-raw-test"}.get(name, name)
 
 
 def encoder_dims(config: dict) -> tuple[int, int, int] | None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from compressors.config import Config, check_range
-from compressors.data import HELD_APART_SENTENCES, TextClassificationSplit, load_sst2, split_held_apart
+from compressors.data import HELD_APART_SENTENCES, TextClassificationSplit
 from compressors.process_memory import reset_peak_rss, status_bytes
 
 
@@ -180,7 +180,8 @@ def train_classifier(
     indices = sample_indices(len(train), recipe.n_sentences, recipe.seed)
     sentences = [train.sentences[i] for i in indices]
     labels = torch.tensor([train.labels[i] for i in indices])
-    encoded = tokenizer(sentences, truncation=True, max_length=recipe.max_length)
+    pairs = None if train.pairs is None else [train.pairs[i] for i in indices]  # true pair encoding (NLI)
+    encoded = tokenizer(sentences, pairs, truncation=True, max_length=recipe.max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -258,5 +259,5 @@ def refinetune(
 ) -> dict:
     """Re-finetune a compressed model in place on SST-2 train minus the held-apart slice (``ctx``: a
     :class:`~compressors.context.BuildContext`); returns the training report."""
-    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir), held_apart)
+    rest, _held = ctx.require_data().held_apart(held_apart)
     return train_classifier(model, tokenizer, rest, recipe, progress=ctx.progress, description=description).to_dict()

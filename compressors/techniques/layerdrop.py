@@ -25,10 +25,10 @@ from pathlib import Path
 from compressors.cache import Artifact, library_versions
 from compressors.config import Config, check_range
 from compressors.context import BuildContext
-from compressors.data import HELD_APART_SENTENCES, load_sst2, split_held_apart
+from compressors.data import HELD_APART_SENTENCES
 from compressors.hf import save_hf_model
 from compressors.models import TASK_CLASSIFICATION
-from compressors.nn import drop_layers, layer_count
+from compressors.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
 from compressors.runtime import load_torch_module
 from compressors.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
@@ -89,8 +89,7 @@ def least_sensitive(curve: dict, k: int) -> list[int]:
 
 def sensitivity_artifact(parent: Artifact, ctx: BuildContext, held_apart: int, label: str) -> Artifact:
     """The cached sensitivity curve of ``parent``'s model."""
-    train = load_sst2("train", ctx.data_dir)
-    _rest, held = split_held_apart(train, held_apart)
+    _rest, held = ctx.require_data().held_apart(held_apart)
 
     def build(out: Path) -> dict:
         from transformers import AutoTokenizer
@@ -169,6 +168,8 @@ def _layerdrop_family(match) -> Technique:
         artifact_kind="hf-torch",
         weights=("model.safetensors",),
         trains=not noft,
+        uses_data=True,  # the sensitivity curve, and the re-finetune
+        model_types=LAYER_STACK_MODEL_TYPES,
         tolerance=None,
         layers_after=lambda n: _layers_after_drop(k, n),
     )

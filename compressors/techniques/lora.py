@@ -37,7 +37,6 @@ from pathlib import Path
 from compressors.cache import Artifact
 from compressors.config import Config, check_choice, check_range
 from compressors.context import BuildContext
-from compressors.data import load_sst2, split_held_apart
 from compressors.hf import copy_side_files, save_hf_model
 from compressors.models import SST2_LABELS, TASK_CLASSIFICATION, ModelUnavailable
 from compressors.nn import head_module_names
@@ -114,12 +113,14 @@ def pretrained_encoder(ctx: BuildContext) -> Path:
     return spec.pretrained(spec, ctx)
 
 
-def load_for_training(source: Path, config: LoraTrainConfig):
-    """The pretrained encoder with a new 2-label head; NF4-quantized (head float) for QLoRA."""
+def load_for_training(source: Path, config: LoraTrainConfig, id2label: dict[int, str] | None = None):
+    """The pretrained encoder with a new head (``id2label``: the data's labels; SST-2's by default);
+    NF4-quantized (head float) for QLoRA."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    labels = {"num_labels": 2, "id2label": SST2_LABELS, "label2id": {v: k for k, v in SST2_LABELS.items()}}
+    names = id2label or SST2_LABELS
+    labels = {"num_labels": len(names), "id2label": names, "label2id": {v: k for k, v in names.items()}}
     torch.manual_seed(config.recipe.seed)  # the new head's initialisation
     if config.base_bits is None:
         return AutoModelForSequenceClassification.from_pretrained(source, **labels), []
@@ -151,7 +152,7 @@ def _build_lora(parent: Artifact, out: Path, config: LoraTrainConfig, ctx: Build
 
     source = pretrained_encoder(ctx)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model, kept_float = load_for_training(source, config)
+    model, kept_float = load_for_training(source, config, ctx.require_data().id2label)
     (out / BASE_DIR).mkdir()
     copy_side_files(parent.path, out / BASE_DIR)  # tokenizer; config.json is rewritten by save_pretrained
     model.save_pretrained(out / BASE_DIR, safe_serialization=True)  # the frozen base, before any forward pass
@@ -161,7 +162,7 @@ def _build_lora(parent: Artifact, out: Path, config: LoraTrainConfig, ctx: Build
         # Gradient checkpointing off: on CPU it only trades time for memory this small model does not need.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, config)
-    rest, _held = split_held_apart(load_sst2("train", ctx.data_dir))
+    rest, _held = ctx.require_data().held_apart()
     label = "QLoRA" if config.base_bits else "LoRA"
     report = train_classifier(model, tokenizer, rest, config.recipe, progress=ctx.progress,
                               description=f"{label} on {source.name}")
@@ -210,7 +211,8 @@ ARTIFACT_LOADERS.register("peft-lora", ArtifactLoader("torch", _load_peft))
 _LORA = dict(tasks=frozenset({TASK_CLASSIFICATION}), devices=frozenset({"cpu", "cuda"}), requires=("peft",),
              version_packages=PEFT_LIBS, tolerance=None)
 _TRAINED = dict(consumes=TORCH_MODEL, build=_build_lora, artifact_kind="peft-lora",
-                weights=(BASE_WEIGHTS, ADAPTER_WEIGHTS), trains=True, starts_from_pretrained=True)
+                weights=(BASE_WEIGHTS, ADAPTER_WEIGHTS), trains=True, uses_data=True, starts_from_pretrained=True,
+                model_types=frozenset(ENCODER_LINEARS))
 register_variants(
     _LORA,
     [

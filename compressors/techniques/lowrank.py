@@ -175,6 +175,7 @@ register_variants(
         dict(
             name=f"lowrank-{percent}" + ("-ft" if ft else ""),
             trains=ft,
+            uses_data=ft,  # the re-finetune
             config=LowRankConfig(keep=percent / 100, recipe=REFINETUNE_RECIPE if ft else None),
             summary=f"truncated SVD of encoder nn.Linear keeping {percent}% of the rank"
             + (", then re-finetune briefly" if ft else ""),

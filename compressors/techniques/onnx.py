@@ -48,6 +48,9 @@ from compressors.runtime import load_torch_module
 from compressors.scratch import scratch_dir
 from compressors.techniques.base import ONNX_GRAPH, TORCH_MODEL, register_variants
 
+# config.json model types the optimizer's "bert" fusion patterns fit (BERT, MiniLM, RoBERTa, DistilBERT, ...)
+OPTIMIZER_BERT_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"})
+
 ONNX_FILE = "model.onnx"
 ONNX_LIBS = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript")
 
@@ -255,10 +258,9 @@ def _build_onnx_int8_static(parent: Artifact, out: Path, config: OrtStaticQuantC
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
     from transformers import AutoTokenizer
 
-    from compressors.data import load_sst2, split_held_apart
-
-    _rest, held = split_held_apart(load_sst2("train", ctx.data_dir))
+    _rest, held = ctx.require_data().held_apart()
     sentences = list(held.sentences[: config.calibration_sentences])
+    pairs = None if held.pairs is None else list(held.pairs[: config.calibration_sentences])
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
     inputs = parent.meta.get("inputs") or list(tokenizer.model_input_names)
     # Fixed-length padding: the histogram calibrators (percentile, entropy) stack batches.
@@ -266,7 +268,8 @@ def _build_onnx_int8_static(parent: Artifact, out: Path, config: OrtStaticQuantC
     length = min(CALIBRATION_LENGTH, positions)
     batches = []
     for start in range(0, len(sentences), 32):
-        enc = tokenizer(sentences[start : start + 32], padding="max_length", truncation=True,
+        enc = tokenizer(sentences[start : start + 32], None if pairs is None else pairs[start : start + 32],
+                        padding="max_length", truncation=True,
                         max_length=length, return_tensors="np")
         batches.append({k: enc[k].astype("int64") for k in inputs})
 
@@ -371,6 +374,7 @@ register_variants(
             kernels=("ort-qdq-int8",),
             config=OrtStaticQuantConfig(),
             build=_build_onnx_int8_static,
+            uses_data=True,  # calibration
             tolerance=0.15,
             summary=f"ONNX Runtime static QDQ quantization (int8 weights, uint8 activations calibrated on "
             f"{CALIBRATION_SENTENCES} SST-2 train sentences) of the onnx-fp32 graph",
@@ -379,6 +383,7 @@ register_variants(
             name="onnx-opt-fp32",
             config=OrtOptimizeConfig(),
             build=_build_onnx_optimized,
+            model_types=OPTIMIZER_BERT_TYPES,
             devices=frozenset({"cpu", "cuda"}),
             summary="the onnx-fp32 graph fused by ONNX Runtime's transformer optimizer (model_type bert), float32",
         ),

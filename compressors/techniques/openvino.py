@@ -286,15 +286,15 @@ def _build_openvino_int8(parent: Artifact, out: Path, config: NncfQuantizeConfig
     import openvino as ov
     from transformers import AutoTokenizer
 
-    from compressors.data import load_sst2, split_held_apart
     from compressors.metrics import encode_sentences
 
     if parent.meta.get("task") == TASK_CAUSAL_LM:
         raise ValueError("openvino-int8 quantizes classifiers; for causal LMs use openvino-int8-wo or openvino-int4-wo")
-    _rest, held = split_held_apart(load_sst2("train", ctx.data_dir))
+    _rest, held = ctx.require_data().held_apart()
     sentences = list(held.sentences[: config.calibration_sentences])
+    pairs = None if held.pairs is None else list(held.pairs[: config.calibration_sentences])
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    items = encode_sentences(tokenizer, sentences, batch_size=1)
+    items = encode_sentences(tokenizer, sentences, batch_size=1, pairs=pairs)
     names = parent.meta.get("inputs") or list(items[0])
     items = [{n: item[n] for n in names} for item in items]
     preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
@@ -341,11 +341,8 @@ class NncfWeightCompressionConfig(Config):
 def _lm_calibration(parent: Artifact, ctx: BuildContext) -> list[dict]:
     from transformers import AutoTokenizer
 
-    from compressors.data import load_wikitext
-
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    ids = np.asarray(tokenizer(load_wikitext("valid", ctx.data_dir).text, add_special_tokens=False)["input_ids"],
-                     np.int64)
+    ids = np.asarray(tokenizer(ctx.require_data().train().text, add_special_tokens=False)["input_ids"], np.int64)
     length = min(LM_CALIBRATION_TOKENS, len(ids) // 2)  # a short text (unit tests) gets shorter windows
     count = min(LM_CALIBRATION_WINDOWS, len(ids) - length)
     starts = np.random.default_rng(0).choice(len(ids) - length, count, replace=False)
@@ -391,7 +388,7 @@ register_variants(_OPENVINO, [
          tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}), requires=("openvino",), implies=(),
          kernels=("openvino-fp32",), tolerance=0.001,
          summary="openvino.convert_model to an IR (float32 weights and inference precision), OpenVINO CPU plugin"),
-    dict(name="openvino-int8", config=NncfQuantizeConfig(), build=_build_openvino_int8,
+    dict(name="openvino-int8", config=NncfQuantizeConfig(), build=_build_openvino_int8, uses_data=True,
          tasks=frozenset({TASK_CLASSIFICATION}), kernels=("openvino-int8",), tolerance=0.15,
          summary=f"nncf.quantize (TRANSFORMER, {CALIBRATION_SENTENCES} held-apart SST-2 train sentences) of the "
                  "openvino-fp32 IR: int8 weights and activations"),
@@ -401,7 +398,7 @@ register_variants(_OPENVINO, [
     dict(name="openvino-int4-wo", config=NncfWeightCompressionConfig("INT4_SYM", group_size=64, ratio=0.8, awq=True,
                                                                       scale_estimation=True),
          build=_build_openvino_weights, tasks=frozenset({TASK_CAUSAL_LM}), kernels=("openvino-fp32",),
-         tolerance=None,
+         tolerance=None, uses_data=True,  # AWQ and scale estimation calibrate
          summary="nncf.compress_weights INT4_SYM groups of 64 on 80% of the linears (the rest int8), AWQ + scale "
                  "estimation on wiki.valid.tokens"),
 ])

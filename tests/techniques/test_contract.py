@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -25,8 +24,7 @@ from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 from compressors.runtime import ARTIFACT_LOADERS, load_predictor
 from compressors.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
 from compressors.techniques.base import FAMILY_DEFAULTS
-from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm
-from tests.techniques.test_layerdrop import toy_train
+from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm, toy_data
 
 NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
 CASES = [(name, task) for name in NAMES for task in TASKS if task in get_technique(name).tasks]
@@ -61,17 +59,8 @@ def _tiny_encoder(folder):
 
 
 @pytest.fixture
-def contract_ctx(ctx, tmp_path, monkeypatch):
-    """A build context whose model has a tiny pretrained encoder, and a toy SST-2 train split for
-    every technique that trains, calibrates or measures sensitivity."""
-    from compressors.data import TextCorpus
-    from tests.conftest import LM_TEXT
-
-    corpus = TextCorpus("valid", LM_TEXT, 1, "toy", "toy-checksum")
-    for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("compressors") and hasattr(module, "load_sst2"):
-            monkeypatch.setattr(module, "load_sst2", lambda split, data_dir=None, **kw: toy_train(160))
-    monkeypatch.setattr("compressors.data.load_wikitext", lambda split, data_dir=None, **kw: corpus)
+def contract_ctx(ctx, tmp_path):
+    """A build context whose model has a tiny pretrained encoder (its data is set per task: toy_data)."""
     encoder = _tiny_encoder(tmp_path / "encoder")
 
     class Spec:
@@ -110,6 +99,10 @@ def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task
         pytest.skip(f"{name} needs {missing}: pip install -e '.[bench]'")
     base = _base(task, tmp_path, cache)
     chain = parse_chain(name)
+    # Only a technique declaring uses_data may read the train rows (compressors.taskdata.StageData):
+    # one that reads them undeclared fails here with UndeclaredDataUse, so no data-built artifact
+    # can be cached without its data's checksum.
+    contract_ctx = dataclasses.replace(contract_ctx, data=toy_data(task))
     built = build_chain(base, chain, contract_ctx, "tiny")
 
     # Reload from the cache alone: the manifest verifies, and the registered loader of its kind reads it.
@@ -135,6 +128,42 @@ def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task
     if task == TASK_CAUSAL_LM and hasattr(predictor, "generate"):
         generated = predictor.generate(predictor.prepare(inputs), 2)
         assert generated.shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_technique_built_from_data_has_the_data_checksum_in_its_cache_key(name, tiny_base):
+    """Same model, two data sets: two artifacts for a technique that uses data, one for one that does not."""
+    technique = get_technique(name)
+    task = next(iter(technique.tasks))
+    keys = [technique.cache_recipe(tiny_base, data=toy_data(task, data_name)) for data_name in ("one", "two")]
+    if technique.uses_data:
+        assert keys[0] != keys[1] and keys[0]["data"]["train_checksum"] == "one-checksum"
+    else:
+        assert keys[0] == keys[1] and "data" not in keys[0]
+
+
+def test_data_built_techniques_are_the_ones_that_train_or_calibrate():
+    uses = {n for n in NAMES if get_technique(n).uses_data}
+    assert {"onnx-int8-static", "openvino-int8", "openvino-int4-wo", "layerdrop-2", "layerdrop-2-noft", "distill-l3",
+            "lora-unmerged", "qlora", "lowrank-50-ft"} <= uses
+    assert not uses & {"fp32", "dynamic-int8", "onnx-int8", "lowrank-50", "l1-50", "openvino-int8-wo", "bnb-nf4"}
+    assert all(get_technique(n).uses_data for n in NAMES if get_technique(n).trains)
+
+
+def test_a_technique_that_reads_rows_undeclared_is_stopped(tiny_base, ctx):
+    from compressors.taskdata import UndeclaredDataUse
+    from compressors.techniques.base import Technique
+
+    sneaky = dataclasses.replace(get_technique("dynamic-int8"), name="sneaky",
+                                 build=lambda parent, out, config, c: c.data.train())
+    chain = dataclasses.replace(parse_chain("dynamic-int8"), name="sneaky", stages=(sneaky,), build_stages=(sneaky,))
+    assert isinstance(sneaky, Technique)
+    with pytest.raises(UndeclaredDataUse, match="without declaring uses_data"):
+        build_chain(tiny_base, chain, dataclasses.replace(ctx, data=toy_data(TASK_CLASSIFICATION)), "tiny")
+    reader = dataclasses.replace(sneaky, uses_data=True, build=lambda parent, out, config, c: c.data.eval())
+    chain = dataclasses.replace(chain, stages=(reader,), build_stages=(reader,))
+    with pytest.raises(UndeclaredDataUse, match="evaluation rows"):
+        build_chain(tiny_base, chain, dataclasses.replace(ctx, data=toy_data(TASK_CLASSIFICATION)), "tiny")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -88,11 +88,9 @@ def test_sensitivity_curve_and_least_sensitive_choice(tiny_base):
 
 
 def test_layerdrop_chain_builds_each_stage_in_order_and_caches_it(four_layer_base, ctx, tiny_batch, monkeypatch):
-    from compressors import training
-    from compressors.techniques import layerdrop
+    from tests.conftest import toy_data
 
-    monkeypatch.setattr(layerdrop, "load_sst2", lambda split, data_dir=None: toy_train())  # sensitivity
-    monkeypatch.setattr(training, "load_sst2", lambda split, data_dir=None: toy_train())  # the re-finetune
+    ctx = dataclasses.replace(ctx, data=toy_data(copies=20))  # the sensitivity curve and the re-finetune
     stage = dataclasses.replace(
         get_technique("layerdrop-2"),
         config=LayerDropConfig(
@@ -135,7 +133,7 @@ def _last_call(chain, base, ctx):
     return {
         "artifact_kind": stage.artifact_kind,
         "name": f"tiny4-{stage.name}",
-        "recipe": stage.cache_recipe(base),
+        "recipe": stage.cache_recipe(base, data=ctx.data),
         "weights": list(stage.weights),
     }
 

@@ -181,18 +181,23 @@ def test_onnx_optimized_graph_matches_and_records_fusions(tiny_base, ctx, tiny_b
 def test_onnx_static_calibrates_on_train_never_dev(tiny_base, ctx, tiny_batch, monkeypatch):
     import onnx
 
-    from compressors import data
+    from compressors.taskdata import InMemoryData
     from tests.techniques.test_layerdrop import toy_train
 
     calls = []
 
-    def fake_load(split, data_dir=None, **kwargs):
-        calls.append(split)
-        return toy_train(200)
+    class Watched(InMemoryData):
+        def train(self):
+            calls.append("train")
+            return super().train()
 
-    monkeypatch.setattr(data, "load_sst2", fake_load)
-    artifact = build_chain(tiny_base, parse_chain("onnx-int8-static"), ctx, "tiny")
-    assert calls == ["train"]
+        def eval(self):
+            calls.append("eval")
+            return super().eval()
+
+    data = Watched(eval_rows=toy_train(1), train_rows=toy_train(200))
+    artifact = build_chain(tiny_base, parse_chain("onnx-int8-static"), dataclasses.replace(ctx, data=data), "tiny")
+    assert set(calls) == {"train"}
     assert artifact.meta["calibration"]["sentences"] == 128
     ops = {n.op_type for n in onnx.load(str(artifact.file("model.onnx"))).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -13,7 +13,6 @@ from compressors.techniques.distill import DistillConfig, distillation_loss, stu
 from compressors.techniques.lora import LoraTrainConfig, attach_lora
 from compressors.training import FineTuneRecipe, count_parameters
 from tests.conftest import make_tiny_tokenizer
-from tests.techniques.test_layerdrop import toy_train
 
 pytest.importorskip("peft")
 TINY_RECIPE = FineTuneRecipe(n_sentences=48, batch_size=8, max_length=16, lr=1e-3)
@@ -43,17 +42,15 @@ def tiny_encoder(folder, kind="bert", hidden=64, layers=2):
 @pytest.fixture
 def lora_ctx(ctx, tmp_path, monkeypatch):
     """ctx whose model's pretrained encoder is a tiny random BERT, and a toy SST-2 train split."""
-    from compressors.techniques import distill, lora
+    from tests.conftest import toy_data
 
-    monkeypatch.setattr(lora, "load_sst2", lambda split, data_dir=None: toy_train(160))
-    monkeypatch.setattr(distill, "load_sst2", lambda split, data_dir=None: toy_train(160))
     encoder = tiny_encoder(tmp_path / "enc")
 
     class Spec:
         name = "tiny"
         pretrained = staticmethod(lambda spec, c: encoder)
 
-    return dataclasses.replace(ctx, model=Spec())
+    return dataclasses.replace(ctx, model=Spec(), data=toy_data())
 
 
 def _stage(name, **changes):
@@ -135,16 +132,15 @@ def _base(ctx):
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_qlora_base_is_4bit_packed_adapters_float(tmp_path, ctx, monkeypatch, tiny_batch, kind):
     """DistilBERT: the seed's failure was its 4-bit 2-output head; the head stays float here."""
-    from compressors.techniques import lora
+    from tests.conftest import toy_data
 
-    monkeypatch.setattr(lora, "load_sst2", lambda split, data_dir=None: toy_train(160))
     encoder = tiny_encoder(tmp_path / f"enc-{kind}", kind=kind)
 
     class Spec:
         name = kind
         pretrained = staticmethod(lambda spec, c: encoder)
 
-    qctx = dataclasses.replace(ctx, model=Spec())
+    qctx = dataclasses.replace(ctx, model=Spec(), data=toy_data())
     stage = _stage("qlora", rank=4, recipe=TINY_RECIPE)
     artifact = build_chain(_base(qctx), Chain("qlora", (stage,), (stage,)), qctx, kind)
     heads = {"bert": ["classifier"], "distilbert": ["classifier", "pre_classifier"]}[kind]

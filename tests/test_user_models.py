@@ -1,0 +1,283 @@
+"""Models given on the command line (compressors/models/user.py): a folder or ``hub:org/name`` next to
+registered names, checked at collection with one-line messages, built into the artifact cache keyed on
+its files' content. The models are tiny random ones written in the test."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compressors.context import BuildContext
+from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, ModelUnavailable
+from compressors.models.user import (
+    UserModelError,
+    detect_task,
+    model_slug,
+    parse_model_argument,
+    user_model_spec,
+)
+from tests.conftest import SENTENCES, save_tiny_bert_classifier, save_tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory) -> Path:
+    return save_tiny_bert_classifier(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture
+def my_model(bert_folder, tmp_path) -> Path:
+    """A private copy of the tiny BERT classifier, for a test to break or change."""
+    return Path(shutil.copytree(bert_folder, tmp_path / "my-model"))
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del config[key]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+# ----------------------------------------------------------------------------- naming
+
+@pytest.mark.parametrize(("arg", "expected"), [
+    ("minilm-sst2", ("registered", "minilm-sst2")),
+    ("./my-model", ("local", "./my-model")),
+    ("..", ("local", "..")),
+    ("/abs/path", ("local", "/abs/path")),
+    ("~/models/m", ("local", "~/models/m")),
+    ("models/m", ("local", "models/m")),  # a separator makes it a path, never a hub id
+    ("hub:org/name", ("hub", "org/name")),
+    ("hub:distilbert/distilgpt2", ("hub", "distilbert/distilgpt2")),
+])
+def test_parse_model_argument(arg, expected):
+    assert parse_model_argument(arg) == expected
+
+
+@pytest.mark.parametrize("arg", ["hub:org", "hub:a/b/c", "hub:org/", "hub:/name", "hub:org/na me", "hub:org/a--b"])
+def test_malformed_hub_id_is_refused(arg):
+    with pytest.raises(UserModelError, match=rf"^--models {re.escape(arg)}: a hub id is hub:org/name"):
+        parse_model_argument(arg)
+
+
+def test_task_is_detected_from_the_architecture_class():
+    assert detect_task({"architectures": ["BertForSequenceClassification"]}, "x") == TASK_CLASSIFICATION
+    assert detect_task({"architectures": ["LlamaForCausalLM"]}, "x") == TASK_CAUSAL_LM
+    with pytest.raises(UserModelError, match=re.escape(
+            "--models ./m: BertModel is neither *ForSequenceClassification (sequence-classification) "
+            "nor *ForCausalLM (causal-lm)")):
+        detect_task({"architectures": ["BertModel"]}, "--models ./m")
+    with pytest.raises(UserModelError, match=r'^--models ./m: config.json has no "architectures".*task is unknown'):
+        detect_task({"model_type": "bert"}, "--models ./m")
+
+
+@pytest.mark.parametrize(("given", "taken", "slug"), [
+    ("./My Model_v2!", set(), "my-model-v2"),
+    ("/models/gpt2/", {"gpt2"}, "gpt2-2"),  # a registered name is never shadowed
+    ("gpt2", {"gpt2", "gpt2-2"}, "gpt2-3"),
+    ("org/Name.V2", set(), "name.v2"),
+    ("___", set(), "model"),
+    (".", set(), "model"),
+])
+def test_model_slug(given, taken, slug):
+    assert model_slug(given, taken) == slug
+
+
+# ----------------------------------------------------------------------------- bad folders
+
+def no_such_folder(folder):
+    return str(folder / "absent"), rf"no such folder {re.escape(str(folder / 'absent'))}$"
+
+
+def not_a_folder(folder):
+    return str(folder / "config.json"), re.escape(f"{folder}/config.json is not a folder (give the folder that "
+                                                  "holds config.json)")
+
+
+def missing_config(folder):
+    (folder / "config.json").unlink()
+    return str(folder), re.escape(f"no config.json in {folder} (a model folder as save_pretrained writes it)")
+
+
+def bad_json(folder):
+    (folder / "config.json").write_text('{"architectures": ["BertForSequenceClassification"],')
+    return str(folder), re.escape(f"{folder}/config.json is not valid JSON (Expecting property name")
+
+
+def unsupported_class(folder):
+    edit_config(folder, architectures=["BertModel"])
+    return str(folder), re.escape("BertModel is neither *ForSequenceClassification (sequence-classification) nor "
+                                  "*ForCausalLM (causal-lm)")
+
+
+def no_architectures(folder):
+    edit_config(folder, architectures=None)
+    return str(folder), r'config.json has no "architectures"'
+
+
+def remote_code(folder):
+    edit_config(folder, auto_map={"AutoModelForSequenceClassification": "modeling_mine.MineModel"})
+    return str(folder), re.escape("needs remote code (auto_map in config.json); pass --trust-remote-code if you "
+                                  "trust it") + "$"
+
+
+def missing_tokenizer(folder):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    # transformers 5 would make a BERT tokenizer of its special tokens alone: every word [UNK]
+    return str(folder), (re.escape("missing tokenizer files (tokenizer.json / vocab.txt / tokenizer_config.json ...)")
+                         + re.escape(f" in {folder}: AutoTokenizer made a BertTokenizer with no vocabulary beyond its "
+                                     "5 special tokens"))
+
+
+def missing_weights(folder):
+    (folder / "model.safetensors").unlink()
+    return str(folder), re.escape(f"no weights in {folder} (model.safetensors, sharded")
+
+
+def corrupt_safetensors(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    return str(folder), r"weights do not load: model.safetensors: Error while deserializing header"
+
+
+def missing_shard(folder):
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"bert.embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors",
+                            "classifier.weight": "model-00002-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return str(folder), r"weights do not load: model.safetensors.index.json names model-00002-of-00002.safetensors"
+
+
+BAD_FOLDERS = [no_such_folder, not_a_folder, missing_config, bad_json, unsupported_class, no_architectures,
+               remote_code, missing_tokenizer, missing_weights, corrupt_safetensors, missing_shard]
+
+
+@pytest.mark.parametrize("breaks", BAD_FOLDERS, ids=[f.__name__ for f in BAD_FOLDERS])
+def test_bad_folder_is_refused_at_collection_in_one_line(my_model, breaks):
+    arg, message = breaks(my_model)
+    with pytest.raises(UserModelError, match=rf"^--models {re.escape(arg)}: {message}") as caught:
+        user_model_spec(arg)
+    assert "\n" not in str(caught.value)
+
+
+def test_causal_lm_without_tokenizer_files_is_refused(tmp_path):
+    folder = save_tiny_causal_lm(tmp_path / "lm")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(UserModelError, match=r"missing tokenizer files \(tokenizer.json / .*\) in .*lm: ") as caught:
+        user_model_spec(str(folder))
+    assert "\n" not in str(caught.value)  # transformers' own message spans lines
+
+
+def test_remote_code_is_accepted_when_trusted(my_model):
+    edit_config(my_model, auto_map={"AutoModelForSequenceClassification": "modeling_mine.MineModel"})
+    spec = user_model_spec(str(my_model), trust_remote_code=True)
+    assert spec.trust_remote_code and spec.task == TASK_CLASSIFICATION
+
+
+def test_registered_name_is_not_a_user_model():
+    with pytest.raises(UserModelError, match="not a folder .* or hub id"):
+        user_model_spec("minilm-sst2")
+
+
+# ----------------------------------------------------------------------------- building
+
+def test_folder_builds_a_base_with_the_original_logits_keyed_on_content(my_model, ctx):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compressors.metrics import encode_sentences
+    from compressors.runtime import load_predictor
+
+    spec = user_model_spec(str(my_model), taken={"minilm-sst2", "my-model"})
+    assert (spec.name, spec.task, spec.source, spec.origin, spec.user) == (
+        "my-model-2", TASK_CLASSIFICATION, "local", str(my_model), True)
+    assert spec.description == f"{my_model} (BertForSequenceClassification, given on the command line)"
+    assert spec.to_dict()["origin"] == str(my_model) and spec.to_dict()["user"] is True
+    assert spec.encoder_layers() == 2  # from config.json, as for registered models
+    spec.check_available(spec, ctx)
+
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.kind == "hf-torch" and artifact.manifest["weights"] == ["model.safetensors"]
+    assert artifact.meta["origin"] == str(my_model) and artifact.meta["task"] == TASK_CLASSIFICATION
+    assert artifact.meta["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    assert sorted(artifact.manifest["recipe"]["files"]) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    predictor = load_predictor(artifact)
+    batch = encode_sentences(AutoTokenizer.from_pretrained(artifact.path), SENTENCES, batch_size=len(SENTENCES))[0]
+    reference = AutoModelForSequenceClassification.from_pretrained(my_model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.run(predictor.prepare(batch)),
+                                   reference(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits)
+
+    (my_model / "README.md").write_text("# my model\n")  # not part of the model
+    again = user_model_spec(str(my_model), taken={"minilm-sst2", "my-model"})
+    assert again.build_base(again, ctx).path == artifact.path  # built once, then read from the cache
+
+    save_tiny_bert_classifier(my_model, seed=1)  # new weights in the same folder
+    changed = user_model_spec(str(my_model), taken={"minilm-sst2", "my-model"})
+    assert changed.build_base(changed, ctx).key != artifact.key
+
+
+def test_causal_lm_folder_builds_with_the_original_logits(tmp_path, ctx):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compressors.runtime import load_predictor
+
+    folder = save_tiny_causal_lm(tmp_path / "Tiny_Llama")
+    spec = user_model_spec(str(folder))
+    assert (spec.name, spec.task) == ("tiny-llama", TASK_CAUSAL_LM)
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.meta["architecture"] == "LlamaForCausalLM" and "id2label" not in artifact.meta
+    predictor = load_predictor(artifact)
+    ids = predictor.prepare({"input_ids": np.array([[3, 9, 12, 4, 7]])})
+    reference = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.run(ids), reference(**ids).logits)
+
+
+# ----------------------------------------------------------------------------- hub ids
+
+REPO = "compressbench-test/Tiny-User-BERT"
+COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def populate_hf_cache(hub_cache: Path, source: Path) -> None:
+    """Lay files out the way huggingface_hub stores a downloaded snapshot."""
+    repo_dir = hub_cache / f"models--{REPO.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / COMMIT
+    shutil.copytree(source, snapshot)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(COMMIT)
+
+
+def test_cached_hub_id_is_checked_at_collection_and_builds(bert_folder, tmp_path, cache):
+    populate_hf_cache(tmp_path / "hub", bert_folder)
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "hub", hf_local_only=True, progress=False)
+    spec = user_model_spec(f"hub:{REPO}", ctx=ctx, taken={"minilm-sst2"})
+    assert (spec.name, spec.source, spec.repo_id, spec.task, spec.origin) == (
+        "tiny-user-bert", "hub", REPO, TASK_CLASSIFICATION, f"hub:{REPO}")
+    assert spec.is_hub and spec.encoder_layers() == 2
+    artifact = spec.build_base(spec, ctx)
+    assert (artifact.meta["repo_id"], artifact.meta["commit"]) == (REPO, COMMIT)
+
+
+def test_cached_hub_id_gets_the_folder_checks(bert_folder, tmp_path, cache):
+    populate_hf_cache(tmp_path / "hub", bert_folder)
+    (tmp_path / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT / "model.safetensors").unlink()
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "hub", hf_local_only=True, progress=False)
+    with pytest.raises(UserModelError, match=rf"^--models hub:{REPO}: no weights in "):
+        user_model_spec(f"hub:{REPO}", ctx=ctx)
+
+
+def test_unavailable_hub_id_is_deferred_to_a_skip(tmp_path, cache):
+    ctx = BuildContext(cache=cache, hf_cache_dir=tmp_path / "empty", hf_local_only=True, progress=False)
+    spec = user_model_spec(f"hub:{REPO}", ctx=ctx)  # no error at collection: nothing could be checked
+    assert spec.repo_id == REPO and spec.user and "not in the local Hugging Face cache" in spec.description
+    with pytest.raises(ModelUnavailable, match=rf"{REPO} is not in the local Hugging Face cache.*hf download"):
+        spec.check_available(spec, ctx)
