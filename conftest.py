@@ -199,7 +199,7 @@ def pytest_configure(config):
     config.compressbench_user_data = user_data
     check_selection(models, techniques)
     config.compressbench_selection = Selection(models, techniques)
-    _RUN.update(config=config, partial=None, interrupted=None, selected=None, start=time.perf_counter())
+    _RUN.update(config=config, partial=None, interrupted=None, selected=None, start=time.perf_counter(), plans=None)
     _TIMES.clear()
     from compressors.allocator import settle_malloc
 
@@ -270,8 +270,7 @@ def pytest_collection_modifyitems(config, items):
 def slow_kernel_skip(config, item) -> str | None:
     """Why a CPU configuration is skipped here: a kernel it rests on is a reference fallback on this
     machine (compressors.kernels.slow_kernel_reason), or None."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    case = next((v for v in params.values() if hasattr(v, "chain") and hasattr(v, "scenario")), None)
+    case = _case_of(item)
     if case is None or not case.chain.kernels:
         return None
     from compressors.kernels import slow_kernel_reason
@@ -399,6 +398,50 @@ def pytest_collection_finish(session):
     _RUN["selected"] = len(session.items)
 
 
+def pytest_report_collectionfinish(config, start_path, items):
+    """Before the first build (and with --collect-only): one plan line per model given by path or hub id,
+    what the run will build, train and measure for it and about how long (bench/plan.py)."""
+    user_models = [m for m in (getattr(config, "compressbench_selection", None) or Selection(None, None)).models or []
+                   if not isinstance(m, str)]
+    if not user_models or hasattr(config, "workerinput"):
+        return None
+    from bench.plan import plan_model
+    from compressors.cache import ArtifactCache
+    from compressors.hardware import this_cpu
+
+    runnable = {}
+    for item in items:
+        case = _case_of(item)
+        if case is not None and not item.get_closest_marker("skip") and case.tier == "cpu":
+            runnable.setdefault(case.model.name, []).append(case)
+    lines, plans = [], []
+    for model in user_models:
+        data = (getattr(config, "compressbench_user_data", None) or {}).get(model.name)
+        if data is None:
+            from compressors.data import resolve_data_dir
+            from compressors.taskdata import default_data
+
+            data = default_data(model.task, resolve_data_dir(setting(config, "data_dir")))
+        try:
+            plan = plan_model(model, runnable.get(model.name, []), data, ArtifactCache(setting(config, "cache_dir")),
+                              this_cpu(), kernel_probe(config))
+        except Exception as exc:  # a plan is advice: it never stops a run
+            lines.append(f"plan: {model.name}: no estimate ({type(exc).__name__}: {exc})")
+            continue
+        if plan is None:
+            lines.append(f"plan: {model.name}: no estimate until its hub snapshot is in the local cache")
+            continue
+        plans.append(plan.to_dict())
+        lines.append(plan.line())
+    _RUN["plans"] = plans
+    return lines
+
+
+def _case_of(item):
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((v for v in params.values() if hasattr(v, "chain") and hasattr(v, "scenario")), None)
+
+
 def _sigterm_to_interrupt(signum, frame):
     """SIGTERM (``timeout``, a cancelled CI job) ends the session like Ctrl-C: finished results are kept
     and marked partial, the measurement process dies with us, temporary folders are removed."""
@@ -415,7 +458,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     interrupted = _RUN["interrupted"]
     output_json["compressbench"] = {"partial": bool(interrupted), "status": f"interrupted ({interrupted})"
                                     if interrupted else "complete", "tests_selected": _RUN["selected"],
-                                    "tests_finished": len(_ROWS), "time_s": run_time(config)}
+                                    "tests_finished": len(_ROWS), "time_s": run_time(config),
+                                    "plans": _RUN.get("plans") or None}
 
 
 def pytest_sessionfinish(session, exitstatus):

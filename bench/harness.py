@@ -46,6 +46,12 @@ from compressors.timing import (
     time_limit,
 )
 
+NEAR_CHANCE_PP = 5.0
+
+
+class NearChanceWarning(UserWarning):
+    """A user model's fp32 accuracy is near chance on its data: labels swapped or mapped wrongly?"""
+
 
 class _Failed:
     """A memoised failure, re-raised for every test that needs the same thing."""
@@ -312,6 +318,8 @@ class BenchSession:
         eval_data, data = self.eval_data(case), self.data_for(case.model)
         # train rows were used where this chain, or the base it starts from, was built from data
         train_used = case.chain.uses_data or bool((base.meta or {}).get("training"))
+        if getattr(case.model, "user", False) and "accuracy" in baseline:
+            self._warn_near_chance(case.model, baseline["accuracy"], data)
         return ResultRow(
             identity=Identity(model=case.model.name, technique=case.chain.name, tier=case.tier,
                               batch_size=case.batch_size, device=case.device, run_device=self.device(case),
@@ -331,6 +339,21 @@ class BenchSession:
                 timing_input=case.task.describe_timing_input(self.timing_input(case), case.scenario, data),
                 data=data.describe(train_used)),
         )
+
+    def _warn_near_chance(self, model: ModelSpec, accuracy: float, data: TaskData) -> None:
+        """Once per model: its fp32 accuracy within 5 pp of chance (the larger of 1/labels and the most
+        frequent label's share) is the usual sign of labels that mean something else to the model."""
+        if ("chance-warned", model.name) in self._memo:
+            return
+        self._memo[("chance-warned", model.name)] = True
+        rows = data.eval()
+        labels = len(data.id2label or {}) or len(set(rows.labels))
+        chance = 100.0 * max(1 / max(labels, 1), max(rows.labels.count(k) for k in set(rows.labels)) / len(rows))
+        if accuracy <= chance + NEAR_CHANCE_PP:
+            warnings.warn(NearChanceWarning(
+                f"{model.name}: fp32 accuracy {accuracy:.2f}% on {rows.source} is within {NEAR_CHANCE_PP:g} pp of "
+                f"chance ({chance:.2f}%): check that the labels mean what the model's do (its labels: "
+                f"{data.id2label}; --label-map maps names to ids)"), stacklevel=2)
 
     def verdicts(self, case: Case, row: ResultRow) -> tuple[ResultRow, budgets_mod.Budget, list[budgets_mod.Verdict]]:
         user = getattr(case.model, "user", False)

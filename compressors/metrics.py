@@ -312,16 +312,22 @@ def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
 MEASUREMENT_VERSION = 3  # bump when what the isolated process measures changes (invalidates stored results)
 
 
+def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu) -> Path:
+    """Where the isolated measurement of an artifact on these evaluation inputs, device and CPU is stored."""
+    key_parts = {"artifact": artifact_key, "eval": eval_checksum, "device": device, "cpu": cpu.name,
+                 "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(root) / "measurements" / f"{key}.json"
+
+
 def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cpu, compute, refresh: bool = False):
     """``compute()`` (an isolated measurement) once per artifact, evaluation inputs, device and CPU:
     later runs on this machine reuse the stored result (``measurement.reused``), so a warm run times
     instead of re-evaluating; ``refresh`` (``--remeasure``) measures again and replaces it."""
     import datetime
 
-    key_parts = {"artifact": artifact.key, "eval": eval_set.checksum, "device": device, "cpu": cpu.name,
-                 "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(root) / "measurements" / f"{key}.json"
+    path = measurement_path(root, artifact.key, eval_set.checksum, device, cpu)
+    key = path.stem
     if path.is_file() and not refresh:
         try:
             stored = json.loads(path.read_text())

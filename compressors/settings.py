@@ -48,9 +48,12 @@ def _comma_list(value) -> list[str] | None:
 
 
 def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("a number")
-    return float(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("a number") from None
 
 
 def _flag(value) -> bool:

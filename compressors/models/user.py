@@ -209,9 +209,21 @@ def model_files(folder: Path, config: dict) -> list[Path]:
     return sorted(files)
 
 
-def _build_from_folder(folder: Path, spec: ModelSpec, ctx: BuildContext, meta: dict) -> Artifact:
+def folder_recipe(folder: Path, spec: ModelSpec) -> dict:
+    """What the base artifact of a model folder is keyed on: its files' content (not its path: the same
+    folder moved or copied hits the same entry; an edited weight file does not), its task, the versions."""
     config = json.loads((folder / "config.json").read_text())
     digests = {path.name: sha256_file(path) for path in model_files(folder, config)}
+    return {"files": digests, "task": spec.task, "versions": library_versions(*TORCH_LIBS)}
+
+
+def local_folder(spec: ModelSpec) -> Path | None:
+    """The folder of a model given by path (None for other models)."""
+    build = spec.build_base
+    return build.args[0] if isinstance(build, functools.partial) and build.func is _build_local else None
+
+
+def _build_from_folder(folder: Path, spec: ModelSpec, ctx: BuildContext, meta: dict) -> Artifact:
 
     def build(out: Path) -> dict:
         import torch
@@ -232,8 +244,7 @@ def _build_from_folder(folder: Path, spec: ModelSpec, ctx: BuildContext, meta: d
     return ctx.cache.get_or_build(
         artifact_kind="hf-torch",
         name=spec.name,
-        # Content, not path: the same folder moved or copied hits the same entry; an edited weight file does not.
-        recipe={"files": digests, "task": spec.task, "versions": library_versions(*TORCH_LIBS)},
+        recipe=folder_recipe(folder, spec),
         build=build,
         weights=["model.safetensors"],
     )
