@@ -110,3 +110,30 @@ def test_every_declared_exception_names_its_figure():
     for technique, model, override in declared:
         assert "known_figure" in override, f"[{technique}.models.{model}] declares no known_figure"
         assert f"{override['known_figure']:g}" in override["known_over_budget"], (technique, model)
+
+
+def test_a_user_model_is_held_to_a_ratio_of_its_own_fp32_memory_derived_from_the_catalog():
+    budgets = load_budgets()
+    mine = budget_for(budgets, "onnx-int8", "my-model", task=TASK_CLASSIFICATION)
+    assert mine.max_peak_memory_mb is None  # MiniLM's MiB figure is not this model's
+    assert mine.max_peak_memory_vs_fp32 == round(190 / 470 * 1.3, 3) and "minilm-sst2" in mine.memory_basis
+    assert mine.max_accuracy_drop_pp == 1.0  # quality budgets as for any model
+    lm = budget_for(budgets, "dynamic-int8", "my-lm", task=TASK_CAUSAL_LM)
+    assert lm.max_peak_memory_vs_fp32 == round(1010 / 1290 * 1.3, 3) and "smollm2-135m" in lm.memory_basis
+    assert budget_for(budgets, "fp32", "my-model", task=TASK_CLASSIFICATION).max_peak_memory_vs_fp32 is None
+    verdicts = check(mine, 0.2, 300.0, fp32_peak_memory_mb=400.0)
+    assert [(v.metric, v.ok) for v in verdicts] == [("max_accuracy_drop_pp", True), ("max_peak_memory_vs_fp32", False)]
+    assert "peak memory vs the same model's fp32 (x): measured 0.75 > budget 0.53" in str(verdicts[1])
+
+
+def test_a_budgets_file_overrides_over_the_builtin_one_and_may_name_user_models(tmp_path):
+    from bench.budgets import merge_budgets
+
+    extra = tmp_path / "mine.toml"
+    extra.write_text('["onnx-int8".models.my-model]\nmax_peak_memory_mb = 400\nmax_accuracy_drop_pp = 2.0\n')
+    with pytest.raises(BudgetError, match="unknown model; valid: .*my-model"):
+        load_budgets(extra, extra_models=frozenset({"other"}) | {"my-modell"})
+    merged = merge_budgets(load_budgets(), load_budgets(extra, extra_models=frozenset({"my-model"})))
+    mine = budget_for(merged, "onnx-int8", "my-model", task=TASK_CLASSIFICATION)
+    assert mine.max_peak_memory_mb == 400 and mine.max_accuracy_drop_pp == 2.0
+    assert budget_for(merged, "onnx-int8", "minilm-sst2").max_peak_memory_mb == 190  # untouched
