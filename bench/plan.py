@@ -8,8 +8,9 @@ The estimate is deliberately simple, one term per kind of work (each constant sa
   backward) at the probe's fp32 GEMM rate x :data:`TRAIN_EFFICIENCY`; train tokens = the recipe's
   rows (at most the train file's) x epochs x their mean length, cut at the recipe's max length;
 * layer sensitivity (layer dropping): one evaluation of the held-apart rows per layer;
-* any other stage (export, quantization, calibration): :data:`BUILD_FIXED_S` plus
-  :data:`BUILD_S_PER_MPARAM` per million parameters;
+* any other stage (export, quantization): :data:`BUILD_FIXED_S` plus :data:`BUILD_S_PER_MPARAM` per
+  million parameters, and :data:`CALIBRATION_S` (+ :data:`CALIBRATION_S_PER_MPARAM`) more where it
+  calibrates on train rows;
 * an isolated quality/memory measurement not stored yet: 2 x parameters x evaluation tokens at the
   GEMM rate, plus :data:`MEASURE_FIXED_S` (a fresh process imports its runtime and loads the model);
 * each timed test: :data:`TIMING_FIXED_S` plus the larger of :data:`TIMING_MIN_S` (pytest-benchmark
@@ -28,10 +29,12 @@ from pathlib import Path
 # Constants of the estimate (see the module docstring), fitted on the MiniLM-L6 (22.7M) and SmolLM2-135M
 # runs of one 2-core Intel Xeon (Sapphire Rapids): a plan is right within a factor of about 2, not to the
 # minute; the fixed costs (process start, imports, loading) move less with the machine than the GEMM terms.
-TRAIN_EFFICIENCY = 0.8  # fine-tunes reach ~the probe's GEMM rate; the optimiser, padding and dropout cost the rest
+TRAIN_EFFICIENCY = 0.5  # backward GEMMs are less regular than the probe's; the optimiser, padding, dropout
 EVAL_EFFICIENCY = 0.5  # evaluation batches are small GEMMs, in a fresh process
 MEASURE_FIXED_S = 4.0  # a fresh process: imports its runtime, loads the artifact
-BUILD_FIXED_S = 3.0  # load, convert, save
+BUILD_FIXED_S = 5.0  # load, convert, save
+CALIBRATION_S = 20.0  # static quantization / NNCF: calibration passes and histogram statistics
+CALIBRATION_S_PER_MPARAM = 0.5  # data-aware weight compression (AWQ, scale estimation) searches per layer
 BUILD_S_PER_MPARAM = 0.02
 TIMING_FIXED_S = 3.0
 TIMING_MIN_S = 1.5
@@ -131,6 +134,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     eval_checksum = cases[0].task.eval_data(tokenizer, data, cases[0].scenario, config).checksum if (
         cases and data is not None) else None
     train = data.train() if data is not None and data.has_train else None
+    train_rows = None if train is None else getattr(train, "rows", None) if model.task == TASK_CAUSAL_LM else len(train)
 
     seconds = {"building": 0.0, "training": 0.0, "measuring": 0.0, "timing": 0.0}
     builds, trainings, measurements = [], [], []
@@ -166,7 +170,9 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
                 seconds["training"] += 6 * dense * n * epochs * length / (gemm * TRAIN_EFFICIENCY)
             else:
                 seconds["building"] += BUILD_FIXED_S + BUILD_S_PER_MPARAM * total / 1e6
-            if stage.layers_after is not None and train is not None:  # the sensitivity curve: one pass per layer
+                if stage.uses_data and not hasattr(stage.config, "drop"):  # calibrates (layer dropping: below)
+                    seconds["building"] += CALIBRATION_S + CALIBRATION_S_PER_MPARAM * total / 1e6
+            if hasattr(stage.config, "drop") and train is not None:  # layer dropping's sensitivity: a pass per layer
                 layers = model.encoder_layers() or 0
                 held = len(data.held_apart()[1])
                 seconds["building"] += layers * 2 * dense * held * _mean_tokens(tokenizer, train.sentences) / (
@@ -185,5 +191,5 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
             timed_tokens = case.scenario.new_tokens + 12
         call_s = 2 * dense * timed_tokens / (gemm * EVAL_EFFICIENCY)
         seconds["timing"] += TIMING_FIXED_S + max(TIMING_MIN_S, TIMED_CALLS * call_s)
-    return Plan(model.name, str(model.origin), total, eval_rows, None if train is None else len(train), builds,
+    return Plan(model.name, str(model.origin), total, eval_rows, train_rows, builds,
                 trainings, measurements, len(cases), {k: round(v, 1) for k, v in seconds.items()}, gemm / 1e9)
