@@ -459,7 +459,12 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["compressbench"] = {"partial": bool(interrupted), "status": f"interrupted ({interrupted})"
                                     if interrupted else "complete", "tests_selected": _RUN["selected"],
                                     "tests_finished": len(_ROWS), "time_s": run_time(config),
-                                    "plans": _RUN.get("plans") or None}
+                                    "plans": _RUN.get("plans") or None, "remote_cache": _remote_summary(config)}
+
+
+def _remote_summary(config) -> dict | None:
+    remote = getattr(config, "compressbench_remote", None)
+    return None if remote is None else remote.summary()
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -494,6 +499,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             for row in contended:
                 tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
         tr.write_line(LEGEND)
+    remote = getattr(config, "compressbench_remote", None)
+    if remote is not None:
+        tr.write_line(remote.summary_line(), yellow=not remote.enabled)
     breakdown = run_time(config)  # also when every benchmark was skipped or failed: the time was spent
     if breakdown is not None:
         from compressors.timing import format_breakdown

@@ -47,6 +47,19 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(fixture, params)
 
 
+def remote_cache(settings):
+    """The shared remote artifact cache the settings name (``--cache-remote`` / $COMPRESSBENCH_CACHE_REMOTE),
+    or None. Kinds whose loader unpickles never travel."""
+    if not settings.cache_remote:
+        return None
+    from compressors.remote_cache import RemoteCache
+    from compressors.runtime import ARTIFACT_LOADERS
+
+    pickled = frozenset(kind for kind in ARTIFACT_LOADERS.names() if ARTIFACT_LOADERS.get(kind).pickled)
+    return RemoteCache(settings.cache_remote, settings.cache_remote_mode, bool(settings.cache_remote_required),
+                       local_only_kinds=pickled)
+
+
 @pytest.fixture(scope="session")
 def bench_session(request, pytestconfig) -> BenchSession:
     settings = pytestconfig.compressbench_settings
@@ -54,9 +67,13 @@ def bench_session(request, pytestconfig) -> BenchSession:
         data_dir = resolve_data_dir(settings.data_dir)
     except DataError as exc:
         pytest.exit(f"compressbench: {exc}", returncode=4)
-    ctx = BuildContext(cache=ArtifactCache(settings.cache_dir), data_dir=data_dir)
+    remote = remote_cache(settings)
+    ctx = BuildContext(cache=ArtifactCache(settings.cache_dir, remote=remote), data_dir=data_dir)
     sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)
+    if remote is not None:
+        remote.timer = session.account.phase  # the run's "time:" line books pulls and pushes apart
+        pytestconfig.compressbench_remote = remote
     # only the data of the models this run collected is read (a language-model run never needs SST-2)
     models = {case.model.name: case.model for item in request.session.items
               for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)

@@ -110,7 +110,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     from transformers import AutoTokenizer
 
     from compressors.cache import content_key, verify_entry
-    from compressors.metrics import CPU_EVAL_TOKENS, eval_max_length, measurement_path
+    from compressors.metrics import CPU_EVAL_TOKENS, artifact_identity, eval_max_length, measurement_path
     from compressors.models import TASK_CAUSAL_LM
     from compressors.models.user import folder_recipe, local_folder
 
@@ -139,13 +139,14 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     seconds = {"building": 0.0, "training": 0.0, "measuring": 0.0, "timing": 0.0}
     builds, trainings, measurements = [], [], []
     base_key = content_key({"kind": "hf-torch", "recipe": folder_recipe(folder, model)})
-    if verify_entry(cache.entry_dir("hf-torch", model.name, base_key))[0] is None:
+    base_manifest = verify_entry(cache.entry_dir("hf-torch", model.name, base_key))[0]
+    if base_manifest is None:
         builds.append(f"{model.name} (copy of the folder)")
         seconds["building"] += BUILD_FIXED_S + BUILD_S_PER_MPARAM * total / 1e6
     seen: set[str] = set()
     baseline = [c for c in cases if c.chain.name == "fp32"] or [cases[0].with_chain("fp32")] if cases else []
     for case in baseline[:1] + [c for c in cases if c.chain.name != "fp32"]:
-        key = base_key
+        key, manifest = base_key, base_manifest  # the manifest of what is built so far, when cached
         for stage in case.chain.build_stages:
             if stage.build is None:
                 continue
@@ -156,7 +157,8 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
             recipe = stage.cache_recipe(parent, stage.config.for_machine(cpu), data)
             key = content_key({"kind": stage.artifact_kind, "recipe": recipe})
             name = f"{model.name}-{stage.name}"
-            if key in seen or verify_entry(cache.entry_dir(stage.artifact_kind, name, key))[0] is not None:
+            manifest = verify_entry(cache.entry_dir(stage.artifact_kind, name, key))[0]
+            if key in seen or manifest is not None:
                 seen.add(key)
                 continue
             seen.add(key)
@@ -179,7 +181,8 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
                     gemm * EVAL_EFFICIENCY)
         if key is None:
             continue
-        stored = eval_checksum is not None and measurement_path(cache.root, key, eval_checksum, "cpu", cpu).is_file()
+        stored = eval_checksum is not None and manifest is not None and measurement_path(
+            cache.root, artifact_identity(manifest), eval_checksum, "cpu", cpu).is_file()
         if case.config_id not in measurements and not stored:
             measurements.append(case.config_id)
             seconds["measuring"] += MEASURE_FIXED_S + 2 * dense * eval_tokens / (gemm * EVAL_EFFICIENCY)

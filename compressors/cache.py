@@ -161,8 +161,10 @@ class ArtifactCache:
         root: cache folder; defaults to :func:`default_cache_root`.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, remote=None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        # a compressors.remote_cache.RemoteCache shared by a fleet: pulled on a miss, pushed after a build
+        self.remote = remote
 
     def entry_dir(self, artifact_kind: str, name: str, key: str) -> Path:
         return self.root / artifact_kind / f"{name}-{key}"
@@ -201,10 +203,13 @@ class ArtifactCache:
             raise CacheReadOnly(f"the artifact cache {self.root} cannot be written ({exc.strerror}) and "
                                 f"{final.name} must be built ({reason}): point --cache-dir (or "
                                 f"{CACHE_ENV}) at a writable folder") from None
+        remote = self.remote
         try:
             if final.exists():
                 manifest, reason = verify_entry(final)
                 if manifest is not None:
+                    if remote is not None and remote.mode == "rw":  # refresh: a fleet's first builder pushes
+                        manifest = self._publish(remote, artifact_kind, final, manifest)
                     return Artifact(final, manifest)
                 aside = final.with_name(f"{final.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
                 os.replace(final, aside)
@@ -217,6 +222,10 @@ class ArtifactCache:
                     stacklevel=2,
                 )
             self._remove_stale_builds(final)
+            if remote is not None:
+                pulled = remote.pull(artifact_kind, final.name, key, final)
+                if pulled is not None:
+                    return Artifact(final, pulled)
             staging = final.with_name(f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             staging.mkdir()
             try:
@@ -227,9 +236,32 @@ class ArtifactCache:
                 # KeyboardInterrupt included: never leave a half-written entry behind.
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            if remote is not None:
+                remote.record(f"{artifact_kind}/{final.name}",
+                              "skipped" if artifact_kind in remote.local_only_kinds else "built")
+                manifest = self._publish(remote, artifact_kind, final, manifest)
         finally:
             lock.release()
         return Artifact(final, manifest)
+
+    @staticmethod
+    def _publish(remote, artifact_kind: str, final: Path, manifest: dict) -> dict:
+        """Push a local entry (``rw``); when another machine's build of the same key is already on the
+        remote, adopt it: download it beside ours, then swap it in, so the fleet measures one set of
+        weights. Returns the manifest of what is in ``final`` now."""
+        theirs = remote.push(artifact_kind, final.name, final, manifest)
+        if theirs is None:
+            return manifest
+        adopting = final.with_name(f".{final.name}.adopting-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        adopted = remote.pull(artifact_kind, final.name, manifest["key"], adopting)
+        if adopted is None:  # their entry could not be had: ours stands
+            return manifest
+        aside = final.with_name(f".{final.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.replace(final, aside)
+        os.replace(adopting, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        remote.events[-1].action = "adopted"  # the pull just recorded is an adoption
+        return adopted
 
     @staticmethod
     def _bound_corrupt(final: Path) -> list[Path]:

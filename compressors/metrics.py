@@ -312,8 +312,18 @@ def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
 MEASUREMENT_VERSION = 3  # bump when what the isolated process measures changes (invalidates stored results)
 
 
+def artifact_identity(manifest: dict) -> str:
+    """An artifact's key and the digest of its files: what a stored measurement is of. The files count
+    too: an entry adopted from a shared remote cache (another machine's build of the same key) is
+    other bytes under the same key, and is measured again."""
+    from compressors.cache import content_key
+
+    return f"{manifest['key']}:{content_key(manifest['files'])}"
+
+
 def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu) -> Path:
-    """Where the isolated measurement of an artifact on these evaluation inputs, device and CPU is stored."""
+    """Where the isolated measurement of an artifact (:func:`artifact_identity`) on these evaluation
+    inputs, device and CPU is stored."""
     key_parts = {"artifact": artifact_key, "eval": eval_checksum, "device": device, "cpu": cpu.name,
                  "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -326,7 +336,7 @@ def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cp
     instead of re-evaluating; ``refresh`` (``--remeasure``) measures again and replaces it."""
     import datetime
 
-    path = measurement_path(root, artifact.key, eval_set.checksum, device, cpu)
+    path = measurement_path(root, artifact_identity(artifact.manifest), eval_set.checksum, device, cpu)
     key = path.stem
     if path.is_file() and not refresh:
         try:

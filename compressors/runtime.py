@@ -61,11 +61,14 @@ class ArtifactLoader:
         module: for kinds that hold a float PyTorch model (the ``TORCH_MODEL`` flow):
             ``module(artifact) -> nn.Module`` on CPU, what the next stage of a chain
             compresses further.
+        pickled: loading unpickles the artifact (``torch.load(weights_only=False)``): it is built on each
+            machine and never pulled from a shared remote cache.
     """
 
     runtime: str
     load: Callable[[Artifact, str], Predictor]
     module: Callable[[Artifact], Any] | None = None
+    pickled: bool = False
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_IMPORTS:

@@ -81,6 +81,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     path: bool = False
     switch: bool = False  # a store_true flag
+    env: str | None = None  # an environment variable that gives the value where the table and the flag do not
 
     @property
     def key(self) -> str:
@@ -135,6 +136,14 @@ OPTIONS: tuple[Option, ...] = (
            "file to score perplexity on, read as WikiText-2 raw test is (default: WikiText-2 test)", path=True),
     Option("text_file_train", "--text-file-train", None, _text, "a plain text file to calibrate causal LMs on "
            "(data-aware weight compression); without it, with --text-file, those are skipped", path=True),
+    Option("cache_remote", "--cache-remote", None, _text, "a shared remote artifact cache, an fsspec URL "
+           "(s3://bucket/prefix, gs://..., az://..., file:///mnt/...): a local miss is pulled from it, and in rw "
+           "mode a local build is pushed; credentials and endpoints from the storage library's environment",
+           env="COMPRESSBENCH_CACHE_REMOTE"),
+    Option("cache_remote_mode", "--cache-remote-mode", "ro", _text, "ro: pull only; rw: pull and push (for CI on "
+           "protected branches)", choices=("ro", "rw")),
+    Option("cache_remote_required", "--cache-remote-required", False, _flag, "a remote cache fault (unreachable, "
+           "denied, a corrupt entry) is an error instead of a warning and a local build", switch=True),
     Option("budgets", "--budgets", None, _text, "a TOML file of budgets over bench/budgets.toml, in its form "
            "([technique.models.<slug>] for a model given by path)", path=True),
 )
@@ -202,8 +211,13 @@ def _parse(option: Option, value, where: str) -> Any:
 
 def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_file: Path | None = None) -> Settings:
     """Defaults < ``table`` (from ``table_file``) < ``cli`` (option name -> value, None where not given)."""
+    import os
+
     values = {o.name: o.default for o in OPTIONS}
     sources = {o.name: "default" for o in OPTIONS}
+    for option in OPTIONS:
+        if option.env and os.environ.get(option.env):
+            values[option.name], sources[option.name] = os.environ[option.env], f"${option.env}"
     named: dict[str, dict] = {}
     where = str(table_file) if table_file else "[tool.compressbench]"
     base = table_file.parent if table_file else Path.cwd()

@@ -146,6 +146,8 @@ class InterleavedBaseline:
 # The phases of :class:`TimeAccount`, in the order a test goes through them, with their words.
 PHASES = {
     "build": "building (or reading the cache)",
+    "pull": "pulling from the remote cache",
+    "push": "pushing to the remote cache",
     "measure": "isolated measurements",
     "load": "loading",
     "inputs": "inputs",

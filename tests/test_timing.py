@@ -245,7 +245,7 @@ def test_time_account_counts_each_second_once(monkeypatch):
     account.add("paired", 1.5)
     assert account.seconds["measure"] == 3.0 and account.seconds["build"] == 3.0
     assert account.since(before) == {"timed": 2.5, "paired": 1.5}  # one test's share, zeros left out
-    with pytest.raises(ValueError, match="unknown phase 'timing'; valid: build, measure"):
+    with pytest.raises(ValueError, match="unknown phase 'timing'; valid: build, pull, push, measure"):
         with account.phase("timing"):
             pass
 
@@ -285,8 +285,8 @@ def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
     assert result.ret == 0
     (saved,) = storage.glob("*/0001_acct.json")
     spent = json.loads(saved.read_text())["compressbench"]["time_s"]
-    assert spent["phases_s"] == {"build": 2.0, "measure": 0.0, "load": 0.0, "inputs": 0.0, "warmup": 0.0,
-                                 "timed": 2.0, "paired": 0.8, "retime": 0.0}  # rounded to 0.1 s
+    assert spent["phases_s"] == {"build": 2.0, "pull": 0.0, "push": 0.0, "measure": 0.0, "load": 0.0, "inputs": 0.0,
+                                 "warmup": 0.0, "timed": 2.0, "paired": 0.8, "retime": 0.0}  # rounded to 0.1 s
     assert spent["wall_s"] > 0 and spent["workers"] == 1
     result.stdout.fnmatch_lines(["time: * s in all: building (or reading the cache) 2 s, timed rounds 2 s, "
                                  "paired fp32 blocks 1 s (+*%*"])

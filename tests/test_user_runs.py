@@ -195,3 +195,32 @@ def test_a_three_class_pair_input_model_with_string_labels_runs_end_to_end(nli, 
     assert rows["onnx-int8"]["eval"]["split"] == "file:dev.csv"
     assert rows["onnx-int8"]["budget"]["max_peak_memory_vs_fp32"] == 50
     assert saved["compressbench"]["plans"][0]["model"] == "my-nli-model"
+
+
+def test_a_second_machine_pulls_from_the_remote_cache_and_only_measures(nli, tmp_path):
+    """Through the real harness: a rw run builds and pushes to a file:// remote; a run with an empty local
+    cache pulls every artifact (no build), measures on its own, and its time line books the pull."""
+    model, data, _ = nli
+    remote = f"file://{tmp_path / 'bucket'}"
+    common = ["bench", "-m", "cpu", "--models", str(model), "--dataset", str(data), "--text-column", "premise",
+              "--text-pair-column", "hypothesis", "--label-column", "gold", "--techniques", "fp32,onnx-int8", "-k",
+              "bs1", "--budgets", str(_generous_budgets(tmp_path)), "--benchmark-min-rounds=1",
+              "--benchmark-max-time=0.02", f"--benchmark-storage=file://{tmp_path / 'store'}", "--cache-remote", remote]
+    first = run_pytest(*common, "--cache-dir", str(tmp_path / "builder"), "--cache-remote-mode", "rw",
+                       "--benchmark-save=builder", cwd=ROOT)
+    assert "2 passed" in first.stdout, first.stdout[-3000:] + first.stderr[-2000:]
+    assert "3 built, 3 pushed" in first.stdout  # the folder's copy, the ONNX export, its int8 quantization
+    second = run_pytest(*common, "--cache-dir", str(tmp_path / "measurer"), "--benchmark-save=measurer", cwd=ROOT)
+    assert "2 passed" in second.stdout, second.stdout[-3000:] + second.stderr[-2000:]
+    assert f"remote cache {remote} (ro): 3 pulled" in second.stdout
+    saved = json.loads(next((tmp_path / "store").rglob("*_measurer.json")).read_text())["compressbench"]
+    assert saved["remote_cache"]["counts"] == {"pulled": 3} and "pull" in saved["time_s"]["phases_s"]
+    assert all(e["seconds"] > 0 and e["bytes"] > 0 for e in saved["remote_cache"]["events"])  # a tiny model's pull
+    # takes milliseconds, under the time line's half-second floor: the README's MiniLM run shows it there
+    assert not list((tmp_path / "measurer").rglob("*.building-*"))
+
+
+def _generous_budgets(tmp_path: Path) -> Path:
+    budgets = tmp_path / "generous.toml"
+    budgets.write_text('["onnx-int8".models.my-nli-model]\nmax_accuracy_drop_pp = 100\nmax_peak_memory_vs_fp32 = 50\n')
+    return budgets

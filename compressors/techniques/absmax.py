@@ -103,7 +103,7 @@ def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
     return load_pickled_module(artifact, ABSMAX_WEIGHTS, device)
 
 
-ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax))
+ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax, pickled=True))
 
 _ABSMAX = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
                devices=frozenset({"cpu", "cuda"}), build=_build_absmax, artifact_kind="torch-absmax-int8",

@@ -114,7 +114,7 @@ def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
                                {"quantized_engine": torch.backends.quantized.engine})
 
 
-ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8))
+ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8, pickled=True))
 
 _DYNAMIC = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, devices=frozenset({"cpu"}), build=_build_dynamic_int8,
                 artifact_kind="torch-dynamic-int8", weights=(DYNAMIC_INT8_WEIGHTS,), tolerance=0.15,

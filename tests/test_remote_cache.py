@@ -1,0 +1,308 @@
+"""The shared remote artifact cache (compressors/remote_cache.py) on memory://, file:// and a real S3
+HTTP endpoint on 127.0.0.1 (moto's threaded server, as s3fs's own tests do): pull before build, push
+after build, the manifest last and create-only, faults that never cost a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+import warnings
+
+import pytest
+
+from compressors.cache import ArtifactCache
+from compressors.remote_cache import RemoteCache, RemoteCacheError, RemoteCacheWarning
+
+
+def writer(calls: list, payload: bytes | None = None, files=("model.safetensors",), wait=None):
+    """A build that writes ``files`` (random bytes unless ``payload``: two builds of one key differ, as
+    two trainings on two machines do) and counts its calls."""
+
+    def build(out):
+        calls.append(out)
+        if wait is not None:
+            wait()
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(payload if payload is not None else os.urandom(64))
+        (out / "config.json").write_text('{"layers": 2}')
+        return {"note": "built"}
+
+    return build
+
+
+def build(cache: ArtifactCache, calls: list, **kwargs):
+    return cache.get_or_build(artifact_kind="hf-torch", name="m", recipe={"x": 1},
+                              build=writer(calls, **kwargs), weights=["model.safetensors"])
+
+
+@pytest.fixture(params=["memory", "file"])
+def url(request, tmp_path):
+    if request.param == "memory":
+        return f"memory://bucket-{uuid.uuid4().hex[:8]}/cache"
+    return f"file://{tmp_path / 'bucket' / 'cache'}"
+
+
+def _files(artifact) -> dict[str, bytes]:
+    return {p.relative_to(artifact.path).as_posix(): p.read_bytes() for p in artifact.path.rglob("*") if p.is_file()}
+
+
+def test_pull_push_round_trip_is_byte_identical(url, tmp_path):
+    builder = RemoteCache(url, "rw")
+    calls: list = []
+    built = build(ArtifactCache(tmp_path / "a", remote=builder), calls)
+    assert [e.action for e in builder.events] == ["built", "pushed"]
+
+    reader = RemoteCache(url, "ro")
+    other: list = []
+    pulled = build(ArtifactCache(tmp_path / "b", remote=reader), other)
+    assert other == [] and [e.action for e in reader.events] == ["pulled"]
+    assert _files(pulled) == _files(built) and pulled.key == built.key and pulled.meta == {"note": "built"}
+    # layout: content-addressed blobs and one manifest per entry
+    remote = reader.fs
+    assert remote.exists(reader.entry_path("hf-torch", built.path.name))
+    sha = built.manifest["files"]["model.safetensors"]["sha256"]
+    assert remote.cat_file(reader.blob_path(sha)) == (built.path / "model.safetensors").read_bytes()
+
+
+def test_read_only_mode_pushes_nothing(url, tmp_path):
+    remote = RemoteCache(url, "ro")
+    build(ArtifactCache(tmp_path / "a", remote=remote), [])
+    assert [e.action for e in remote.events] == ["built"]
+    assert not remote.fs.exists(remote._path("entries")) and not remote.fs.exists(remote._path("blobs"))
+
+
+def test_a_crash_between_files_and_manifest_leaves_the_entry_invisible(url, tmp_path, monkeypatch):
+    builder = RemoteCache(url, "rw")
+
+    def crash(path, body):
+        raise KeyboardInterrupt  # the machine dies after the files, before the manifest
+
+    monkeypatch.setattr(builder, "_create_only", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build(ArtifactCache(tmp_path / "a", remote=builder), [])
+    assert builder.fs.exists(builder._path("blobs"))  # the files went up
+
+    reader = RemoteCache(url, "ro")
+    calls: list = []
+    build(ArtifactCache(tmp_path / "b", remote=reader), calls)
+    assert len(calls) == 1 and [e.action for e in reader.events] == ["built"]  # a miss, built locally
+
+
+def test_a_corrupt_remote_file_is_refused_and_built_locally(url, tmp_path):
+    builder = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=builder), [])
+    sha = built.manifest["files"]["model.safetensors"]["sha256"]
+    builder.fs.pipe_file(builder.blob_path(sha), b"flipped bits" * 6)
+
+    reader = RemoteCache(url, "ro")
+    calls: list = []
+    with pytest.warns(RemoteCacheWarning, match=r"entry hf-torch/m-\w+ refused \(model.safetensors: .*building it"):
+        local = build(ArtifactCache(tmp_path / "b", remote=reader), calls)
+    assert len(calls) == 1 and reader.enabled  # only that entry is rebuilt; the remote stays on
+    assert [e.action for e in reader.events] == ["refused", "built"]
+    assert not list(local.path.parent.glob(".*pulling*"))  # nothing half-downloaded is left
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"../../etc/passwd.json": None}, "leaves the entry's folder"),
+    ({"/abs/model.safetensors": None}, "is not a relative path"),
+    ({"pytorch_model.bin": None}, "could be read with pickle"),
+])
+def test_a_manifest_naming_unsafe_paths_or_pickles_is_refused(url, tmp_path, bad, reason):
+    builder = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=builder), [])
+    manifest = json.loads(builder.fs.cat_file(builder.entry_path("hf-torch", built.path.name)))
+    info = next(iter(manifest["files"].values()))
+    manifest["files"].update({name: info for name in bad})
+    builder.fs.pipe_file(builder.entry_path("hf-torch", built.path.name), json.dumps(manifest).encode())
+
+    reader = RemoteCache(url, "ro")
+    with pytest.warns(RemoteCacheWarning, match=reason):
+        build(ArtifactCache(tmp_path / "b", remote=reader), [])
+    assert [e.action for e in reader.events] == ["refused", "built"]
+    assert not (tmp_path / "etc").exists()
+
+
+def test_kinds_that_unpickle_never_travel(url, tmp_path):
+    remote = RemoteCache(url, "rw", local_only_kinds=frozenset({"torch-dynamic-int8"}))
+    ArtifactCache(tmp_path / "a", remote=remote).get_or_build(
+        artifact_kind="torch-dynamic-int8", name="q", recipe={}, build=writer([], files=("model.pt",)),
+        weights=["model.pt"])
+    assert [e.action for e in remote.events] == ["skipped"] and not remote.fs.exists(remote._path("entries"))
+
+
+def test_two_concurrent_pushes_of_one_key_one_wins_the_other_adopts(url, tmp_path):
+    """Two machines miss the remote, train (different weights), push: one manifest is created, the other
+    machine sees it and swaps its own build for the winner's, so both measure the same weights."""
+    barrier = threading.Barrier(2)
+    remotes = [RemoteCache(url, "rw") for _ in range(2)]
+    caches = [ArtifactCache(tmp_path / f"machine{i}", remote=r) for i, r in enumerate(remotes)]
+    results: dict = {}
+
+    def machine(i):
+        results[i] = build(caches[i], [], wait=barrier.wait)  # both have missed the remote before either pushes
+
+    threads = [threading.Thread(target=machine, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    actions = sorted(e.action for r in remotes for e in r.events if e.action != "built")
+    assert actions == ["adopted", "pushed"]
+    assert _files(results[0]) == _files(results[1])  # the loser now holds the winner's bytes
+    winner = json.loads(remotes[0].fs.cat_file(remotes[0].entry_path("hf-torch", results[0].path.name)))
+    assert winner["files"] == results[1].manifest["files"] == results[0].manifest["files"]
+
+
+def test_a_warm_local_entry_is_pushed_by_a_rw_run_and_present_after(url, tmp_path):
+    local = ArtifactCache(tmp_path / "a")
+    build(local, [])  # built before the fleet had a remote
+    remote = RemoteCache(url, "rw")
+    build(ArtifactCache(tmp_path / "a", remote=remote), [])
+    build(ArtifactCache(tmp_path / "a", remote=remote), [])
+    assert [e.action for e in remote.events] == ["pushed", "present"]
+
+
+class Down:
+    """A storage whose every call fails as an unreachable endpoint does."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise ConnectionError("Could not connect to the endpoint URL: 'http://127.0.0.1:9/'")
+
+        return fail
+
+
+def test_remote_down_builds_locally_with_one_warning_and_turns_the_remote_off(tmp_path):
+    remote = RemoteCache("s3://bucket/cache", "rw")
+    remote._fs = Down()
+    cache = ArtifactCache(tmp_path / "a", remote=remote)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(cache, [])
+        cache.get_or_build(artifact_kind="onnx", name="n", recipe={}, build=writer([], files=("model.onnx",)),
+                           weights=["model.onnx"])
+    messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
+    assert len(messages) == 1 and "ConnectionError" in messages[0] and "off for the rest of this session" in messages[0]
+    assert not remote.enabled and "turned off" in remote.summary_line()
+
+
+def test_required_remote_makes_a_fault_an_error(tmp_path):
+    remote = RemoteCache("s3://bucket/cache", "ro", required=True)
+    remote._fs = Down()
+    with pytest.raises(RemoteCacheError, match="--cache-remote-required"):
+        build(ArtifactCache(tmp_path / "a", remote=remote), [])
+
+
+def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
+    from compressors.timing import TimeAccount
+
+    account = TimeAccount()
+    remote = RemoteCache(url, "rw")
+    remote.timer = account.phase
+    with account.phase("build"):
+        build(ArtifactCache(tmp_path / "a", remote=remote), [])
+    reader = RemoteCache(url, "ro")
+    reader.timer = account.phase
+    with account.phase("build"):
+        build(ArtifactCache(tmp_path / "b", remote=reader), [])
+    assert account.seconds["push"] > 0 and account.seconds["pull"] > 0
+    assert reader.summary()["counts"] == {"pulled": 1}
+
+
+# ----------------------------------------------------------------------------- a real S3 endpoint
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (HTTP, a real S3 wire protocol), with a bucket."""
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir("fleet")
+    yield server, endpoint
+    server.stop()
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _s3(endpoint: str, mode: str, prefix: str) -> RemoteCache:
+    return RemoteCache(f"s3://fleet/{prefix}", mode, storage_options={
+        "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True})
+
+
+def test_s3_push_pull_and_create_only_conflict(s3_server, tmp_path):
+    _, endpoint = s3_server
+    prefix = uuid.uuid4().hex[:8]
+    builder = _s3(endpoint, "rw", prefix)
+    built = build(ArtifactCache(tmp_path / "a", remote=builder), [])
+    assert [e.action for e in builder.events] == ["built", "pushed"]
+
+    reader = _s3(endpoint, "ro", prefix)
+    pulled = build(ArtifactCache(tmp_path / "b", remote=reader), [])
+    assert [e.action for e in reader.events] == ["pulled"] and _files(pulled) == _files(built)
+
+    # S3's If-None-Match: a second create of the same manifest is refused by the server, not overwritten
+    path = builder.entry_path("hf-torch", built.path.name)
+    assert builder._create_only(path, b"{}") is False
+    assert json.loads(builder.fs.cat_file(path))["files"] == built.manifest["files"]
+
+    # another machine's build of the same key adopts the one on S3
+    late = _s3(endpoint, "rw", prefix)
+    late_cache = ArtifactCache(tmp_path / "c")
+    mine = build(late_cache, [])  # built locally before it had the remote: other bytes
+    assert _files(mine) != _files(built)
+    adopted = build(ArtifactCache(tmp_path / "c", remote=late), [])
+    assert [e.action for e in late.events] == ["adopted"] and _files(adopted) == _files(built)
+
+
+def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import s3fs
+
+        bucket = f"dropped-{uuid.uuid4().hex[:8]}"  # moto's state is shared by every server in the process
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True).mkdir(bucket)
+        remote = RemoteCache(f"s3://{bucket}/x", "rw", storage_options={
+            "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True,
+            "config_kwargs": {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}}})
+        cache = ArtifactCache(tmp_path / "a", remote=remote)
+        build(cache, [])
+        server.stop()  # the connection drops: the endpoint is gone
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cache.get_or_build(artifact_kind="onnx", name="n", recipe={}, build=writer([], files=("model.onnx",)),
+                               weights=["model.onnx"])
+            cache.get_or_build(artifact_kind="onnx", name="o", recipe={}, build=writer([], files=("model.onnx",)),
+                               weights=["model.onnx"])
+        messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
+        assert len(messages) == 1 and "onnx/n-" in messages[0] and "built locally" in messages[0], messages
+        assert [e.action for e in remote.events] == ["built", "pushed", "built", "built"]
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
