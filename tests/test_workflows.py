@@ -14,8 +14,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
-NIGHTLY_COMMAND = ("pytest bench -m ${{ matrix.tier }} --extended --benchmark-save=nightly-${{ github.sha }} "
+NIGHTLY_COMMAND = ("pytest bench -m ${{ matrix.tier }} --extended --cache-remote-required "
+                   "--benchmark-save=nightly-${{ github.sha }} "
                    "--benchmark-compare=${{ steps.stored.outputs.previous_id }}")
+ARTIFACTS_COMMAND = "pytest bench -m cpu --extended -n auto --cache-remote-mode rw --cache-remote-required"
 NIGHTLY_VERDICT = 'python -m reports compare "${{ steps.stored.outputs.previous }}" nightly-${{ github.sha }}'
 
 
@@ -113,6 +115,24 @@ def test_nightly_gpu_job():
     assert "python -m compressors.hardware --require ${{ matrix.tier }}" in lines
     assert any("pip install" in line and "torch==2.13.0" in line and "--index-url" in line for line in lines)
     assert all(name for name in steps if name != "") and len(steps) >= len(job["steps"]) - 2  # named, for the log
+
+
+def test_nightly_fleet_builds_once_on_a_cpu_runner_then_each_tier_pulls():
+    nightly = load("nightly-gpu.yml")
+    assert nightly["env"]["COMPRESSBENCH_CACHE_REMOTE"] == "${{ vars.COMPRESSBENCH_CACHE_REMOTE }}"
+    artifacts, bench = nightly["jobs"]["artifacts"], nightly["jobs"]["bench"]
+    assert artifacts["runs-on"] == "ubuntu-latest" and "COMPRESSBENCH_CACHE_REMOTE" in artifacts["if"]
+    assert ARTIFACTS_COMMAND in [line.strip() for s in artifacts["steps"] for line in s.get("run", "").splitlines()]
+    assert bench["needs"] == "artifacts" and "needs.artifacts.result != 'failure'" in bench["if"]
+    assert any(".[bench,remote]" in line for line in run_lines(nightly))
+
+
+def test_nightly_artifacts_arguments_are_accepted_by_the_suite(tmp_path):
+    args = ARTIFACTS_COMMAND.split()[1:]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--collect-only", "-q",
+                          "--models", "minilm-sst2", "--techniques", "fp32", "--cache-remote",
+                          f"file://{tmp_path / 'bucket'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_nightly_pytest_arguments_are_accepted_by_the_suite(tmp_path):
