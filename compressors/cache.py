@@ -256,7 +256,7 @@ class ArtifactCache:
         adopted = remote.pull(artifact_kind, final.name, manifest["key"], adopting)
         if adopted is None:  # their entry could not be had: ours stands
             return manifest
-        aside = final.with_name(f".{final.name}.replaced-{uuid.uuid4().hex[:8]}")
+        aside = final.with_name(f".{final.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(final, aside)
         os.replace(adopting, final)
         shutil.rmtree(aside, ignore_errors=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 PREFIX = "compressbench-"
 TEMP_RE = re.compile(r"^compressbench-[a-z0-9-]+?-(\d+)-[^/]+$")
-STAGING_RE = re.compile(r"^\..+\.building-(\d+)-[0-9a-f]+$")
+# a build's staging folder, and a remote cache's download or adoption folders (compressors/remote_cache.py)
+STAGING_RE = re.compile(r"^\..+\.(?:building|pulling|adopting|replaced)-(\d+)-[0-9a-f]+$")
 
 
 def scratch_dir(kind: str) -> tempfile.TemporaryDirectory:
@@ -42,7 +43,7 @@ def sweep_stale(cache_root: Path | None = None, temp_root: Path | None = None) -
     temp_root = Path(temp_root or tempfile.gettempdir())
     candidates = [(p, TEMP_RE) for p in temp_root.glob(f"{PREFIX}*") if p.is_dir()]
     if cache_root is not None and Path(cache_root).is_dir():
-        candidates += [(p, STAGING_RE) for p in Path(cache_root).glob("*/.*.building-*") if p.is_dir()]
+        candidates += [(p, STAGING_RE) for p in Path(cache_root).glob("*/.*.*-*") if p.is_dir()]
     for path, pattern in candidates:
         match = pattern.match(path.name)
         if match and not pid_alive(int(match.group(1))):

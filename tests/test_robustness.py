@@ -102,7 +102,8 @@ def test_stale_staging_and_temp_folders_of_dead_processes_are_swept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     cache, temp = tmp_path / "cache", tmp_path / "tmp"
-    stale = [cache / "hf-torch" / f".minilm-sst2-abc.building-{dead}-0123abcd", temp / f"compressbench-ort-{dead}-x1"]
+    stale = [cache / "hf-torch" / f".minilm-sst2-abc.building-{dead}-0123abcd", temp / f"compressbench-ort-{dead}-x1",
+             cache / "onnx" / f".minilm-sst2-onnx-int8-abc.pulling-{dead}-89abcdef"]
     alive = [cache / "hf-torch" / f".minilm-sst2-abc.building-{os.getpid()}-4567abcd",
              temp / f"compressbench-eval-{os.getpid()}-x2"]
     for folder in stale + alive:
