@@ -224,3 +224,27 @@ def _generous_budgets(tmp_path: Path) -> Path:
     budgets = tmp_path / "generous.toml"
     budgets.write_text('["onnx-int8".models.my-nli-model]\nmax_accuracy_drop_pp = 100\nmax_peak_memory_vs_fp32 = 50\n')
     return budgets
+
+
+def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
+    import types
+
+    from bench.harness import BenchSession, NearChanceWarning
+    from compressors.cache import ArtifactCache
+    from compressors.context import BuildContext
+    from compressors.data import TextClassificationSplit
+    from compressors.taskdata import InMemoryData
+
+    rows = TextClassificationSplit("eval", ("a",) * 10, (0,) * 6 + (1,) * 4, "mine.csv", "x")
+    data = InMemoryData(eval_rows=rows, labels=((0, "negative"), (1, "positive")))
+    session = BenchSession(BuildContext(cache=ArtifactCache(tmp_path), progress=False), types.SimpleNamespace())
+    model = types.SimpleNamespace(name="mine")
+    with pytest.warns(NearChanceWarning, match=r"mine: fp32 accuracy 62.00% on mine.csv is within 5 pp of chance "
+                                               r"\(60.00%\).*\{0: 'negative', 1: 'positive'\}"):
+        session._warn_near_chance(model, 62.0, data)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        session._warn_near_chance(model, 62.0, data)  # once per model
+        session._warn_near_chance(types.SimpleNamespace(name="good"), 90.0, data)  # well above chance: silent
