@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 # Constants of the estimate (see the module docstring), fitted on the MiniLM-L6 (22.7M) and SmolLM2-135M
-# runs of one 2-core Intel Xeon (Sapphire Rapids): a plan is right within a factor of about 2, not to the
+# runs of one 2-core Intel Xeon with AMX: a plan is right within a factor of about 2, not to the
 # minute; the fixed costs (process start, imports, loading) move less with the machine than the GEMM terms.
 TRAIN_EFFICIENCY = 0.5  # backward GEMMs are less regular than the probe's; the optimiser, padding, dropout
 EVAL_EFFICIENCY = 0.5  # evaluation batches are small GEMMs, in a fresh process
