@@ -325,7 +325,8 @@ def format_table(rows: list[ResultRow]) -> list[str]:
 
 LEGEND = ("x fp32: speed vs fp32 paired in the same time window (fp32 time / this time, median of alternated "
           "blocks) with its 95% bootstrap interval; '!': another process competed for the CPU while timing. "
-          "acc/ppl: SST-2 dev accuracy % (872 sentences), or WikiText-2 test perplexity (language models); "
+          "acc/ppl: accuracy % on the model's evaluation rows (SST-2 dev, 872 sentences, for the registered "
+          "classifiers; a model given by path: its --dataset), or perplexity (WikiText-2 test, or its --text-file); "
           "drop: fp32 minus this in pp, or perplexity rise vs fp32 in %; ms/tok: generation median / new tokens; "
           "size x: vs fp32; "
           "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")
