@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 # Constants of the estimate (see the module docstring), fitted on the MiniLM-L6 (22.7M) and SmolLM2-135M
@@ -153,8 +154,8 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
             if stage.uses_data and train is None:
                 key = None  # skipped at run time: no train rows
                 break
-            parent = type("Parent", (), {"key": key})()
-            recipe = stage.cache_recipe(parent, stage.config.for_machine(cpu), data)
+            # the key the build will have: cache_recipe reads only its parent's key
+            recipe = stage.cache_recipe(types.SimpleNamespace(key=key), stage.config.for_machine(cpu), data)
             key = content_key({"kind": stage.artifact_kind, "recipe": recipe})
             name = f"{model.name}-{stage.name}"
             manifest = verify_entry(cache.entry_dir(stage.artifact_kind, name, key))[0]

@@ -253,14 +253,13 @@ class ArtifactCache:
         if theirs is None:
             return manifest
         adopting = final.with_name(f".{final.name}.adopting-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        adopted = remote.pull(artifact_kind, final.name, manifest["key"], adopting)
+        adopted = remote.pull(artifact_kind, final.name, manifest["key"], adopting, action="adopted")
         if adopted is None:  # their entry could not be had: ours stands
             return manifest
         aside = final.with_name(f".{final.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(final, aside)
         os.replace(adopting, final)
         shutil.rmtree(aside, ignore_errors=True)
-        remote.events[-1].action = "adopted"  # the pull just recorded is an adoption
         return adopted
 
     @staticmethod

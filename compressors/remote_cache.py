@@ -164,14 +164,14 @@ class RemoteCache:
         return isinstance(self.fs, LocalFileSystem)
 
     def _path(self, *parts: str) -> str:
+        if self._fs is None:
+            self.fs  # noqa: B018  (opening the filesystem is what splits the URL into its prefix)
         return "/".join([self._prefix, *parts]) if self._prefix else "/".join(parts)
 
     def entry_path(self, kind: str, folder_name: str) -> str:
-        self.fs  # noqa: B018  (sets the prefix)
         return self._path("entries", kind, f"{folder_name}.json")
 
     def blob_path(self, sha256: str) -> str:
-        self.fs  # noqa: B018
         return self._path("blobs", "sha256", sha256[:2], sha256)
 
     def _phase(self, name: str):
@@ -201,9 +201,10 @@ class RemoteCache:
         warnings.warn(message, RemoteCacheWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ pull
-    def pull(self, kind: str, folder_name: str, key: str, target: Path) -> dict | None:
+    def pull(self, kind: str, folder_name: str, key: str, target: Path, action: str = "pulled") -> dict | None:
         """Download the entry into ``target`` (which must not exist; renamed into place only when every
-        file checks out). Returns its manifest, or None: a miss, a fault, a refused entry."""
+        file checks out), recorded as ``action``. Returns its manifest, or None: a miss, a fault, a refused
+        entry."""
         entry = f"{kind}/{folder_name}"
         if not self.travels(kind):
             return None
@@ -234,7 +235,7 @@ class RemoteCache:
             except BaseException:  # Ctrl-C: never leave a half-downloaded entry behind
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        self.record(entry, "pulled", seconds=round(time.perf_counter() - start, 3), bytes=size)
+        self.record(entry, action, seconds=round(time.perf_counter() - start, 3), bytes=size)
         return manifest
 
     def _download_files(self, manifest: dict, staging: Path) -> int:
