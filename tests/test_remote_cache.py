@@ -4,6 +4,7 @@ after build, the manifest last and create-only, faults that never cost a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -216,28 +217,37 @@ def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
 # ----------------------------------------------------------------------------- a real S3 endpoint
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on 127.0.0.1 (HTTP, a real S3 wire protocol), with a bucket."""
+@contextlib.contextmanager
+def moto_s3(bucket: str):
+    """moto's S3 server on 127.0.0.1 (HTTP, the real S3 wire protocol) with ``bucket``, test credentials in
+    the environment while it runs; yields ``(server, endpoint)``."""
     pytest.importorskip("s3fs")
     server_module = pytest.importorskip("moto.server")
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    import s3fs
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import s3fs
 
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-    fs.mkdir("fleet")
-    yield server, endpoint
-    server.stop()
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True).mkdir(bucket)
+        yield server, endpoint
+    finally:
+        server.stop()  # a second stop (the dropped-connection test's) is harmless
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with moto_s3("fleet") as running:
+        yield running
 
 
 def _s3(endpoint: str, mode: str, prefix: str) -> RemoteCache:
@@ -271,20 +281,8 @@ def test_s3_push_pull_and_create_only_conflict(s3_server, tmp_path):
 
 
 def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
-    pytest.importorskip("s3fs")
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import s3fs
-
-        bucket = f"dropped-{uuid.uuid4().hex[:8]}"  # moto's state is shared by every server in the process
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True).mkdir(bucket)
+    bucket = f"dropped-{uuid.uuid4().hex[:8]}"  # moto's state is shared by every server in the process
+    with moto_s3(bucket) as (server, endpoint):
         remote = RemoteCache(f"s3://{bucket}/x", "rw", storage_options={
             "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True,
             "config_kwargs": {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}}})
@@ -297,12 +295,6 @@ def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
                                weights=["model.onnx"])
             cache.get_or_build(artifact_kind="onnx", name="o", recipe={}, build=writer([], files=("model.onnx",)),
                                weights=["model.onnx"])
-        messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
-        assert len(messages) == 1 and "onnx/n-" in messages[0] and "built locally" in messages[0], messages
-        assert [e.action for e in remote.events] == ["built", "pushed", "built", "built"]
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
+    assert len(messages) == 1 and "onnx/n-" in messages[0] and "built locally" in messages[0], messages
+    assert [e.action for e in remote.events] == ["built", "pushed", "built", "built"]
