@@ -86,6 +86,11 @@ class TaskData:
             described["train"] = _describe_rows(self.train())
         if self.id2label is not None:
             described["label_map"] = {str(k): v for k, v in sorted(self.id2label.items())}
+        columns = getattr(self, "columns", None)
+        if dataclasses.is_dataclass(columns):
+            described["columns"] = dataclasses.asdict(columns)
+        if getattr(self, "label_map", None):
+            described["label_map_option"] = dict(self.label_map)
         return described
 
     def for_stage(self, technique: str, uses_data: bool) -> StageData:

@@ -84,6 +84,7 @@ def test_the_run_records_sources_counts_checksums_and_label_map(files):
     assert described["name"] == "file:dev.csv" and described["eval"]["rows"] == 20
     assert described["train"]["rows"] == 200 and described["eval"]["labels"] == {"0": 10, "1": 10}
     assert described["label_map"] == {"0": "negative", "1": "positive"} and len(described["eval"]["checksum"]) == 64
+    assert described["columns"] == {"text": "review", "pair": None, "label": "sentiment"}
     assert "train" not in data.describe(train_used=False)
 
 

@@ -192,6 +192,7 @@ def test_a_three_class_pair_input_model_with_string_labels_runs_end_to_end(nli, 
     used = rows["onnx-int8"]["data"]
     assert used["eval"]["rows"] == 24 and used["eval"]["pairs"] and used["eval"]["labels"] == {"0": 8, "1": 8, "2": 8}
     assert used["label_map"] == {"0": "entailment", "1": "neutral", "2": "contradiction"} and "train" not in used
+    assert used["columns"] == {"text": "premise", "pair": "hypothesis", "label": "gold"}
     assert rows["onnx-int8"]["eval"]["split"] == "file:dev.csv"
     assert rows["onnx-int8"]["budget"]["max_peak_memory_vs_fp32"] == 50
     assert saved["compressbench"]["plans"][0]["model"] == "my-nli-model"
