@@ -249,3 +249,14 @@ def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
         warnings.simplefilter("error")
         session._warn_near_chance(model, 62.0, data)  # once per model
         session._warn_near_chance(types.SimpleNamespace(name="good"), 90.0, data)  # well above chance: silent
+
+
+def test_setting_choices_are_the_ones_their_consumers_know():
+    from compressors.allocator import MALLOC_MODES
+    from compressors.placement import ON_FALLBACK
+    from compressors.remote_cache import MODES
+    from compressors.settings import BY_NAME
+
+    assert BY_NAME["on_fallback"].choices == tuple(ON_FALLBACK)
+    assert BY_NAME["cache_remote_mode"].choices == MODES
+    assert set(BY_NAME["malloc"].choices) == set(MALLOC_MODES)
