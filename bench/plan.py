@@ -105,12 +105,21 @@ def _mean_tokens(tokenizer, texts, pairs=None, cap: int | None = None) -> float:
     return sum(lengths) / len(lengths)
 
 
+def _cached_manifest(folder: Path) -> dict | None:
+    """The manifest of a cache entry, or None. Read, not verified: the cache checks every file's sha256
+    when the run loads the entry; hashing whole artifacts at collection would do that work twice."""
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None:
     """The plan of ``model`` (a model given by path) over ``cases`` (its collected, runnable cases), or None
     when its folder is not at hand (a hub model not in the local cache)."""
     from transformers import AutoTokenizer
 
-    from compressors.cache import content_key, verify_entry
+    from compressors.cache import content_key
     from compressors.metrics import CPU_EVAL_TOKENS, artifact_identity, eval_max_length, measurement_path
     from compressors.models import TASK_CAUSAL_LM
     from compressors.models.user import folder_recipe, local_folder
@@ -140,7 +149,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     seconds = {"building": 0.0, "training": 0.0, "measuring": 0.0, "timing": 0.0}
     builds, trainings, measurements = [], [], []
     base_key = content_key({"kind": "hf-torch", "recipe": folder_recipe(folder, model)})
-    base_manifest = verify_entry(cache.entry_dir("hf-torch", model.name, base_key))[0]
+    base_manifest = _cached_manifest(cache.entry_dir("hf-torch", model.name, base_key))
     if base_manifest is None:
         builds.append(f"{model.name} (copy of the folder)")
         seconds["building"] += BUILD_FIXED_S + BUILD_S_PER_MPARAM * total / 1e6
@@ -158,7 +167,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
             recipe = stage.cache_recipe(types.SimpleNamespace(key=key), stage.config.for_machine(cpu), data)
             key = content_key({"kind": stage.artifact_kind, "recipe": recipe})
             name = f"{model.name}-{stage.name}"
-            manifest = verify_entry(cache.entry_dir(stage.artifact_kind, name, key))[0]
+            manifest = _cached_manifest(cache.entry_dir(stage.artifact_kind, name, key))
             if key in seen or manifest is not None:
                 seen.add(key)
                 continue

@@ -231,7 +231,7 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
                                 f"{', '.join(o.key for o in OPTIONS)}, model.<name>")
         parsed = _parse(option, value, where)
         if option.path and parsed is not None:
-            parsed = str((base / Path(parsed).expanduser()).resolve())
+            parsed = _resolve(base, parsed)
         values[option.name], sources[option.name] = parsed, where
     for name, value in cli.items():
         if value is None:
@@ -240,6 +240,11 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
         values[name] = _parse(option, value, option.flag) if not option.switch else bool(value)
         sources[name] = "command line"
     return Settings(values, sources, named, str(table_file) if table_file else None)
+
+
+def _resolve(base: Path, path: str) -> str:
+    """A path written in a settings file, relative to that file's folder."""
+    return str((base / Path(path).expanduser()).resolve())
 
 
 def _named_models(tables, where: str, base: Path) -> dict[str, dict]:
@@ -260,12 +265,12 @@ def _named_models(tables, where: str, base: Path) -> dict[str, dict]:
             if key in ("path", "hub"):
                 resolved[key] = _parse(Option(key, key, None, _text, ""), value, at)
                 if key == "path":
-                    resolved[key] = str((base / Path(value).expanduser()).resolve())
+                    resolved[key] = _resolve(base, value)
                 continue
             option = BY_KEY[key]
             parsed = _parse(option, value, at)
             if option.path and parsed is not None:
-                parsed = str((base / Path(parsed).expanduser()).resolve())
+                parsed = _resolve(base, parsed)
             resolved[option.name] = parsed
         named[name] = resolved
     return named
