@@ -4,7 +4,7 @@ Options: ``--data-dir`` (SST-2/WikiText mirror), ``--cache-dir`` (artifact cache
 ``--models`` and ``--techniques`` (comma lists, validated against the registries),
 ``--device`` (``cpu``, ``cuda`` or ``cuda:N``: restrict the run) and ``--on-fallback``
 (what a GPU configuration found partly on the CPU does: fail, xfail or warn), ``--malloc``
-(the timing process's glibc allocator: ``steady`` by default, see compressors/allocator.py).
+(the timing process's glibc allocator: ``steady`` by default, see compressors/machine/allocator.py).
 Tests marked for a device tier this machine lacks (or ``--device`` excludes) are skipped
 with a reason naming what was looked for; the hardware found and the versions of the
 libraries that change results go into the saved run's machine info.
@@ -19,8 +19,8 @@ import time
 import pytest
 
 from compressors import CompressbenchError
-from compressors.cache import library_versions
-from compressors.hardware import TIERS as TIER_MARKERS
+from compressors.core.cache import library_versions
+from compressors.machine.hardware import TIERS as TIER_MARKERS
 
 # Versions recorded in machine_info: every library whose version can change a result.
 MACHINE_INFO_PACKAGES = (
@@ -55,7 +55,7 @@ class Selection:
 
 
 def pytest_addoption(parser):
-    from compressors.settings import OPTIONS
+    from compressors.core.settings import OPTIONS
 
     group = parser.getgroup("compressbench")
     group.addoption(
@@ -65,7 +65,7 @@ def pytest_addoption(parser):
         "(default: the [tool.compressbench] table of ./pyproject.toml); the command line wins over it",
     )
     # Every flag defaults to None ("not given"), so the settings table can stand below the command line;
-    # the defaults live once, in compressors/settings.py.
+    # the defaults live once, in compressors/core/settings.py.
     for option in OPTIONS:
         kwargs = {"default": None, "help": option.help + ("" if option.default in (None, False)
                                                           else f" (default: {option.default})")}
@@ -92,9 +92,9 @@ def _split(option: str, value: list[str] | None, valid: str) -> list[str] | None
 def check_selection(models: list | None, techniques: list[str] | None) -> None:
     """Every named model and chain exists, and every chain's parameters fit every selected model it
     applies to (``layerdrop-99`` on a 6-layer encoder), from configs read without weights. ``models``:
-    registered names or :class:`~compressors.models.ModelSpec` objects (models given by path)."""
-    from compressors.models import MODELS, ModelSpec
-    from compressors.techniques import ChainError, parse_chain
+    registered names or :class:`~compressors.build.models.ModelSpec` objects (models given by path)."""
+    from compressors.build.models import MODELS, ModelSpec
+    from compressors.build.techniques import ChainError, parse_chain
 
     for name in models or []:
         if not isinstance(name, ModelSpec) and name not in MODELS:
@@ -119,9 +119,9 @@ def check_selection(models: list | None, techniques: list[str] | None) -> None:
 
 
 def setting(config, name: str):
-    """One resolved setting (compressors.settings) of this run; its default where the config has none
+    """One resolved setting (compressors.core.settings) of this run; its default where the config has none
     (a stand-in config in unit tests)."""
-    from compressors.settings import BY_NAME
+    from compressors.core.settings import BY_NAME
 
     settings = getattr(config, "compressbench_settings", None)
     if settings is not None:
@@ -135,12 +135,13 @@ def setting(config, name: str):
 
 def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict]:
     """``(models, user_data)``: registered names stay names; a folder, a hub id (``hub:org/name``) or a model
-    named in the settings table becomes a ModelSpec (compressors.models.user), checked now, with its data
-    (compressors.taskdata.user_data) read and checked now too. Data options without such a model are an error."""
+    named in the settings table becomes a ModelSpec (compressors.build.models.user), checked now, with its data
+    (compressors.quality.taskdata.user_data) read and checked now too. Data options without such a model are an
+    error."""
     from compressors import CompressbenchError
-    from compressors.models import MODELS
-    from compressors.models.user import parse_model_argument, user_model_spec
-    from compressors.taskdata import user_data
+    from compressors.build.models import MODELS
+    from compressors.build.models.user import parse_model_argument, user_model_spec
+    from compressors.quality.taskdata import user_data
 
     data_options = [o for o in ("dataset", "dataset_eval", "dataset_train", "text_file", "text_file_train")
                     if settings.values[o] is not None]
@@ -174,10 +175,10 @@ def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict
 
 
 def run_settings(config):
-    """The run's settings (compressors.settings): defaults < [tool.compressbench] < command line."""
+    """The run's settings (compressors.core.settings): defaults < [tool.compressbench] < command line."""
     from pathlib import Path
 
-    from compressors.settings import OPTIONS, SettingsError, find_table_file, read_table, resolve_settings
+    from compressors.core.settings import OPTIONS, SettingsError, find_table_file, read_table, resolve_settings
 
     explicit = config.getoption("--compressbench-config")
     try:
@@ -189,8 +190,8 @@ def run_settings(config):
 
 
 def pytest_configure(config):
-    from compressors.models import MODELS
-    from compressors.techniques import TECHNIQUES
+    from compressors.build.models import MODELS
+    from compressors.build.techniques import TECHNIQUES
 
     settings = config.compressbench_settings = run_settings(config)
     names = _split("--models", settings.models, MODELS.describe_names())
@@ -201,7 +202,7 @@ def pytest_configure(config):
     config.compressbench_selection = Selection(models, techniques)
     _RUN.update(config=config, partial=None, interrupted=None, selected=None, start=time.perf_counter(), plans=None)
     _TIMES.clear()
-    from compressors.allocator import settle_malloc
+    from compressors.machine.allocator import settle_malloc
 
     config.compressbench_malloc = settle_malloc(settings.malloc)
     if hasattr(config, "workerinput"):
@@ -220,7 +221,7 @@ def pytest_configure(config):
             "(-n is for building artifacts and checking accuracy in parallel, without --benchmark-save).")
     config.compressbench_device = None
     if settings.device is not None:
-        from compressors.hardware import DeviceError, detect, parse_device
+        from compressors.machine.hardware import DeviceError, detect, parse_device
 
         try:
             config.compressbench_device = parse_device(settings.device, detect())
@@ -239,7 +240,7 @@ def split_threads_among_workers(workers: int) -> int | None:
         return None
     import torch
 
-    from compressors.hardware import detect
+    from compressors.machine.hardware import detect
 
     cpu = detect().cpu
     cores = min(count for count in (cpu.physical_cores, cpu.usable_threads, cpu.threads) if count)
@@ -254,7 +255,7 @@ def pytest_collection_modifyitems(config, items):
     tiered = [(item, tier) for item in items for tier in TIER_MARKERS if item.get_closest_marker(tier)]
     if not tiered:  # unit tests: no need to ask CUDA
         return
-    from compressors.hardware import detect
+    from compressors.machine.hardware import detect
 
     hardware, choice = detect(), getattr(config, "compressbench_device", None)
     for item, tier in tiered:
@@ -269,11 +270,11 @@ def pytest_collection_modifyitems(config, items):
 
 def slow_kernel_skip(config, item) -> str | None:
     """Why a CPU configuration is skipped here: a kernel it rests on is a reference fallback on this
-    machine (compressors.kernels.slow_kernel_reason), or None."""
+    machine (compressors.machine.kernels.slow_kernel_reason), or None."""
     case = _case_of(item)
     if case is None or not case.chain.kernels:
         return None
-    from compressors.kernels import slow_kernel_reason
+    from compressors.machine.kernels import slow_kernel_reason
 
     probe = kernel_probe(config)
     for kernel in case.chain.kernels:
@@ -284,13 +285,13 @@ def slow_kernel_skip(config, item) -> str | None:
 
 
 def kernel_probe(config) -> dict:
-    """This machine's kernel probe (compressors.kernels), measured once per fingerprint and cached."""
+    """This machine's kernel probe (compressors.machine.kernels), measured once per fingerprint and cached."""
     if getattr(config, "compressbench_kernel_probe", None) is None:
         import torch
 
-        from compressors.cache import ArtifactCache
-        from compressors.hardware import this_cpu
-        from compressors.kernels import cached_probe
+        from compressors.core.cache import ArtifactCache
+        from compressors.machine.hardware import this_cpu
+        from compressors.machine.kernels import cached_probe
 
         root = ArtifactCache(setting(config, "cache_dir")).root
         config.compressbench_kernel_probe = cached_probe(root, this_cpu(), torch.get_num_threads())
@@ -304,7 +305,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def compressbench_machine_info(config) -> dict:
     """The hardware found (CPU, ISA features, GPUs, driver), the runtimes' view of it, the
     options that select devices, and the versions of every library that changes a result."""
-    from compressors.hardware import detect
+    from compressors.machine.hardware import detect
 
     settings = getattr(config, "compressbench_settings", None)
     info = {
@@ -334,7 +335,7 @@ def compressbench_machine_info(config) -> dict:
     except ImportError:
         info["onnxruntime_providers"] = None
     try:
-        from compressors.placement import bnb_native_library
+        from compressors.machine.placement import bnb_native_library
 
         info["bitsandbytes_library"] = bnb_native_library()
     except ImportError:
@@ -344,7 +345,7 @@ def compressbench_machine_info(config) -> dict:
 
 def pytest_runtest_logreport(report):
     if report.when == "call":
-        from compressors.results import ResultRow
+        from compressors.records.results import ResultRow
 
         outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         for name, value in report.user_properties:
@@ -357,7 +358,7 @@ def pytest_runtest_logreport(report):
 
 # Result rows of this run (on the xdist controller too: user_properties travel with reports).
 _ROWS: list = []
-# Each benchmark test's wall time by phase (compressors.timing.TimeAccount), from the reports
+# Each benchmark test's wall time by phase (compressors.machine.timing.TimeAccount), from the reports
 # (so on the xdist controller too).
 _TIMES: list[dict] = []
 # This run's partial file (bench/partial_run.py), how the session ended, when it started.
@@ -365,12 +366,12 @@ _RUN: dict = {"config": None, "partial": None, "interrupted": None, "selected": 
 
 
 def run_time(config) -> dict | None:
-    """Where this run's wall time went (compressors.timing.time_breakdown), or None when no benchmark
+    """Where this run's wall time went (compressors.machine.timing.time_breakdown), or None when no benchmark
     test ran. In one process the session's own account (it also holds the end-of-run re-timing);
     under pytest-xdist the workers' tests, summed."""
     if _RUN["start"] is None or not _TIMES:
         return None
-    from compressors.timing import time_breakdown
+    from compressors.machine.timing import time_breakdown
 
     workers = getattr(config.option, "numprocesses", None)
     workers = workers if isinstance(workers, int) and workers > 1 else 1
@@ -406,8 +407,8 @@ def pytest_report_collectionfinish(config, start_path, items):
     if not user_models or hasattr(config, "workerinput"):
         return None
     from bench.plan import plan_model
-    from compressors.cache import ArtifactCache
-    from compressors.hardware import this_cpu
+    from compressors.core.cache import ArtifactCache
+    from compressors.machine.hardware import this_cpu
 
     runnable = {}
     for item in items:
@@ -418,8 +419,8 @@ def pytest_report_collectionfinish(config, start_path, items):
     for model in user_models:
         data = (getattr(config, "compressbench_user_data", None) or {}).get(model.name)
         if data is None:
-            from compressors.data import resolve_data_dir
-            from compressors.taskdata import default_data
+            from compressors.quality.data import resolve_data_dir
+            from compressors.quality.taskdata import default_data
 
             data = default_data(model.task, resolve_data_dir(setting(config, "data_dir")))
         try:
@@ -483,7 +484,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"compressbench: run interrupted; the {len(_ROWS)} finished configuration(s) "
                       f"are kept in {kept} (marked partial)", yellow=True)
     if _ROWS:
-        from compressors.results import LEGEND, format_table
+        from compressors.records.results import LEGEND, format_table
 
         tr.section("compressbench results")
         for line in format_table(_ROWS):
@@ -504,7 +505,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(remote.summary_line(), yellow=not remote.enabled)
     breakdown = run_time(config)  # also when every benchmark was skipped or failed: the time was spent
     if breakdown is not None:
-        from compressors.timing import format_breakdown
+        from compressors.machine.timing import format_breakdown
 
         tr.write_line(format_breakdown(breakdown))
 

@@ -6,11 +6,11 @@ import pytest
 
 from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
-from compressors.cache import ArtifactCache
-from compressors.context import BuildContext
-from compressors.data import DataError, resolve_data_dir
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from compressors.scratch import sweep_stale
+from compressors.build.context import BuildContext
+from compressors.core.cache import ArtifactCache
+from compressors.core.scratch import sweep_stale
+from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.quality.data import DataError, resolve_data_dir
 
 
 def _case_marks(case, extended: bool = False) -> list:
@@ -52,8 +52,8 @@ def remote_cache(settings):
     or None. Kinds whose loader unpickles never travel."""
     if not settings.cache_remote:
         return None
-    from compressors.remote_cache import RemoteCache
-    from compressors.runtime import ARTIFACT_LOADERS
+    from compressors.core.remote_cache import RemoteCache
+    from compressors.execution.runtime import ARTIFACT_LOADERS
 
     pickled = frozenset(kind for kind in ARTIFACT_LOADERS.names() if ARTIFACT_LOADERS.get(kind).pickled)
     return RemoteCache(settings.cache_remote, settings.cache_remote_mode, bool(settings.cache_remote_required),

@@ -3,8 +3,8 @@
 One :class:`BenchSession` per pytest session (per xdist worker) memoises what is shared between
 tests: base models, built artifacts, tokenizers, evaluation inputs, isolated measurements and
 loaded predictors, so every scenario of a configuration builds and measures once. What a model
-is evaluated and timed on comes from its task object (:mod:`compressors.tasks`); what a test
-records is a :class:`~compressors.results.ResultRow`. Nothing here is timed; a test times only
+is evaluated and timed on comes from its task object (:mod:`compressors.evaluation.tasks`); what a test
+records is a :class:`~compressors.records.results.ResultRow`. Nothing here is timed; a test times only
 the task's timed call.
 """
 
@@ -24,20 +24,16 @@ import pytest
 from bench import budgets as budgets_mod
 from bench.cases import Case
 from compressors import CompressbenchError
-from compressors.cache import Artifact, library_versions
-from compressors.context import BuildContext
-from compressors.data import DataError
-from compressors.hardware import detect
-from compressors.metrics import artifact_size_bytes, measure_isolated, stored_measurement
-from compressors.models import ModelSpec, ModelUnavailable
-from compressors.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
-from compressors.quiet import quiet_libraries
-from compressors.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
-from compressors.runtime import Predictor, load_predictor
-from compressors.taskdata import MissingTrainData, TaskData, default_data
-from compressors.tasks import BASELINE
-from compressors.techniques import build_chain
-from compressors.timing import (
+from compressors.build.context import BuildContext
+from compressors.build.models import ModelSpec, ModelUnavailable
+from compressors.build.techniques import build_chain
+from compressors.core.cache import Artifact, library_versions
+from compressors.core.quiet import quiet_libraries
+from compressors.evaluation.tasks import BASELINE
+from compressors.execution.runtime import Predictor, load_predictor
+from compressors.machine.hardware import detect
+from compressors.machine.placement import FALLBACK_PREFIX, FallbackWarning, fallback_parts
+from compressors.machine.timing import (
     MIN_BLOCKS,
     ContentionMonitor,
     InterleavedBaseline,
@@ -45,6 +41,10 @@ from compressors.timing import (
     paired_speed,
     time_limit,
 )
+from compressors.quality.data import DataError
+from compressors.quality.metrics import artifact_size_bytes, measure_isolated, stored_measurement
+from compressors.quality.taskdata import MissingTrainData, TaskData, default_data
+from compressors.records.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
 
 NEAR_CHANCE_PP = 5.0
 
@@ -96,9 +96,9 @@ class BenchSession:
         self.account = TimeAccount()  # where the session's time goes (the run's closing "time:" line)
 
     def _option(self, name: str, default=None):
-        """A setting of the run (compressors.settings: its resolved value, or its one default), or another
+        """A setting of the run (compressors.core.settings: its resolved value, or its one default), or another
         pytest option (``default`` when a stand-in config in unit tests has none)."""
-        from compressors.settings import BY_NAME
+        from compressors.core.settings import BY_NAME
 
         key = name.lstrip("-").replace("-", "_")
         settings = getattr(self.pytest_config, "compressbench_settings", None)
@@ -129,14 +129,14 @@ class BenchSession:
     @contextlib.contextmanager
     def visible_output(self):
         """Let the suite's progress bars through pytest's capture while building, and hold back the
-        libraries' chatter (compressors.quiet) unless the run is verbose (-v) or uncaptured (-s)."""
+        libraries' chatter (compressors.core.quiet) unless the run is verbose (-v) or uncaptured (-s)."""
         manager = getattr(self.pytest_config, "pluginmanager", None)
         capman = manager.getplugin("capturemanager") if manager else None
         with (capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()), self.held_chatter():
             yield
 
     def held_chatter(self):
-        """compressors.quiet's hold on the libraries' chatter (log lines, prints, their Python
+        """compressors.core.quiet's hold on the libraries' chatter (log lines, prints, their Python
         warnings), or nothing when the run is verbose (-v) or uncaptured (-s)."""
         verbose = self._option("verbose", 0) > 0 or self._option("capture", "fd") == "no"
         return contextlib.nullcontext() if verbose else quiet_libraries()
@@ -250,7 +250,7 @@ class BenchSession:
         if keys:
             import torch
 
-            from compressors.gpu_memory import release_cuda_memory
+            from compressors.machine.gpu_memory import release_cuda_memory
 
             for device in sorted({k[2] for k in keys}):
                 release_cuda_memory(device, torch.cuda)
@@ -418,7 +418,7 @@ class BenchSession:
         own speed, not with the machine's (what comparisons of fp32 use)."""
         case = run.case
         if case.chain.name == BASELINE:
-            from compressors.kernels import KERNELS, PROBE_SHAPE
+            from compressors.machine.kernels import KERNELS, PROBE_SHAPE
 
             call = KERNELS["fp32-gemm"].setup(PROBE_SHAPE, run.threads or self._torch_threads())
             call()
@@ -478,7 +478,7 @@ class BenchSession:
                      interleaved: InterleavedBaseline | None = None) -> dict:
         """The configuration vs fp32 (same tier, same timed call and input) in this time window: from
         the interleaved rounds of a slow call, else alternated in blocks after pytest-benchmark's
-        timing (compressors.timing.paired_speed), about a quarter of the time pytest-benchmark spent."""
+        timing (compressors.machine.timing.paired_speed), about a quarter of the time pytest-benchmark spent."""
         fp32 = run.case.chain.name == BASELINE
         if interleaved is not None:
             paired, against = interleaved.result(round_s), ("fp32-gemm reference" if fp32 else "fp32")

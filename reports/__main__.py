@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.results import LEGEND, format_table
+from compressors.records.results import LEGEND, format_table
 from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, load_run, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
@@ -82,7 +82,7 @@ def _table(args) -> int:
         print(line)
     print(LEGEND)
     if run.time_spent:  # runs saved since they record where their time went
-        from compressors.timing import format_breakdown
+        from compressors.machine.timing import format_breakdown
 
         print(format_breakdown(run.time_spent))
     return 0

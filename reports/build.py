@@ -31,9 +31,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.kernels import share_of_peak
-from compressors.results import ResultRow
-from compressors.timing import format_breakdown
+from compressors.machine.kernels import share_of_peak
+from compressors.machine.timing import format_breakdown
+from compressors.records.results import ResultRow
 from reports.runs import Run, benchmark_rows
 
 BASELINE = "fp32"

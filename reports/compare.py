@@ -2,13 +2,13 @@
 
 A configuration is matched across runs by its id (``model-technique-tier-bsN``). A metric
 regressed when it moved the wrong way by more than its threshold, and, where the rows carry the
-raw data, when that move is also significant (compressors.stats; the decision record
+raw data, when that move is also significant (compressors.records.stats; the decision record
 compressors/decisions/verdict-statistics.md says why):
 
 * latency: on the paired speed ratios vs fp32 where both rows have them (else the per-round
   timings), one-sided Mann-Whitney U, alpha 0.01, *and* beyond the between-run spread: the move
   must stand out of how far the same comparison's other configurations moved
-  (:func:`compressors.stats.between_run_spread`), because blocks taken seconds apart within one run
+  (:func:`compressors.records.stats.between_run_spread`), because blocks taken seconds apart within one run
   cannot see how much the machine's state moves a ratio between runs minutes apart; a timing taken
   while another process competed for the CPU (``contention.contended``) is *inconclusive*, never a
   regression; with ``confirm`` (a later run that re-timed the flagged configurations), a latency
@@ -39,8 +39,8 @@ from collections.abc import Callable
 import numpy as np
 
 from compressors import CompressbenchError
-from compressors.results import ResultRow
-from compressors.stats import (
+from compressors.records.results import ResultRow
+from compressors.records.stats import (
     ACCURACY_ALPHA,
     LATENCY_ALPHA,
     SPREAD_FAMILY_ALPHA,
@@ -108,7 +108,7 @@ def thresholds_from_options(get, fields=None) -> Thresholds:
 @dataclasses.dataclass(frozen=True)
 class Metric:
     name: str
-    key: str  # field of compressors.results.ResultRow
+    key: str  # field of compressors.records.results.ResultRow
     threshold: str  # Thresholds field
     higher_is_better: bool
     absolute: bool  # threshold in the metric's own unit (pp) rather than percent
@@ -189,7 +189,7 @@ def paired_log_change(before: ResultRow, after: ResultRow) -> float | None:
 
 def latency_spread(pairs) -> dict | None:
     """The between-run spread of the paired speed ratios over ``pairs`` of (before, after) rows
-    (:func:`compressors.stats.between_run_spread`), or None when too few rows were paired in both."""
+    (:func:`compressors.records.stats.between_run_spread`), or None when too few rows were paired in both."""
     changes = [change for before, after in pairs if (change := paired_log_change(before, after)) is not None]
     return between_run_spread(changes)
 

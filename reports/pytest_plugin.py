@@ -24,7 +24,7 @@ import math
 
 import pytest
 
-from compressors.results import ResultRow
+from compressors.records.results import ResultRow
 from reports.compare import (
     Thresholds,
     add_threshold_options,

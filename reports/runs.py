@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.results import ResultRow, latency_summary
+from compressors.records.results import ResultRow, latency_summary
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -99,7 +99,7 @@ class Run:
 
     @property
     def time_spent(self) -> dict | None:
-        """Where the run's wall time went (compressors.timing.time_breakdown), when it recorded it."""
+        """Where the run's wall time went (compressors.machine.timing.time_breakdown), when it recorded it."""
         return (self.data.get("compressbench") or {}).get("time_s")
 
     @property

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compressors.cache import ArtifactCache
-from compressors.context import BuildContext
+from compressors.build.context import BuildContext
+from compressors.core.cache import ArtifactCache
 
 pytest_plugins = ["pytester"]  # tests of the suite's own hooks
 
@@ -88,7 +88,7 @@ SENTENCES = ["the movie is good", "a great film", "not bad", "the film was awful
 def tiny_batch(tiny_base):
     from transformers import AutoTokenizer
 
-    from compressors.metrics import encode_sentences
+    from compressors.quality.metrics import encode_sentences
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base.path)
     return encode_sentences(tokenizer, SENTENCES, batch_size=len(SENTENCES))[0]
@@ -223,8 +223,8 @@ def toy_data(task: str = "sequence-classification", name: str = "toy", copies: i
     (building never reads them). ``name`` sets the checksum (two names: two data sets)."""
     import dataclasses
 
-    from compressors.data import TextCorpus
-    from compressors.taskdata import InMemoryData
+    from compressors.quality.data import TextCorpus
+    from compressors.quality.taskdata import InMemoryData
     from tests.techniques.test_layerdrop import toy_train
 
     if task == "causal-lm":

@@ -1,10 +1,10 @@
 """CPU kinds the suite has met, as py-cpuinfo describes them, for tests that simulate another machine.
 
-Flags are the kernel's names, cut to the ones :data:`compressors.hardware.INTERESTING_FLAGS` reads
+Flags are the kernel's names, cut to the ones :data:`compressors.machine.hardware.INTERESTING_FLAGS` reads
 plus a few others, so the reader has something to skip.
 """
 
-from compressors.hardware import CpuInfo, read_cpu_info
+from compressors.machine.hardware import CpuInfo, read_cpu_info
 
 
 def _info(name: str, flags: str) -> dict:

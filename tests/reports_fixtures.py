@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compressors.results import Identity, Placement, Provenance, Quality, ResultRow, SizeMemory
+from compressors.records.results import Identity, Placement, Provenance, Quality, ResultRow, SizeMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_SUITE = '''
 import json, os
 import pytest
-from compressors.results import latency_summary
+from compressors.records.results import latency_summary
 
 CASES = json.loads(os.environ["FAKE_CASES"])
 

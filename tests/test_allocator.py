@@ -4,7 +4,7 @@ import mmap
 
 import pytest
 
-from compressors.allocator import (
+from compressors.machine.allocator import (
     MALLOC_MODES,
     STEADY_MMAP_THRESHOLD,
     MallocModeError,
@@ -12,7 +12,7 @@ from compressors.allocator import (
     settle_malloc,
     user_settings,
 )
-from compressors.timing import ContentionMonitor
+from compressors.machine.timing import ContentionMonitor
 
 GLIBC = _glibc()[0] is not None
 

@@ -1,8 +1,8 @@
 import pytest
 
 from bench.budgets import Budget, BudgetError, Verdict, budget_for, check, judge, load_budgets
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from compressors.techniques import default_techniques
+from compressors.build.techniques import default_techniques
+from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)
 

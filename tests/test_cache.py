@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from compressors.cache import ArtifactCache, CorruptCacheWarning, content_key
+from compressors.core.cache import ArtifactCache, CorruptCacheWarning, content_key
 
 
 def writer(calls, payload=b"weights"):
@@ -76,7 +76,7 @@ def test_stale_staging_folder_of_a_killed_build_is_removed(tmp_path):
 
 
 def test_build_without_declared_weights_fails(tmp_path):
-    from compressors.cache import CacheError
+    from compressors.core.cache import CacheError
 
     with pytest.raises(CacheError, match="wrote no"):
         ArtifactCache(tmp_path).get_or_build(artifact_kind="k", name="m", recipe={}, build=lambda out: None,
@@ -91,7 +91,7 @@ def test_manifest_records_recipe_and_hashes(tmp_path):
 
 
 def test_cache_root_from_environment(tmp_path, monkeypatch):
-    from compressors.cache import default_cache_root
+    from compressors.core.cache import default_cache_root
 
     monkeypatch.setenv("COMPRESSBENCH_CACHE", str(tmp_path / "c"))
     assert default_cache_root() == tmp_path / "c"

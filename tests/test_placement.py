@@ -1,4 +1,4 @@
-"""compressors/placement.py: catching a GPU configuration that silently runs (partly) on the CPU.
+"""compressors/machine/placement.py: catching a GPU configuration that silently runs (partly) on the CPU.
 
 There is no GPU here, so "on CUDA" is simulated with torch's fake tensors: real ``FakeTensor``
 objects that report ``device == cuda:N`` without memory. Everything else is real: tiny BERT
@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from compressors.placement import (
+from compressors.machine.placement import (
     FALLBACK_PREFIX,
     FallbackWarning,
     device_matches,
@@ -74,7 +74,7 @@ def test_device_matches():
 
 
 def test_model_wholly_on_the_gpu_passes():
-    from compressors.runtime import TorchPredictor
+    from compressors.execution.runtime import TorchPredictor
 
     placement = TorchPredictor(move_to_fake_cuda(tiny_bert()), "cuda:0").placement()
     assert placement["tensor_devices"] == {"cuda:0": placement["tensor_devices"]["cuda:0"]}
@@ -82,7 +82,7 @@ def test_model_wholly_on_the_gpu_passes():
 
 
 def test_model_half_on_cpu_is_caught_with_the_offending_parts():
-    from compressors.runtime import TorchPredictor
+    from compressors.execution.runtime import TorchPredictor
 
     model = move_to_fake_cuda(
         tiny_bert(), keep_on_cpu=lambda name: ".layer.1." in name or name.startswith("classifier")
@@ -207,7 +207,7 @@ def tiny_onnx(tmp_path):
 def test_ort_session_with_cpu_provider_first_is_caught(tiny_onnx):
     import onnxruntime as ort
 
-    from compressors.runtime import OrtPredictor
+    from compressors.execution.runtime import OrtPredictor
 
     # What a CUDA request gets when ONNX Runtime cannot create its CUDA provider: a CPU session.
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
@@ -223,7 +223,7 @@ def test_ort_node_placement_comes_from_a_real_profile(tiny_onnx):
     import numpy as np
     import onnxruntime as ort
 
-    from compressors.runtime import OrtPredictor
+    from compressors.execution.runtime import OrtPredictor
 
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     predictor = OrtPredictor(session, "cpu", str(tiny_onnx), ["CPUExecutionProvider"])
@@ -302,10 +302,10 @@ class FakePredictor:
 def check(mode, ctx, measured_placement, timed_placement):
     from bench.cases import cases
     from bench.harness import BenchSession
-    from compressors.models import TASK_CLASSIFICATION
+    from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     case = next(c for c in cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32"], tiers=("t4",), batch_sizes=(32,)))
-    from compressors.results import Identity, Placement, ResultRow
+    from compressors.records.results import Identity, Placement, ResultRow
 
     row = ResultRow(Identity("minilm-sst2", "fp32", "t4", 32), placement=Placement(placement=measured_placement))
     row = BenchSession(ctx, FakeConfig(mode)).check_placement(case, row, FakePredictor(timed_placement))

@@ -9,13 +9,13 @@ import pytest
 
 from bench.cases import cases
 from bench.plan import plan_model
-from compressors.cache import ArtifactCache
-from compressors.context import BuildContext
-from compressors.hardware import this_cpu
-from compressors.models import TASK_CLASSIFICATION
-from compressors.models.user import user_model_spec
-from compressors.taskdata import FileClassificationData
-from compressors.userdata import Columns
+from compressors.build.context import BuildContext
+from compressors.build.models.user import user_model_spec
+from compressors.core.cache import ArtifactCache
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.machine.hardware import this_cpu
+from compressors.quality.taskdata import FileClassificationData
+from compressors.quality.userdata import Columns
 from tests.conftest import SENTENCES, save_tiny_bert_classifier
 
 PROBE = {"kernels": {"fp32-gemm": {"gops": 100.0}}}

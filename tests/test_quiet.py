@@ -1,4 +1,4 @@
-"""compressors.quiet: the libraries' chatter is held back while the suite builds and loads, and
+"""compressors.core.quiet: the libraries' chatter is held back while the suite builds and loads, and
 written out when that fails; the suite's own warnings always go on."""
 
 import logging
@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from compressors.cache import CorruptCacheWarning
-from compressors.quiet import quiet_libraries
+from compressors.core.cache import CorruptCacheWarning
+from compressors.core.quiet import quiet_libraries
 
 
 class LibraryWarning(UserWarning):

@@ -1,4 +1,4 @@
-"""The shared remote artifact cache (compressors/remote_cache.py) on memory://, file:// and a real S3
+"""The shared remote artifact cache (compressors/core/remote_cache.py) on memory://, file:// and a real S3
 HTTP endpoint on 127.0.0.1 (moto's threaded server, as s3fs's own tests do): pull before build, push
 after build, the manifest last and create-only, faults that never cost a run."""
 
@@ -13,8 +13,8 @@ import warnings
 
 import pytest
 
-from compressors.cache import ArtifactCache
-from compressors.remote_cache import RemoteCache, RemoteCacheError, RemoteCacheWarning
+from compressors.core.cache import ArtifactCache
+from compressors.core.remote_cache import RemoteCache, RemoteCacheError, RemoteCacheWarning
 
 
 def writer(calls: list, payload: bytes | None = None, files=("model.safetensors",), wait=None):
@@ -199,7 +199,7 @@ def test_required_remote_makes_a_fault_an_error(tmp_path):
 
 
 def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
-    from compressors.timing import TimeAccount
+    from compressors.machine.timing import TimeAccount
 
     account = TimeAccount()
     remote = RemoteCache(url, "rw")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from compressors.results import format_table
+from compressors.records.results import format_table
 from reports.__main__ import main
 from reports.runs import RunNotFound, find_run, rows_from_run
 
@@ -48,7 +48,7 @@ def test_language_model_rows_show_perplexity_rise_and_time_per_token(tmp_path):
 
 
 def test_table_ends_with_where_the_runs_time_went(tmp_path, capsys):
-    from compressors.timing import time_breakdown
+    from compressors.machine.timing import time_breakdown
 
     save(tmp_path, "0001_old", [ROW])  # saved before runs recorded their time: no line
     assert main(["table", "0001", "--storage", str(tmp_path)]) == 0

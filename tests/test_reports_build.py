@@ -121,7 +121,7 @@ def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
 
 
 def test_the_runs_section_says_where_each_runs_time_went(tmp_path):
-    from compressors.timing import time_breakdown
+    from compressors.machine.timing import time_breakdown
     from reports.build import _machine_lines
     from reports.runs import Run
 

@@ -54,7 +54,7 @@ def test_different_machines_warn_and_still_compare(saved_runs, capsys):
 
 
 def test_latency_perplexity_and_missing_metrics():
-    from compressors.results import ResultRow
+    from compressors.records.results import ResultRow
 
     ident = {"model": "m", "technique": "t", "tier": "cpu", "batch_size": 1}
     before = ResultRow.from_extra_info(
@@ -134,8 +134,8 @@ def test_the_compared_run_adapter_fails_loudly_when_pytest_benchmark_changes():
 
 
 def _timed_row(rounds, contended=False, correct=None):
-    from compressors.results import ResultRow
-    from compressors.stats import pack_bools
+    from compressors.records.results import ResultRow
+    from compressors.records.stats import pack_bools
 
     info = {
         "model": "m",
@@ -230,7 +230,7 @@ def test_saving_under_xdist_is_refused_before_any_work():
 
 
 def _paired_row(technique, ratios, contended=False):
-    from compressors.results import ResultRow
+    from compressors.records.results import ResultRow
 
     info = {"model": "m", "technique": technique, "tier": "cpu", "batch_size": 32,
             "speed_vs_fp32": {"ratio": float(np.median(ratios)), "block_ratios": [float(r) for r in ratios]},

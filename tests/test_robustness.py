@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from compressors.cache import KEEP_CORRUPT, ArtifactCache, CacheReadOnly, CorruptCacheWarning
-from compressors.scratch import pid_alive, sweep_stale
+from compressors.core.cache import KEEP_CORRUPT, ArtifactCache, CacheReadOnly, CorruptCacheWarning
+from compressors.core.scratch import pid_alive, sweep_stale
 from tests.conftest import run_saved_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,13 +59,13 @@ def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_measurement_process_dies_with_its_parent_and_its_folder_is_swept(tmp_path, sig):
-    """The parent starts the measurement child exactly as compressors.metrics does (parent-death
+    """The parent starts the measurement child exactly as compressors.quality.metrics does (parent-death
     signal), in a scratch folder named for its pid; killing the parent leaves nothing behind."""
     parent = _python(f"""
         import subprocess, sys, tempfile
         tempfile.tempdir = {str(tmp_path)!r}
-        from compressors.metrics import die_with_parent
-        from compressors.scratch import scratch_dir
+        from compressors.quality.metrics import die_with_parent
+        from compressors.core.scratch import scratch_dir
         with scratch_dir("eval") as folder:
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                                      preexec_fn=die_with_parent)
@@ -86,7 +86,8 @@ def test_the_probe_exits_when_its_parent_is_gone(tmp_path):
     parent = _python("""
         import subprocess, sys
         child = subprocess.Popen([sys.executable, "-c",
-            "import os, time\\nfrom compressors.probe import watch_parent\\nwatch_parent(os.getppid(), 0.1)\\n"
+            "import os, time\\nfrom compressors.evaluation.probe import watch_parent\\n"
+            "watch_parent(os.getppid(), 0.1)\\n"
             "time.sleep(120)"])
         print(child.pid, flush=True)
         child.wait()

@@ -1,10 +1,10 @@
-"""compressors/stats.py on synthetic samples: the false-alarm rate of the latency and accuracy tests
+"""compressors/records/stats.py on synthetic samples: the false-alarm rate of the latency and accuracy tests
 on identical distributions stays within alpha, and real shifts are found."""
 
 import numpy as np
 import pytest
 
-from compressors.stats import (
+from compressors.records.stats import (
     ACCURACY_ALPHA,
     LATENCY_ALPHA,
     SPREAD_FAMILY_ALPHA,

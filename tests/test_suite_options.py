@@ -127,7 +127,7 @@ def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
 def test_absent_gpu_tier_is_skipped_with_reason():
     out = run_pytest("bench", "-m", "t4", "--models", "minilm-sst2", "--techniques", "fp32", "-rs", "-q")
     assert out.returncode == 0
-    from compressors.hardware import detect
+    from compressors.machine.hardware import detect
 
     if "t4" not in detect().tiers:  # the reason names what was looked for and what torch said
         assert (
@@ -153,11 +153,11 @@ def test_bad_device_options_are_usage_errors_listing_choices(args, message):
         assert all(choice in out.stderr.split("choose from ")[1] for choice in ("fail", "xfail", "warn"))
 
 
-# A plugin that makes compressors.hardware.detect() report simulated GPUs (before bench/ imports it),
+# A plugin that makes compressors.machine.hardware.detect() report simulated GPUs (before bench/ imports it),
 # and prints each collected configuration with its tier markers and skip reasons.
 SIMULATED_GPU_PLUGIN = """
 import os, types
-from compressors import hardware
+from compressors.machine import hardware
 
 CARDS = {"t4": [("Tesla T4", (7, 5), 15843721216)],
          "legacy": [("NVIDIA GeForce GTX 1050 Ti", (6, 1), 4236312576)],
@@ -203,11 +203,11 @@ def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
 
 
 def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
-    from compressors.models import TASK_CLASSIFICATION
-    from compressors.techniques import default_techniques
+    from compressors.build.techniques import default_techniques
+    from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)
-    from compressors.techniques import parse_chain
+    from compressors.build.techniques import parse_chain
 
     cases = collect_simulated(tmp_path, "t4", "-m", "t4", "--models", "minilm-sst2")
     assert all(tiers == "t4" and "-t4-bs" in case_id for case_id, (tiers, _) in cases.items())
@@ -273,7 +273,7 @@ def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypat
     pytester.makeconftest((ROOT / "conftest.py").read_text())
     pytester.makepyfile(
         test_raises="""
-        from compressors.data import DataError
+        from compressors.quality.data import DataError
 
         def test_it():
             raise DataError("dev.tsv is missing; use --data-dir")
@@ -299,7 +299,7 @@ def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatc
     result.assert_outcomes(passed=1)
     assert saved.is_file(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
     info = json.loads(saved.read_text())["machine_info"]["compressbench"]
-    from compressors.hardware import detect
+    from compressors.machine.hardware import detect
 
     assert info["hardware"] == json.loads(json.dumps(detect().to_dict()))
     assert set(info["hardware"]["cpu"]["isa"]) == {"avx2", "avx512", "vnni", "avx512_bf16", "amx"}
@@ -317,7 +317,7 @@ def test_xdist_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
     import torch
 
     import conftest
-    from compressors import hardware
+    from compressors.machine import hardware
 
     real = hardware.detect()
     cpu = dataclasses.replace(real.cpu, physical_cores=4, usable_threads=8, threads=8)

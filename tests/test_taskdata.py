@@ -1,4 +1,4 @@
-"""The data set as a parameter (compressors/taskdata.py): evaluation rows apart from train rows, what a
+"""The data set as a parameter (compressors/quality/taskdata.py): evaluation rows apart from train rows, what a
 technique may read while it builds, pair encoding, where evaluation rows are cut, what a run records."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from compressors.data import DataError
-from compressors.metrics import encode_sentences, eval_max_length, make_eval_set
-from compressors.taskdata import (
+from compressors.quality.data import DataError
+from compressors.quality.metrics import encode_sentences, eval_max_length, make_eval_set
+from compressors.quality.taskdata import (
     FileClassificationData,
     InMemoryData,
     MissingTrainData,
@@ -19,7 +19,7 @@ from compressors.taskdata import (
     model_id2label,
     user_data,
 )
-from compressors.userdata import Columns
+from compressors.quality.userdata import Columns
 
 LABELS = ((0, "negative"), (1, "positive"))
 
@@ -101,7 +101,7 @@ def test_pairs_are_encoded_as_true_pairs(tmp_path):
 
 
 def test_pair_rows_change_the_checksum_and_the_batches(tmp_path):
-    from compressors.data import TextClassificationSplit, content_checksum
+    from compressors.quality.data import TextClassificationSplit, content_checksum
     from tests.conftest import make_tiny_tokenizer
 
     tokenizer = make_tiny_tokenizer(tmp_path / "tok")

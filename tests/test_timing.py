@@ -1,4 +1,5 @@
-"""compressors/timing.py: paired speed ratios, the contention monitor and the run's time account, on synthetic work."""
+"""compressors/machine/timing.py: paired speed ratios, the contention monitor and the run's time account, on
+synthetic work."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compressors.timing import (
+from compressors.machine.timing import (
     MIN_BLOCKS,
     ContentionMonitor,
     InterleavedBaseline,
@@ -192,7 +193,7 @@ def test_a_window_too_short_for_cpu_time_ticks_is_not_judged_contended(monkeypat
     busy = iter([100.0, 100.12])
     monkeypatch.setattr(ContentionMonitor, "_busy", staticmethod(lambda: next(busy)))
     # only the CPU-time rule is under test: the machine's own load average (other test workers) is not
-    monkeypatch.setattr("compressors.timing.os.getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr("compressors.machine.timing.os.getloadavg", lambda: (0.0, 0.0, 0.0))
     with ContentionMonitor(threads=1) as short:
         time.sleep(0.01)
     assert short.result["other_processes_cores"] > 2 and not short.result["contended"]
@@ -203,7 +204,7 @@ def test_the_fp32_median_sizes_only_its_own_scenario():
     from types import SimpleNamespace
 
     from bench.harness import BenchSession
-    from compressors.tasks import Scenario
+    from compressors.evaluation.tasks import Scenario
 
     def run(technique, batch_size):
         case = SimpleNamespace(chain=SimpleNamespace(name=technique), model=SimpleNamespace(name="m"), tier="cpu",
@@ -232,7 +233,7 @@ class _Clock:
 
 def test_time_account_counts_each_second_once(monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr("compressors.timing.time.perf_counter", clock)
+    monkeypatch.setattr("compressors.machine.timing.time.perf_counter", clock)
     account = TimeAccount()
     with account.phase("measure"):  # a measurement that first builds the model it measures
         clock.now = 1.0

@@ -1,4 +1,4 @@
-"""Models given on the command line (compressors/models/user.py): a folder or ``hub:org/name`` next to
+"""Models given on the command line (compressors/build/models/user.py): a folder or ``hub:org/name`` next to
 registered names, checked at collection with one-line messages, built into the artifact cache keyed on
 its files' content. The models are tiny random ones written in the test."""
 
@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compressors.context import BuildContext
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, ModelUnavailable
-from compressors.models.user import (
+from compressors.build.context import BuildContext
+from compressors.build.models import ModelUnavailable
+from compressors.build.models.user import (
     UserModelError,
     detect_task,
     model_slug,
     parse_model_argument,
     user_model_spec,
 )
+from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from tests.conftest import SENTENCES, save_tiny_bert_classifier, save_tiny_causal_lm
 
 
@@ -190,8 +191,8 @@ def test_folder_builds_a_base_with_the_original_logits_keyed_on_content(my_model
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compressors.metrics import encode_sentences
-    from compressors.runtime import load_predictor
+    from compressors.execution.runtime import load_predictor
+    from compressors.quality.metrics import encode_sentences
 
     spec = user_model_spec(str(my_model), taken={"minilm-sst2", "my-model"})
     assert (spec.name, spec.task, spec.source, spec.origin, spec.user) == (
@@ -227,7 +228,7 @@ def test_causal_lm_folder_builds_with_the_original_logits(tmp_path, ctx):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from compressors.runtime import load_predictor
+    from compressors.execution.runtime import load_predictor
 
     folder = save_tiny_causal_lm(tmp_path / "Tiny_Llama")
     spec = user_model_spec(str(folder))

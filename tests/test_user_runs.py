@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compressors.settings import SettingsError, read_table, resolve_settings
+from compressors.core.settings import SettingsError, read_table, resolve_settings
 from tests.test_suite_options import ROOT, run_pytest
 
 NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
@@ -231,10 +231,10 @@ def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
     import types
 
     from bench.harness import BenchSession, NearChanceWarning
-    from compressors.cache import ArtifactCache
-    from compressors.context import BuildContext
-    from compressors.data import TextClassificationSplit
-    from compressors.taskdata import InMemoryData
+    from compressors.build.context import BuildContext
+    from compressors.core.cache import ArtifactCache
+    from compressors.quality.data import TextClassificationSplit
+    from compressors.quality.taskdata import InMemoryData
 
     rows = TextClassificationSplit("eval", ("a",) * 10, (0,) * 6 + (1,) * 4, "mine.csv", "x")
     data = InMemoryData(eval_rows=rows, labels=((0, "negative"), (1, "positive")))
@@ -252,10 +252,10 @@ def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
 
 
 def test_setting_choices_are_the_ones_their_consumers_know():
-    from compressors.allocator import MALLOC_MODES
-    from compressors.placement import ON_FALLBACK
-    from compressors.remote_cache import MODES
-    from compressors.settings import BY_NAME
+    from compressors.core.remote_cache import MODES
+    from compressors.core.settings import BY_NAME
+    from compressors.machine.allocator import MALLOC_MODES
+    from compressors.machine.placement import ON_FALLBACK
 
     assert BY_NAME["on_fallback"].choices == tuple(ON_FALLBACK)
     assert BY_NAME["cache_remote_mode"].choices == MODES

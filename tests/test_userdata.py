@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compressors.data import DataError, content_checksum, load_wikitext
-from compressors.userdata import (
+from compressors.quality.data import DataError, content_checksum, load_wikitext
+from compressors.quality.userdata import (
     SUPPORTED_EXTENSIONS,
     Columns,
     LabelledRows,

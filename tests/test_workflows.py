@@ -112,7 +112,7 @@ def test_nightly_gpu_job():
         "nightly-${{ github.sha }}.json" in upload["with"]["path"] and "reports/out/nightly-" in upload["with"]["path"]
     )
     assert any(line.startswith("python -m reports build") for line in lines)
-    assert "python -m compressors.hardware --require ${{ matrix.tier }}" in lines
+    assert "python -m compressors.machine.hardware --require ${{ matrix.tier }}" in lines
     assert any("pip install" in line and "torch==2.13.0" in line and "--index-url" in line for line in lines)
     assert all(name for name in steps if name != "") and len(steps) >= len(job["steps"]) - 2  # named, for the log
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.config import ConfigError
-from compressors.nn import select_linears
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.build.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8
+from compressors.core.config import ConfigError
+from compressors.execution.nn import select_linears
+from compressors.execution.runtime import load_predictor
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
@@ -94,3 +94,23 @@ def test_in_place_application_reports_names(tiny_base):
 def test_invalid_scope_lists_choices():
     with pytest.raises(ConfigError, match=r"scope='mlp'.*'all', 'attention', 'ffn'"):
         AbsmaxInt8Config(scope="mlp")
+
+
+def test_the_classes_a_technique_pickles_are_named_where_they_live_and_key_its_artifact():
+    """A saved pickle names its classes' modules: each ``pickles`` path must import as that very class (so a
+    move of the class shows here), and it is part of the cache key (so a moved class rebuilds the artifact)."""
+    import importlib
+
+    from compressors.build.techniques import TECHNIQUES
+
+    declared = {name: TECHNIQUES.get(name).pickles for name in TECHNIQUES.names() if TECHNIQUES.get(name).pickles}
+    assert set(declared) >= {"custom-int8-channel", "custom-int8-tensor", "custom-int8-attn", "custom-int8-ffn"}
+    for name, paths in declared.items():
+        for path in paths:
+            module, _, cls = path.rpartition(".")
+            obj = getattr(importlib.import_module(module), cls)
+            assert f"{obj.__module__}.{obj.__qualname__}" == path, (name, path)
+    technique = TECHNIQUES.get("custom-int8-channel")
+    parent = type("Parent", (), {"key": "p"})()
+    assert technique.cache_recipe(parent)["pickles"] == list(declared["custom-int8-channel"])
+    assert "pickles" not in TECHNIQUES.get("dynamic-int8").cache_recipe(parent)

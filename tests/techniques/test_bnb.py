@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.config import ConfigError
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.bnb import BnbConfig
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.build.techniques.bnb import BnbConfig
+from compressors.core.config import ConfigError
+from compressors.execution.runtime import load_predictor
 from tests.conftest import make_tiny_tokenizer
 
 pytest.importorskip("bitsandbytes")
@@ -39,7 +39,7 @@ def base64(tmp_path, cache):
 def batch64(base64):
     from transformers import AutoTokenizer
 
-    from compressors.metrics import encode_sentences
+    from compressors.quality.metrics import encode_sentences
     from tests.conftest import SENTENCES
 
     return encode_sentences(AutoTokenizer.from_pretrained(base64.path), SENTENCES, batch_size=8)[0]
@@ -77,7 +77,7 @@ def test_4bit_weights_reconstruct_within_bound(base64, ctx, name, bound):
     """Dequantized weights of the saved artifact vs the fp32 weights (Gaussian-like: NF4 ~9%, FP4 ~12%)."""
     from bitsandbytes.functional import dequantize_4bit
 
-    from compressors.runtime import load_torch_module
+    from compressors.execution.runtime import load_torch_module
 
     reference = dict(load_torch_module(base64).named_modules())
     model = load_predictor(build_chain(base64, parse_chain(name), ctx, "tiny64")).model

@@ -5,18 +5,18 @@ stays close to fp32 in perplexity."""
 import pytest
 import torch
 
-from compressors.metrics import perplexity
-from compressors.nn import conv1d_to_linear, head_module_names
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.execution.nn import conv1d_to_linear, head_module_names
+from compressors.execution.runtime import load_predictor
+from compressors.quality.metrics import perplexity
 
 
 @pytest.fixture
 def windows(tiny_lm_base):
     from transformers import AutoTokenizer
 
-    from compressors.data import TextCorpus
-    from compressors.metrics import make_token_windows
+    from compressors.quality.data import TextCorpus
+    from compressors.quality.metrics import make_token_windows
     from tests.conftest import LM_TEXT
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_base.path)
@@ -38,7 +38,7 @@ def test_conv1d_becomes_an_equivalent_linear():
 
 
 def test_lm_head_is_the_head_kept_float(tiny_lm_base):
-    from compressors.runtime import load_torch_module
+    from compressors.execution.runtime import load_torch_module
 
     assert head_module_names(load_torch_module(tiny_lm_base)) == {"lm_head"}
 
@@ -92,10 +92,10 @@ def test_keep_float_keeps_exactly_the_named_linears_float(tmp_path):
     ``model.layers.1.*`` keeps one whole decoder layer."""
     from transformers import LlamaForCausalLM
 
-    from compressors.config import ConfigError
-    from compressors.nn import keep_float_names
-    from compressors.techniques.bnb import BnbConfig, modules_kept_float
-    from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+    from compressors.build.techniques.bnb import BnbConfig, modules_kept_float
+    from compressors.build.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+    from compressors.core.config import ConfigError
+    from compressors.execution.nn import keep_float_names
     from tests.conftest import save_tiny_causal_lm
 
     folder = save_tiny_causal_lm(tmp_path / "llama")

@@ -18,12 +18,12 @@ import shutil
 import numpy as np
 import pytest
 
-from compressors.cache import verify_entry
-from compressors.hardware import this_cpu
-from compressors.models import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
-from compressors.runtime import ARTIFACT_LOADERS, load_predictor
-from compressors.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
-from compressors.techniques.base import FAMILY_DEFAULTS
+from compressors.build.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
+from compressors.build.techniques.base import FAMILY_DEFAULTS
+from compressors.core.cache import verify_entry
+from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+from compressors.execution.runtime import ARTIFACT_LOADERS, load_predictor
+from compressors.machine.hardware import this_cpu
 from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm, toy_data
 
 NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
@@ -81,7 +81,7 @@ def _base(task, tmp_path, cache):
 def _inputs(task, base):
     from transformers import AutoTokenizer
 
-    from compressors.metrics import encode_sentences
+    from compressors.quality.metrics import encode_sentences
 
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     if task == TASK_CLASSIFICATION:
@@ -99,7 +99,7 @@ def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task
         pytest.skip(f"{name} needs {missing}: pip install -e '.[bench]'")
     base = _base(task, tmp_path, cache)
     chain = parse_chain(name)
-    # Only a technique declaring uses_data may read the train rows (compressors.taskdata.StageData):
+    # Only a technique declaring uses_data may read the train rows (compressors.quality.taskdata.StageData):
     # one that reads them undeclared fails here with UndeclaredDataUse, so no data-built artifact
     # can be cached without its data's checksum.
     contract_ctx = dataclasses.replace(contract_ctx, data=toy_data(task))
@@ -151,8 +151,8 @@ def test_data_built_techniques_are_the_ones_that_train_or_calibrate():
 
 
 def test_a_technique_that_reads_rows_undeclared_is_stopped(tiny_base, ctx):
-    from compressors.taskdata import UndeclaredDataUse
-    from compressors.techniques.base import Technique
+    from compressors.build.techniques.base import Technique
+    from compressors.quality.taskdata import UndeclaredDataUse
 
     sneaky = dataclasses.replace(get_technique("dynamic-int8"), name="sneaky",
                                  build=lambda parent, out, config, c: c.data.train())
@@ -179,9 +179,9 @@ def test_every_artifact_kind_has_a_loader_and_a_producer():
 
 
 def test_registering_a_kind_without_a_loader_fails_loudly():
-    from compressors.config import Config
-    from compressors.techniques import ChainError, Technique, register_technique
-    from compressors.techniques.base import TORCH_FINAL, TORCH_MODEL
+    from compressors.build.techniques import ChainError, Technique, register_technique
+    from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL
+    from compressors.core.config import Config
 
     orphan = Technique(name="orphan-kind", summary="x", config=Config(), consumes=TORCH_MODEL, produces=TORCH_FINAL,
                        tasks=frozenset({TASK_CLASSIFICATION}), devices=frozenset({"cpu"}), build=lambda *a: {},

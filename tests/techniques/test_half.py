@@ -1,7 +1,7 @@
 import numpy as np
 
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.execution.runtime import load_predictor
 
 
 def test_bf16_halves_size_runs_in_bf16_and_stays_close(tiny_base, ctx, tiny_batch):

@@ -4,17 +4,17 @@ import json
 import numpy as np
 import pytest
 
-from compressors.data import TextClassificationSplit
-from compressors.nn import drop_layers, layer_count
-from compressors.runtime import load_predictor, load_torch_module
-from compressors.techniques import Chain, build_chain, get_technique, parse_chain
-from compressors.techniques.layerdrop import (
+from compressors.build.techniques import Chain, build_chain, get_technique, parse_chain
+from compressors.build.techniques.layerdrop import (
     SENSITIVITY_FILE,
     LayerDropConfig,
     layer_sensitivity,
     least_sensitive,
 )
-from compressors.training import FineTuneRecipe
+from compressors.build.training import FineTuneRecipe
+from compressors.execution.nn import drop_layers, layer_count
+from compressors.execution.runtime import load_predictor, load_torch_module
+from compressors.quality.data import TextClassificationSplit
 from tests.conftest import SENTENCES, save_tiny_bert_classifier
 
 LABELS = (1, 1, 1, 0, 0, 1, 0, 1)

@@ -16,11 +16,11 @@ import sys
 import numpy as np
 import pytest
 
-from compressors.hardware import this_cpu
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.base import Chain
-from compressors.techniques.onnx import OrtDynamicQuantConfig, OrtStaticQuantConfig
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.build.techniques.base import Chain
+from compressors.build.techniques.onnx import OrtDynamicQuantConfig, OrtStaticQuantConfig
+from compressors.execution.runtime import load_predictor
+from compressors.machine.hardware import this_cpu
 from tests import cpus
 
 INT8_TOLERANCE = 0.1  # relative logit error vs onnx-fp32 on the tiny random BERT
@@ -181,7 +181,7 @@ def test_onnx_optimized_graph_matches_and_records_fusions(tiny_base, ctx, tiny_b
 def test_onnx_static_calibrates_on_train_never_dev(tiny_base, ctx, tiny_batch, monkeypatch):
     import onnx
 
-    from compressors.taskdata import InMemoryData
+    from compressors.quality.taskdata import InMemoryData
     from tests.techniques.test_layerdrop import toy_train
 
     calls = []

@@ -2,10 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.config import ConfigError
-from compressors.runtime import load_predictor, load_torch_module
-from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.pruning import (
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.build.techniques.pruning import (
     SPARSE_WEIGHTS,
     L1PruneConfig,
     _decode_sparse,
@@ -15,6 +13,8 @@ from compressors.techniques.pruning import (
     save_sparse,
     sparsity,
 )
+from compressors.core.config import ConfigError
+from compressors.execution.runtime import load_predictor, load_torch_module
 
 
 @pytest.mark.parametrize("scope", ["global", "per-layer"])

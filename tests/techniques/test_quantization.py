@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.config import ConfigError
-from compressors.nn import head_module_names
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
-from compressors.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.build.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+from compressors.core.config import ConfigError
+from compressors.execution.nn import head_module_names
+from compressors.execution.runtime import load_predictor
 
 
 def relative_error(a, b):

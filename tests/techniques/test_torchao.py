@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.runtime import load_predictor
-from compressors.techniques import build_chain, parse_chain
+from compressors.build.techniques import build_chain, parse_chain
+from compressors.execution.runtime import load_predictor
 
 pytest.importorskip("torchao")
 

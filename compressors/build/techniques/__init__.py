@@ -1,0 +1,42 @@
+"""Technique registry. Importing this package registers every technique.
+
+Adding a technique = one new module here that calls ``register_technique`` (and
+``ARTIFACT_LOADERS.register`` for a new artifact kind) + one import line below.
+Modules keep torch/onnxruntime imports inside functions (a unit test checks it),
+so listing techniques and collecting the suite stay fast.
+"""
+
+from compressors.build.techniques import (  # noqa: F401  (registration order)
+    absmax,
+    baseline,
+    bnb,
+    distill,
+    half,
+    layerdrop,
+    lora,
+    lowrank,
+    onnx,
+    openvino,
+    pruning,
+    quantization,
+    torchao_quant,
+)
+from compressors.build.techniques.base import (  # noqa: F401
+    DEFAULT_CHAINS,
+    TECHNIQUES,
+    Chain,
+    ChainError,
+    Technique,
+    build_chain,
+    default_techniques,
+    get_technique,
+    parse_chain,
+    register_default_chain,
+    register_technique,
+)
+
+# Chains benchmarked by default (each stage built and cached in turn): layer dropping or pruning
+# followed by a quantizer, the combinations a user would try first.
+for _chain in ("layerdrop-2+dynamic-int8", "layerdrop-2+onnx-int8", "layerdrop-2+bnb-nf4", "l1-50+dynamic-int8",
+               "layerdrop-2+openvino-int8", "distill-l3+openvino-int8"):
+    register_default_chain(_chain)

@@ -1,0 +1,355 @@
+"""A shared remote layer over the local artifact cache, on object storage named by an fsspec URL.
+
+Build once, measure everywhere: a local miss asks the remote for the entry by its exact key (no
+listings); a hit is downloaded into a staging folder, every file checked against the manifest's size
+and sha256, and renamed into place under the local entry's lock, so a partial download is never
+loadable. A remote miss is built locally and, in ``rw`` mode, pushed: files first, the manifest last as
+a create-only write, so an entry is visible only once complete (the commit record). Only artifacts
+travel; quality and memory measurements stay with the machine that made them.
+
+Remote layout (content-addressed, like a Nix binary cache or a Bazel CAS)::
+
+    <prefix>/blobs/sha256/<first 2 hex>/<sha256>        every file, once, by its content
+    <prefix>/entries/<kind>/<name>-<key>.json           the entry's manifest (as in the local folder)
+
+Two machines that built the same key: the second's create-only write of the manifest fails, so it
+reads the first's manifest and *adopts* that entry (downloads it and swaps it in for its own build),
+so every machine of a fleet measures the same fine-tuned weights.
+
+Faults never cost a run: a remote that is unreachable, times out or denies access gives one warning
+and is turned off for the rest of the session; a corrupt or truncated file, or a manifest naming an
+absolute path or ``..``, gives one warning naming the entry, which is then built locally.
+``required=True`` (``--cache-remote-required``) makes each of these an error instead. Nothing pulled is
+ever unpickled: entries of kinds whose loader unpickles (``local_only_kinds``) never travel, and a
+pulled entry may hold only file types that load without pickle (safetensors, ONNX, OpenVINO IR, JSON,
+tokenizer files; ``.pt`` only for the kind loaded with ``torch.load(weights_only=True)``).
+
+Credentials and endpoints come from the storage library's usual environment (AWS variables,
+``FSSPEC_S3_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...); none live in this project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from compressors import CompressbenchError
+
+REMOTE_ENV = "COMPRESSBENCH_CACHE_REMOTE"
+MODES = ("ro", "rw")
+MANIFEST = "manifest.json"
+# File types a pulled entry may hold: none of them is read with pickle.
+SAFE_SUFFIXES = frozenset({".safetensors", ".json", ".onnx", ".data", ".xml", ".txt", ".model", ".jinja",
+                           ".tiktoken", ".npy"})
+# Kinds whose weights file has another suffix that is still not a pickle.
+KIND_SUFFIXES = {"openvino": frozenset({".bin"}),  # OpenVINO IR weights: raw tensors
+                 "torch-torchao": frozenset({".pt"})}  # loaded with torch.load(weights_only=True)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class RemoteCacheError(CompressbenchError):
+    """The remote cache failed and the run asked for it to be required (``--cache-remote-required``)."""
+
+
+class RemoteCacheWarning(UserWarning):
+    """The remote cache failed or held a bad entry; the run goes on (locally)."""
+
+
+class BadEntry(Exception):
+    """A remote entry that must not be used: its manifest or a file does not check out."""
+
+
+@dataclasses.dataclass
+class RemoteEvent:
+    """One thing the remote layer did for an entry: ``pulled``, ``built`` (locally, after a remote miss),
+    ``pushed``, ``present`` (already on the remote), ``adopted`` (another machine's build of the same
+    key), ``refused`` (a bad remote entry, built locally), ``skipped`` (a kind that never travels)."""
+
+    entry: str
+    action: str
+    seconds: float = 0.0
+    bytes: int = 0
+    note: str | None = None
+
+
+def safe_relpath(rel: str, kind: str) -> str:
+    """``rel`` if it is a plain relative path inside the entry with an allowed suffix, else BadEntry."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/") or ":" in rel:
+        raise BadEntry(f"file name {rel!r} is not a relative path")
+    parts = PurePosixPath(rel).parts
+    if any(part in ("..", ".", "") for part in parts):
+        raise BadEntry(f"file name {rel!r} leaves the entry's folder")
+    suffix = PurePosixPath(rel).suffix.lower()
+    if rel != MANIFEST and suffix not in SAFE_SUFFIXES | KIND_SUFFIXES.get(kind, frozenset()):
+        raise BadEntry(f"file {rel!r} is of a type that is never pulled ({suffix or 'no suffix'}): it could "
+                       "be read with pickle")
+    return rel
+
+
+def check_manifest(manifest, kind: str, key: str) -> dict:
+    """The manifest of a remote entry, checked before any file is fetched."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise BadEntry("manifest is not an object with a files table")
+    if manifest.get("key") != key or manifest.get("artifact_kind") != kind:
+        raise BadEntry(f"manifest is for {manifest.get('artifact_kind')!r}/{manifest.get('key')!r}, "
+                       f"not {kind!r}/{key!r}")
+    for rel, info in manifest["files"].items():
+        safe_relpath(rel, kind)
+        if not isinstance(info, dict) or not _SHA256.fullmatch(str(info.get("sha256"))) \
+                or not isinstance(info.get("bytes"), int) or info["bytes"] < 0:
+            raise BadEntry(f"manifest entry of {rel!r} has no valid size and sha256")
+    return manifest
+
+
+class RemoteCache:
+    """The remote layer (see the module docstring).
+
+    Args:
+        url: an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``az://...``, ``file:///mnt/...``,
+            ``memory://...``).
+        mode: ``ro`` (pull only; the default, for safety) or ``rw`` (pull and push).
+        required: a fault is an error instead of a warning (CI jobs that must not silently rebuild).
+        local_only_kinds: artifact kinds that never travel (their loader unpickles).
+        storage_options: passed to the filesystem (tests, programmatic use); the CLI leaves it to the
+            storage library's environment.
+    """
+
+    def __init__(self, url: str, mode: str = "ro", required: bool = False,
+                 local_only_kinds: frozenset[str] = frozenset(), storage_options: dict | None = None):
+        if mode not in MODES:
+            raise ValueError(f"remote cache mode {mode!r}; valid: {', '.join(MODES)}")
+        self.url, self.mode, self.required = url, mode, required
+        self.local_only_kinds = frozenset(local_only_kinds)
+        self.storage_options = dict(storage_options or {})
+        self.enabled = True
+        self.disabled_reason: str | None = None
+        self.events: list[RemoteEvent] = []
+        self.timer: Callable[[str], contextlib.AbstractContextManager] | None = None
+        self._fs = None
+        self._prefix = ""
+        self._warned_create_only = False
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def fs(self):
+        if self._fs is None:
+            import fsspec
+
+            options = dict(self.storage_options)
+            if self.url.startswith(("s3://", "s3a://")):
+                # Fail fast on a dead endpoint (botocore's default waits a minute per try); the user's
+                # FSSPEC_S3_* environment still wins over these.
+                from fsspec.config import conf
+
+                if "config_kwargs" not in conf.get("s3", {}) and "config_kwargs" not in options:
+                    options["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60,
+                                                "retries": {"max_attempts": 2}}
+            self._fs, self._prefix = fsspec.url_to_fs(self.url, **options)
+            self._prefix = self._prefix.rstrip("/")
+        return self._fs
+
+    @property
+    def _local(self) -> bool:
+        from fsspec.implementations.local import LocalFileSystem
+
+        return isinstance(self.fs, LocalFileSystem)
+
+    def _path(self, *parts: str) -> str:
+        if self._fs is None:
+            self.fs  # noqa: B018  (opening the filesystem is what splits the URL into its prefix)
+        return "/".join([self._prefix, *parts]) if self._prefix else "/".join(parts)
+
+    def entry_path(self, kind: str, folder_name: str) -> str:
+        return self._path("entries", kind, f"{folder_name}.json")
+
+    def blob_path(self, sha256: str) -> str:
+        return self._path("blobs", "sha256", sha256[:2], sha256)
+
+    def _phase(self, name: str):
+        return self.timer(name) if self.timer is not None else contextlib.nullcontext()
+
+    def travels(self, kind: str) -> bool:
+        return self.enabled and kind not in self.local_only_kinds
+
+    def record(self, entry: str, action: str, **fields) -> None:
+        self.events.append(RemoteEvent(entry, action, **fields))
+
+    def _fault(self, entry: str, doing: str, exc: BaseException) -> None:
+        """The remote failed (unreachable, timed out, access denied, ...): off for the rest of the session."""
+        message = (f"remote cache {self.url}: {doing} {entry} failed ({type(exc).__name__}: {exc})".rstrip()
+                   + "; the remote is off for the rest of this session, artifacts are built locally")
+        if self.required:
+            raise RemoteCacheError(message.split("; the remote")[0] + " (--cache-remote-required)") from exc
+        self.enabled, self.disabled_reason = False, f"{type(exc).__name__}: {exc}"
+        warnings.warn(message, RemoteCacheWarning, stacklevel=3)
+
+    def _refuse(self, entry: str, reason: str) -> None:
+        """A bad remote entry: this entry is built locally, the remote stays on."""
+        self.record(entry, "refused", note=reason)
+        message = f"remote cache {self.url}: entry {entry} refused ({reason}); building it locally"
+        if self.required:
+            raise RemoteCacheError(message + " (--cache-remote-required)")
+        warnings.warn(message, RemoteCacheWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ pull
+    def pull(self, kind: str, folder_name: str, key: str, target: Path, action: str = "pulled") -> dict | None:
+        """Download the entry into ``target`` (which must not exist; renamed into place only when every
+        file checks out), recorded as ``action``. Returns its manifest, or None: a miss, a fault, a refused
+        entry."""
+        entry = f"{kind}/{folder_name}"
+        if not self.travels(kind):
+            return None
+        start = time.perf_counter()
+        with self._phase("pull"):
+            try:
+                raw = self.fs.cat_file(self.entry_path(kind, folder_name))
+            except FileNotFoundError:
+                return None
+            except Exception as exc:  # any storage library's error: the remote is off, the run goes on
+                self._fault(entry, "reading the manifest of", exc)
+                return None
+            staging = target.with_name(f".{target.name}.pulling-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                manifest = check_manifest(json.loads(raw), kind, key)
+                staging.mkdir(parents=True)
+                size = self._download_files(manifest, staging)
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+                os.replace(staging, target)
+            except (BadEntry, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                self._refuse(entry, str(exc))
+                return None
+            except Exception as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                self._fault(entry, "downloading", exc)
+                return None
+            except BaseException:  # Ctrl-C: never leave a half-downloaded entry behind
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        self.record(entry, action, seconds=round(time.perf_counter() - start, 3), bytes=size)
+        return manifest
+
+    def _download_files(self, manifest: dict, staging: Path) -> int:
+        from compressors.core.hashing import sha256_file
+
+        total = 0
+        for rel, info in sorted(manifest["files"].items()):
+            if rel == MANIFEST:
+                continue
+            local = staging / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.fs.get_file(self.blob_path(info["sha256"]), str(local))
+            except FileNotFoundError:
+                raise BadEntry(f"{rel}: its blob {info['sha256'][:12]}... is missing on the remote") from None
+            if local.stat().st_size != info["bytes"]:
+                raise BadEntry(f"{rel}: {local.stat().st_size} bytes, the manifest says {info['bytes']} (truncated?)")
+            if sha256_file(local) != info["sha256"]:
+                raise BadEntry(f"{rel}: does not match its sha256 in the manifest (corrupt)")
+            total += info["bytes"]
+        return total
+
+    # ------------------------------------------------------------------ push
+    def push(self, kind: str, folder_name: str, folder: Path, manifest: dict) -> dict | None:
+        """Upload a local entry (``rw`` mode): files not yet there, then the manifest, create-only. Returns
+        the remote's manifest when another machine's entry of this key was there first (to adopt), else
+        None (pushed, already the same, read-only, off, or failed with a warning)."""
+        entry = f"{kind}/{folder_name}"
+        if self.mode != "rw" or not self.travels(kind):
+            return None
+        start = time.perf_counter()
+        with self._phase("push"):
+            path = self.entry_path(kind, folder_name)
+            try:
+                if not self.fs.exists(path):
+                    sent = self._upload_files(manifest, folder)
+                    body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+                    if self._create_only(path, body):
+                        self.record(entry, "pushed", seconds=round(time.perf_counter() - start, 3), bytes=sent)
+                        return None
+                theirs = json.loads(self.fs.cat_file(path))
+            except Exception as exc:
+                self._fault(entry, "pushing", exc)
+                return None
+        if theirs.get("files") == manifest.get("files"):
+            self.record(entry, "present", note="the same files are on the remote")
+            return None
+        return theirs  # another machine's build of this key: the caller adopts it
+
+    def _upload_files(self, manifest: dict, folder: Path) -> int:
+        sent = 0
+        for rel, info in sorted(manifest["files"].items()):
+            blob = self.blob_path(info["sha256"])
+            if self.fs.exists(blob):
+                continue  # content-addressed: whoever wrote it wrote the same bytes
+            partial = f"{blob}.partial-{uuid.uuid4().hex[:8]}"
+            if self._local:  # a shared file system needs the folders; object stores have none
+                self.fs.makedirs(blob.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(folder / rel), partial)
+            self.fs.mv(partial, blob)  # never a half-written blob under its final name
+            sent += info["bytes"]
+        return sent
+
+    def _create_only(self, path: str, body: bytes) -> bool:
+        """Write ``path`` only if it does not exist; True when this call created it."""
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.spec import AbstractFileSystem
+
+        fs = self.fs
+        if isinstance(fs, LocalFileSystem):  # a shared file system: link(2) is atomic and create-only
+            fs.makedirs(os.path.dirname(path), exist_ok=True)
+            partial = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+            Path(partial).write_bytes(body)
+            try:
+                os.link(partial, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(partial)
+        if type(fs).pipe_file is AbstractFileSystem.pipe_file and not hasattr(fs, "_pipe_file") \
+                and not self._warned_create_only:
+            self._warned_create_only = True
+            warnings.warn(f"remote cache {self.url}: {type(fs).__name__} has no create-only write; the manifest is "
+                          "written after an existence check (two machines pushing one key at the same moment could "
+                          "both write it)", RemoteCacheWarning, stacklevel=3)
+        try:
+            fs.pipe_file(path, body, mode="create")  # S3 If-None-Match, GCS generation 0, memory: exclusive
+            return True
+        except FileExistsError:
+            return False
+        except (NotImplementedError, TypeError, ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and "NotImplemented" not in str(exc):
+                raise
+            # a store without conditional writes (older S3-compatible servers): a plain write after a check
+            warnings.warn(f"remote cache {self.url}: the store refused a create-only write ({exc}); the manifest is "
+                          "written after an existence check instead", RemoteCacheWarning, stacklevel=3)
+            if fs.exists(path):
+                return False
+            fs.pipe_file(path, body)
+            return True
+
+    # ------------------------------------------------------------------ what the run records
+    def summary(self) -> dict:
+        counts: dict[str, int] = {}
+        for event in self.events:
+            counts[event.action] = counts.get(event.action, 0) + 1
+        return {"url": self.url, "mode": self.mode, "required": self.required, "enabled": self.enabled,
+                "disabled_reason": self.disabled_reason, "counts": counts,
+                "events": [dataclasses.asdict(e) for e in self.events]}
+
+    def summary_line(self) -> str:
+        counts = self.summary()["counts"]
+        parts = ", ".join(f"{counts[a]} {a}" for a in ("pulled", "built", "pushed", "present", "adopted", "refused",
+                                                        "skipped") if counts.get(a))
+        state = "" if self.enabled else f" (turned off: {self.disabled_reason})"
+        return f"remote cache {self.url} ({self.mode}): {parts or 'nothing pulled or pushed'}{state}"

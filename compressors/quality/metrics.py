@@ -1,0 +1,402 @@
+"""Measurements: accuracy, perplexity, artifact size, isolated peak memory, placement.
+
+Definitions (the README's metric table says the same):
+
+* accuracy: argmax accuracy on the full SST-2 dev split (872 sentences),
+  tokenized once (max length 128, no sentence is truncated) in batches of 32
+  padded to their longest sentence.
+* perplexity (causal LMs, :func:`perplexity`): exp of the mean token negative
+  log-likelihood on WikiText-2 raw test (the rows joined with ``"\n\n"``, see
+  :func:`compressors.quality.data.load_wikitext`), tokenized once without special tokens and cut
+  into non-overlapping windows of :data:`PERPLEXITY_WINDOW` tokens (stride = window). In
+  each window every token after the first is predicted from the tokens before it in
+  the same window; the mean is over all predicted tokens of all windows. The CPU tier
+  evaluates the first :data:`CPU_EVAL_TOKENS` tokens (the same tokens for every
+  technique); the ``slow`` variant evaluates the whole test set (its last, shorter
+  window included).
+* accuracy drop: fp32 accuracy of the same model minus this accuracy, in
+  percentage points (positive = worse).
+* size: bytes of the artifact's weight files (safetensors, ONNX file, quantized
+  state dict), not its tokenizer or config.
+* peak memory: what loading the artifact and evaluating the whole dev split adds
+  to a process that has imported the runtime (``compressors.execution.runtime.RUNTIME_IMPORTS``):
+  a fresh process imports the runtime, notes its RSS, restarts the kernel's RSS
+  high-water mark (``/proc/self/clear_refs``), loads, evaluates, and reports the
+  new high-water mark minus the noted RSS. This is the design's "peak RSS of a
+  process that loads and evaluates minus that of one that only imports the
+  runtime", measured without the transient spike of importing torch, which
+  would otherwise swallow any model smaller than it. Where the mark cannot be
+  reset (non-Linux) it falls back to the two-process difference of ``ru_maxrss``.
+  The import-only process's own peak is reported as ``runtime_rss_bytes``.
+  Accuracy is taken from the same process, so it is measured on the model as
+  reloaded from its serialized artifact, not on an in-memory object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from compressors import CompressbenchError
+from compressors.core.cache import Artifact
+from compressors.core.scratch import scratch_dir
+from compressors.execution.runtime import Encoded, Predictor, loader_for
+from compressors.machine.gpu_memory import nonnegative_delta
+
+EVAL_BATCH_SIZE = 32
+EVAL_MAX_LENGTH = 128
+PROBE_TIMEOUT_S = 1800
+# Perplexity: window length (tokens), and the CPU tier's token budget: 32 windows, which
+# keeps one evaluation of smollm2-135m under about a minute on 2 cores.
+PERPLEXITY_WINDOW = 512
+CPU_EVAL_TOKENS = 32 * PERPLEXITY_WINDOW
+# Rows of logits turned into log-probabilities at once: bounds the transient memory of the
+# log-softmax (a 512 x 49,152 float32 logit matrix is 100 MB) so the memory metric shows
+# the model, not the scoring.
+NLL_CHUNK_ROWS = 64
+
+
+class MeasurementError(CompressbenchError):
+    """A measurement process failed; the message carries its stderr."""
+
+
+class MeasurementTimeout(MeasurementError):
+    """A measurement process ran past its time guard and was killed."""
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): ask Linux to SIGKILL it when its parent dies, so a killed
+    pytest (kill -9, SIGTERM from ``timeout`` or a cancelled CI job) leaves no measurement running."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux/glibc: the parent's watchdog in compressors.evaluation.probe covers it
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """Pre-tokenized evaluation batches and their labels."""
+
+    kind: ClassVar[str] = "accuracy"
+    batches: tuple[Encoded, ...]
+    labels: np.ndarray
+    checksum: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def save(self, path: Path) -> None:
+        arrays = {f"b{i}__{k}": v for i, batch in enumerate(self.batches) for k, v in batch.items()}
+        np.savez(path, labels=self.labels, checksum=np.array(self.checksum), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSet:
+        with np.load(path) as data:
+            batches: dict[int, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                if key.startswith("b") and "__" in key:
+                    index, name = key[1:].split("__", 1)
+                    batches.setdefault(int(index), {})[name] = data[key]
+            return cls(tuple(batches[i] for i in sorted(batches)), data["labels"], str(data["checksum"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenWindows:
+    """Pre-tokenized perplexity windows (each an int64 array of shape ``(1, n)``).
+
+    Args:
+        windows: the windows, in text order.
+        window: the window length asked for (the last window may be shorter).
+        corpus_tokens: tokens in the whole tokenized text (before any budget).
+        checksum: sha256 of the corpus checksum and every window's token ids.
+    """
+
+    kind: ClassVar[str] = "perplexity"
+    windows: tuple[np.ndarray, ...]
+    window: int
+    corpus_tokens: int
+    checksum: str
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(int(w.shape[1]) for w in self.windows)
+
+    @property
+    def n_predicted(self) -> int:
+        return sum(int(w.shape[1]) - 1 for w in self.windows)
+
+    def __len__(self) -> int:
+        return self.n_predicted
+
+    def describe(self) -> dict:
+        return {"window": self.window, "stride": self.window, "windows": len(self.windows),
+                "tokens": self.n_tokens, "predicted_tokens": self.n_predicted,
+                "corpus_tokens": self.corpus_tokens, "checksum": self.checksum[:16]}
+
+    def save(self, path: Path) -> None:
+        arrays = {f"w{i}": w for i, w in enumerate(self.windows)}
+        np.savez(path, window=np.array(self.window), corpus_tokens=np.array(self.corpus_tokens),
+                 checksum=np.array(self.checksum), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> TokenWindows:
+        with np.load(path) as data:
+            count = sum(1 for k in data.files if k.startswith("w") and k[1:].isdigit())
+            return cls(tuple(data[f"w{i}"] for i in range(count)), int(data["window"]), int(data["corpus_tokens"]),
+                       str(data["checksum"]))
+
+
+def make_token_windows(tokenizer, corpus, window: int = PERPLEXITY_WINDOW,
+                       max_tokens: int | None = None) -> TokenWindows:
+    """Tokenize ``corpus`` (a :class:`~compressors.quality.data.TextCorpus`) into perplexity windows.
+
+    The whole text is tokenized at once without special tokens (no BOS/EOS inserted), so
+    windows cut the token stream, not the text. ``max_tokens`` keeps the first that many
+    tokens (the CPU tier's budget); None keeps all. Windows do not overlap; a last window
+    shorter than ``window`` is kept if it has at least 2 tokens (1 to predict).
+    """
+    if window < 2:
+        raise ValueError(f"perplexity window {window!r} must be at least 2 tokens")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"perplexity token budget {max_tokens!r} must be at least 2 tokens (or None for all)")
+    ids = np.asarray(tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
+    corpus_tokens = int(ids.shape[0])
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    windows = tuple(
+        ids[start : start + window][None, :]
+        for start in range(0, len(ids), window)
+        if len(ids[start : start + window]) >= 2
+    )
+    if not windows:
+        raise ValueError(f"{corpus.name}: {len(ids)} tokens, too few for one perplexity window")
+    digest = hashlib.sha256(corpus.checksum.encode())
+    digest.update(f"window={window}".encode())
+    for w in windows:
+        digest.update(w.tobytes())
+    return TokenWindows(windows, window, corpus_tokens, digest.hexdigest())
+
+
+def sequence_nll(logits: np.ndarray, ids: np.ndarray) -> tuple[float, int]:
+    """``(sum of negative log-likelihoods, tokens predicted)`` of one sequence.
+
+    ``logits`` (n, vocab) are the model's outputs at positions 0..n-1 and ``ids`` (n,) the
+    tokens; position t predicts token t+1. Log-softmax in float64, :data:`NLL_CHUNK_ROWS`
+    rows at a time.
+    """
+    n = int(ids.shape[0])
+    total = 0.0
+    for start in range(0, n - 1, NLL_CHUNK_ROWS):
+        stop = min(start + NLL_CHUNK_ROWS, n - 1)
+        rows = logits[start:stop].astype(np.float64)
+        peak = rows.max(axis=1, keepdims=True)
+        log_z = np.log(np.exp(rows - peak).sum(axis=1)) + peak[:, 0]
+        total += float((log_z - rows[np.arange(stop - start), ids[start + 1 : stop + 1]]).sum())
+    return total, n - 1
+
+
+def perplexity(predictor: Predictor, windows: TokenWindows) -> dict:
+    """Perplexity of ``predictor`` (a causal LM: its logits are next-token scores) on ``windows``.
+
+    Returns ``perplexity`` = exp(``mean_nll``) over ``predicted_tokens`` tokens.
+    """
+    total, count = 0.0, 0
+    for window in windows.windows:
+        logits = predictor.logits(predictor.prepare({"input_ids": window}))
+        nll, n = sequence_nll(logits[0], window[0])
+        total, count = total + nll, count + n
+    mean = total / count
+    if not math.isfinite(mean):
+        raise MeasurementError(
+            f"perplexity is not finite (mean NLL {mean}) over {count} tokens: the model's logits overflowed or hold NaN"
+        )
+    return {"perplexity": math.exp(mean), "mean_nll": mean, "predicted_tokens": count}
+
+
+def encode_sentences(
+    tokenizer, sentences, batch_size: int = EVAL_BATCH_SIZE, max_length: int = EVAL_MAX_LENGTH, pairs=None
+) -> list[Encoded]:
+    """Tokenize ``sentences`` (with ``pairs``, their second texts, as true pairs) into int64 numpy batches
+    padded to each batch's longest."""
+    batches = []
+    for start in range(0, len(sentences), batch_size):
+        enc = tokenizer(
+            list(sentences[start : start + batch_size]),
+            None if pairs is None else list(pairs[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
+        )
+        batches.append({k: v.astype(np.int64) for k, v in enc.items()})
+    return batches
+
+
+def eval_max_length(tokenizer, config: dict | None = None) -> int:
+    """Where evaluation rows are cut: the model's maximum (its position embeddings, or the tokenizer's
+    limit when smaller); each batch is padded to its longest row only, so a short-text data set costs
+    nothing more, and a long one is measured on what the model can read."""
+    limits = [int(v) for v in ((config or {}).get("max_position_embeddings"), (config or {}).get("n_positions"),
+                               getattr(tokenizer, "model_max_length", None)) if isinstance(v, int) and 0 < v < 1e6]
+    # BERT-style position tables count the specials; RoBERTa's reserve 2 more (padding_idx + 1)
+    if (config or {}).get("model_type") in ("roberta", "xlm-roberta", "camembert") and limits:
+        limits = [min(limits) - 2]
+    return min(limits) if limits else EVAL_MAX_LENGTH
+
+
+def make_eval_set(tokenizer, split, max_length: int = EVAL_MAX_LENGTH) -> EvalSet:
+    """Tokenize a :class:`~compressors.quality.data.TextClassificationSplit` for evaluation, rows cut at
+    ``max_length`` tokens (:func:`eval_max_length`)."""
+    batches = encode_sentences(tokenizer, split.sentences, max_length=max_length, pairs=split.pairs)
+    digest = hashlib.sha256(split.checksum.encode())
+    for batch in batches:
+        for key in sorted(batch):
+            digest.update(key.encode())
+            digest.update(batch[key].tobytes())
+    return EvalSet(tuple(batches), np.asarray(split.labels, dtype=np.int64), digest.hexdigest())
+
+
+def predict_labels(predictor: Predictor, eval_set: EvalSet) -> np.ndarray:
+    return np.concatenate([predictor.logits(predictor.prepare(b)).argmax(-1) for b in eval_set.batches])
+
+
+def accuracy(predictor: Predictor, eval_set: EvalSet) -> float:
+    """Argmax accuracy in percent."""
+    predictions = predict_labels(predictor, eval_set)
+    return float((predictions == eval_set.labels).mean() * 100.0)
+
+
+def artifact_size_bytes(artifact: Artifact) -> int:
+    return artifact.weight_bytes
+
+
+def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
+    with scratch_dir("probe") as tmp:
+        req, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps({**request, "result_file": str(result), "parent_pid": os.getpid()}))
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding compressors/
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            proc = subprocess.run([sys.executable, "-m", "compressors.evaluation.probe", str(req)], capture_output=True,
+                                  text=True, timeout=timeout, env=env, preexec_fn=die_with_parent)
+        except subprocess.TimeoutExpired:  # run() killed and reaped it; the folder goes with this block
+            raise MeasurementTimeout(f"measurement of {request.get('artifact', request['runtime'])} stopped after "
+                                     f"{timeout:g} s (--max-measure-seconds={timeout:g}): the process was killed; "
+                                     "raise --max-measure-seconds to let it finish") from None
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise MeasurementError(
+                f"measurement process for {request.get('artifact', request['runtime'])} failed "
+                f"(exit {proc.returncode}):\n{tail}"
+            )
+        if not result.is_file():
+            raise MeasurementError(f"measurement process exited 0 but wrote no result; stdout: {proc.stdout[-500:]!r}")
+        return json.loads(result.read_text())
+
+
+MEASUREMENT_VERSION = 3  # bump when what the isolated process measures changes (invalidates stored results)
+
+
+def artifact_identity(manifest: dict) -> str:
+    """An artifact's key and the digest of its files: what a stored measurement is of. The files count
+    too: an entry adopted from a shared remote cache (another machine's build of the same key) is
+    other bytes under the same key, and is measured again."""
+    from compressors.core.cache import content_key
+
+    return f"{manifest['key']}:{content_key(manifest['files'])}"
+
+
+def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu) -> Path:
+    """Where the isolated measurement of an artifact (:func:`artifact_identity`) on these evaluation
+    inputs, device and CPU is stored."""
+    key_parts = {"artifact": artifact_key, "eval": eval_checksum, "device": device, "cpu": cpu.name,
+                 "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(root) / "measurements" / f"{key}.json"
+
+
+def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cpu, compute, refresh: bool = False):
+    """``compute()`` (an isolated measurement) once per artifact, evaluation inputs, device and CPU:
+    later runs on this machine reuse the stored result (``measurement.reused``), so a warm run times
+    instead of re-evaluating; ``refresh`` (``--remeasure``) measures again and replaces it."""
+    import datetime
+
+    path = measurement_path(root, artifact_identity(artifact.manifest), eval_set.checksum, device, cpu)
+    key = path.stem
+    if path.is_file() and not refresh:
+        try:
+            stored = json.loads(path.read_text())
+            return {**stored, "measurement": {**stored["measurement"], "reused": True}}
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass  # unreadable: measure again
+    result = compute()
+    result["measurement"] = {"key": key, "reused": False,
+                             "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(path)
+    except OSError:  # a read-only cache: the figures are still used, only not kept
+        pass
+    return result
+
+
+@functools.cache
+def runtime_baseline_rss(runtime: str, device: str = "cpu") -> int:
+    """Peak RSS (bytes) of a fresh process that only imports ``runtime``."""
+    return int(_run_probe({"mode": "import-only", "runtime": runtime, "device": device})["peak_rss_bytes"])
+
+
+def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, device: str = "cpu",
+                     timeout: float = PROBE_TIMEOUT_S) -> dict:
+    """Accuracy (an :class:`EvalSet`) or perplexity (:class:`TokenWindows`) and memory of
+    ``artifact``, measured in a fresh process.
+
+    Returns a dict with ``accuracy`` (%) or ``perplexity`` / ``mean_nll`` / ``predicted_tokens``,
+    ``peak_rss_bytes`` (loaded + evaluated),
+    ``runtime_rss_bytes`` (import-only baseline), ``peak_memory_bytes`` (their
+    difference), ``placement``, and on CUDA ``vram_after_load_bytes`` / ``vram_peak_bytes``.
+    """
+    runtime = loader_for(artifact).runtime
+    with scratch_dir("eval") as tmp:
+        eval_file = Path(tmp) / "eval.npz"
+        eval_set.save(eval_file)
+        result = _run_probe(
+            {
+                "mode": "evaluate",
+                "runtime": runtime,
+                "device": device,
+                "eval_kind": eval_set.kind,
+                "artifact": str(artifact.path),
+                "eval_file": str(eval_file),
+            },
+            timeout=timeout,
+        )
+    baseline = runtime_baseline_rss(runtime, device)
+    result["runtime_rss_bytes"] = baseline
+    flags = result.setdefault("memory_flags", [])  # a negative difference is never reported as memory use
+    if result.get("hwm_reset"):
+        result["peak_memory_bytes"] = nonnegative_delta(
+            "peak_memory", result["peak_rss_since_imports_bytes"], result["rss_after_imports_bytes"], flags
+        )
+        result["memory_method"] = "rss-high-water-mark-after-imports"
+    else:
+        result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_bytes"], baseline, flags)
+        result["memory_method"] = "peak-rss-minus-import-only-process"
+    return result
