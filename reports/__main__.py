@@ -1,6 +1,8 @@
 """The reports command line.
 
-``python -m reports table [RUN]``: the results table of a saved run.
+``python -m reports table [RUN] [--markdown] [--model NAME]``: the results table of a saved run.
+``python -m reports techniques --markdown``: the registered techniques as a table.
+``python -m reports docs [--check]``: regenerate the generated tables of README.md and docs/ (reports/docs.py).
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
 ``python -m reports compare A B [--confirm C [--confirm-baseline A2]]``: every metric side by side; exit 1
 when a configuration regressed (a latency regression, with C, only when C's re-timing is flagged too).
@@ -14,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.records.results import LEGEND, format_table
+from compressors.records.results import LEGEND, format_markdown_table, format_table
 from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, load_run, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
@@ -36,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="print the results table of a saved run (default: the latest)")
     table.add_argument("run", nargs="?", help=RUN_HELP)
     table.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    table.add_argument("--markdown", action="store_true",
+                       help="a Markdown table headed by the machine it was measured on (what README.md and docs/ "
+                            "publish)")
+    table.add_argument("--model", action="append", default=None, metavar="NAME",
+                       help="only this model's rows (repeatable)")
+
+    techniques = sub.add_parser("techniques", help="the registered techniques as a table")
+    techniques.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
+
+    docs = sub.add_parser("docs", help="regenerate every generated table in README.md and docs/ from its command")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
 
     build = sub.add_parser("build", help="HTML report + Markdown summary of saved runs")
     build.add_argument("runs", nargs="*", metavar="RUN", help=RUN_HELP + "; default: the latest of each machine")
@@ -76,7 +89,22 @@ def _table(args) -> int:
     path = find_run(args.run, args.storage)
     rows = rows_from_run(path)
     run = load_run(path)
+    if args.model:
+        known = sorted({row.identity.model for row in rows})
+        unknown = [name for name in args.model if name not in known]
+        if unknown:
+            raise CompressbenchError(f"--model {', '.join(unknown)}: not in {path}; its models: {', '.join(known)}")
+        rows = [row for row in rows if row.identity.model in args.model]
     partial = run.partial
+    if args.markdown:
+        print(f"Run `{run.label}` ({path}){f' [PARTIAL RUN: {partial}]' if partial else ''}, measured on "
+              f"{run.machine_caption()}.\n")
+        from reports.docs import budget_verdicts
+
+        for line in format_markdown_table(rows, budget_verdicts(rows)):
+            print(line)
+        print(f"\n{LEGEND}")
+        return 0
     print(f"{path}" + (f"  [PARTIAL RUN: {partial}]" if partial else ""))
     for line in format_table(rows):
         print(line)
@@ -85,6 +113,27 @@ def _table(args) -> int:
         from compressors.machine.timing import format_breakdown
 
         print(format_breakdown(run.time_spent))
+    return 0
+
+
+def _techniques(args) -> int:
+    from reports.docs import techniques_markdown
+
+    for line in techniques_markdown():
+        print(line)
+    return 0
+
+
+def _docs(args) -> int:
+    from reports.docs import stale_pages, write_pages
+
+    if args.check:
+        stale = stale_pages()
+        for page in stale:
+            print(f"stale: {page} (run: python -m reports docs)")
+        return 1 if stale else 0
+    for page in write_pages():
+        print(f"regenerated {page}")
     return 0
 
 
@@ -126,7 +175,8 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"table": _table, "build": _build, "compare": _compare}[args.command]
+    command = {"table": _table, "techniques": _techniques, "docs": _docs, "build": _build,
+               "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)
         try:

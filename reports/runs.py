@@ -102,6 +102,30 @@ class Run:
         """Where the run's wall time went (compressors.machine.timing.time_breakdown), when it recorded it."""
         return (self.data.get("compressbench") or {}).get("time_s")
 
+    def machine_caption(self) -> str:
+        """One line naming where and when the run was measured: the CPU with its ISA flags and cores, the kernel
+        probe's figures, the main libraries, the commit and the date (what every published figure stands beside)."""
+        bench = self.machine.get("compressbench") or {}
+        cpu = (bench.get("hardware") or {}).get("cpu") or {}
+        brand = cpu.get("name") or (self.machine.get("cpu") or {}).get("brand_raw") or "unknown CPU"
+        flags = " ".join(cpu.get("flags") or []) or "none recorded"
+        cores = f"{cpu.get('physical_cores', '?')} cores, {cpu.get('usable_threads', cpu.get('threads', '?'))} threads"
+        parts = [f"{brand}; ISA: {flags}; {cores}"]
+        kernels = (bench.get("kernel_probe") or {}).get("kernels") or {}
+        probe = [f"{name} {kernels[name]['gops']:,.0f}" for name in ("fp32-gemm", "int8-int-mm", "bf16-gemm")
+                 if isinstance(kernels.get(name), dict) and kernels[name].get("gops") is not None]
+        if probe:
+            parts.append("kernel probe G(FL)OP/s: " + ", ".join(probe))
+        versions = bench.get("versions") or {}
+        libraries = [f"{name} {versions[name]}" for name in ("torch", "onnxruntime", "openvino") if versions.get(name)]
+        if libraries:
+            parts.append(", ".join(libraries))
+        commit = (self.commit.get("id") or "")[:10]
+        saved = str(self.data.get("datetime") or "")[:10]
+        dirty = " (dirty)" if self.commit.get("dirty") else ""
+        parts.append(f"commit {commit or 'unknown'}{dirty}, saved {saved or '?'}")
+        return " · ".join(parts)
+
     @property
     def partial(self) -> str | None:
         """Why this run is incomplete (interrupted, or a partial file kept as it went), or None."""

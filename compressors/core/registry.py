@@ -75,6 +75,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def families(self) -> list[tuple[str, str, T]]:
+        """Each family registered by pattern: (its regular expression, its example name, the entry of the example)."""
+        return [(pattern.pattern, example, factory(pattern.fullmatch(example))) for pattern, example, factory
+                in self._families]
+
     def describe_names(self) -> str:
         names = list(self._entries) + [f"{pattern.pattern} (e.g. {example})" for pattern, example, _ in self._families]
         return ", ".join(names)

@@ -16,6 +16,7 @@ not know are kept in ``extra`` and written back; fields an older row lacks read 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -295,6 +296,31 @@ def _quality(row: ResultRow) -> tuple[str, str]:
     return "-", "-"
 
 
+TABLE_COLUMNS = ("configuration", "median ms", "ms/tok", "x fp32 [95% CI]", "acc/ppl", "drop", "size MB", "size x",
+                 "mem MB")
+
+
+def _sorted(rows: list[ResultRow]) -> list[ResultRow]:
+    return sorted(rows, key=lambda r: (r.identity.model, r.identity.tier, r.identity.batch_size,
+                                       r.identity.scenario or "", r.identity.technique))
+
+
+def table_cells(row: ResultRow) -> list[str]:
+    """One row of the results table, a cell per :data:`TABLE_COLUMNS`."""
+    median = "-" if row.latency.median_s is None else f"{row.latency.median_s * 1e3:.2f}"
+    per_token = "" if row.latency.per_token_s is None else f"{row.latency.per_token_s * 1e3:.2f}"
+    quality, drop = _quality(row)
+    ratio = "-" if row.size.size_ratio_vs_fp32 is None else f"{row.size.size_ratio_vs_fp32:.3f}"
+    paired = row.latency.speed_vs_fp32
+    speed = "-"
+    if paired and paired.get("ci95"):
+        speed = f"{paired['ratio']:.2f} [{paired['ci95'][0]:.2f},{paired['ci95'][1]:.2f}]"
+    if row.latency.contended:
+        speed += "!"
+    return [row.config_id, median, per_token, speed, quality, drop, _mb(row.size.size_bytes), ratio,
+            _mb(row.size.peak_memory_bytes)]
+
+
 def format_table(rows: list[ResultRow]) -> list[str]:
     """The results table the suite prints and ``python -m reports table`` shows.
 
@@ -302,25 +328,28 @@ def format_table(rows: list[ResultRow]) -> list[str]:
     and their generation rows the time per generated token.
     """
     width = max([44] + [len(row.config_id) for row in rows])
-    lines = [f"{'configuration':<{width}} {'median ms':>10} {'ms/tok':>7} {'x fp32 [95% CI]':>18} {'acc/ppl':>8} "
-             f"{'drop':>8} {'size MB':>8} {'size x':>7} {'mem MB':>7}  verdict"]
-    for row in sorted(rows, key=lambda r: (r.identity.model, r.identity.tier, r.identity.batch_size,
-                                           r.identity.scenario or "", r.identity.technique)):
-        median = "-" if row.latency.median_s is None else f"{row.latency.median_s * 1e3:.2f}"
-        per_token = "" if row.latency.per_token_s is None else f"{row.latency.per_token_s * 1e3:.2f}"
-        quality, drop = _quality(row)
-        ratio = "-" if row.size.size_ratio_vs_fp32 is None else f"{row.size.size_ratio_vs_fp32:.3f}"
-        paired = row.latency.speed_vs_fp32
-        speed = "-"
-        if paired and paired.get("ci95"):
-            speed = f"{paired['ratio']:.2f} [{paired['ci95'][0]:.2f},{paired['ci95'][1]:.2f}]"
-        if row.latency.contended:
-            speed += "!"
-        lines.append(
-            f"{row.config_id:<{width}} {median:>10} {per_token:>7} {speed:>18} {quality:>8} {drop:>8} "
-            f"{_mb(row.size.size_bytes):>8} {ratio:>7} {_mb(row.size.peak_memory_bytes):>7}"
-            f"  {row.outcome or ''}"
-        )
+    widths = (width, 10, 7, 18, 8, 8, 8, 7, 7)
+
+    def line(cells: list[str], verdict: str) -> str:
+        first, *rest = cells
+        aligned = [f"{c:>{w}}" for c, w in zip(rest, widths[1:], strict=True)]
+        return " ".join([f"{first:<{width}}", *aligned]) + f"  {verdict}"
+
+    return [line(list(TABLE_COLUMNS), "verdict")] + [line(table_cells(row), row.outcome or "") for row in _sorted(rows)]
+
+
+def format_markdown_table(rows: list[ResultRow], verdict: Callable[[ResultRow], str] | None = None) -> list[str]:
+    """The results table as GitHub/MkDocs Markdown, as the README and docs publish it from a saved run:
+    the columns of :func:`format_table`, less ``ms/tok`` where no row has a time per token, and with
+    ``verdict(row)`` as the last column when given (a saved row keeps no test outcome of its own)."""
+    rows = _sorted(rows)
+    cells = [table_cells(row) for row in rows]
+    keep = [i for i, name in enumerate(TABLE_COLUMNS) if name != "ms/tok" or any(c[i] for c in cells)]
+    header = [TABLE_COLUMNS[i] for i in keep] + (["budget"] if verdict else [])
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(keep[1:]) + (" --- |" if verdict else "")]
+    for row, c in zip(rows, cells, strict=True):
+        shown = [c[i] or " " for i in keep] + ([verdict(row)] if verdict else [])
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in shown) + " |")
     return lines
 
 

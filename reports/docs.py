@@ -1,0 +1,170 @@
+"""Published tables are generated, not typed: each one in README.md and docs/ sits between
+
+    <!-- generated: python -m reports table --markdown docs/runs/RUN.json --model NAME -->
+    ...
+    <!-- end generated -->
+
+and is the output of the command in the marker (run from the repository root). ``python -m reports docs``
+rewrites every such block from its command; ``--check`` only says which are stale (exit 1), which is what
+the unit test and CI run. A new measurement = save a run, copy its JSON under docs/runs/, regenerate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from compressors import CompressbenchError
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = ("python", "-m", "reports")
+BLOCK = re.compile(r"(?P<open><!-- generated: (?P<command>[^\n]*?) -->\n)(?P<body>.*?)"
+                   r"(?P<close><!-- end generated -->)", re.S)
+
+
+class GeneratedBlockError(CompressbenchError):
+    """A generated block whose command is not a ``python -m reports`` command, or fails."""
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The pages whose tables are published: README.md and every Markdown page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def run_command(command: str, root: Path = ROOT) -> str:
+    """The output of one marker's command, run as written (``python -m reports ...``, this interpreter) from
+    ``root``, the folder its paths are relative to."""
+    argv = shlex.split(command)
+    if tuple(argv[:3]) != PREFIX or len(argv) < 4:
+        raise GeneratedBlockError(f"generated block command {command!r}: must be 'python -m reports ...'")
+    if argv[3] == "docs":
+        raise GeneratedBlockError(f"generated block command {command!r}: 'docs' cannot generate a block")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GeneratedBlockError(f"generated block command {command!r} exited {proc.returncode}: "
+                                  f"{proc.stderr.strip()}")
+    return proc.stdout
+
+
+FENCE = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
+
+
+def _prose_and_code(text: str) -> list[tuple[bool, str]]:
+    """``text`` cut into (is fenced code, part): a marker shown inside a code fence is an example, not a block."""
+    parts, start = [], 0
+    for fence in FENCE.finditer(text):
+        parts += [(False, text[start:fence.start()]), (True, fence.group())]
+        start = fence.end()
+    return parts + [(False, text[start:])]
+
+
+def regenerate(text: str, root: Path = ROOT) -> str:
+    """``text`` with each generated block's body replaced by its command's output."""
+    def fill(match: re.Match) -> str:
+        body = run_command(match["command"], root)
+        return match["open"] + body + ("" if body.endswith("\n") else "\n") + match["close"]
+
+    return "".join(part if code else BLOCK.sub(fill, part) for code, part in _prose_and_code(text))
+
+
+def blocks(text: str) -> list[re.Match]:
+    """The generated blocks of a page (outside code fences)."""
+    return [match for code, part in _prose_and_code(text) if not code for match in BLOCK.finditer(part)]
+
+
+def commands(text: str) -> list[str]:
+    return [match["command"] for match in blocks(text)]
+
+
+def stale_pages(root: Path = ROOT) -> list[Path]:
+    return [page for page in pages(root) if regenerate(page.read_text(), root) != page.read_text()]
+
+
+def write_pages(root: Path = ROOT) -> list[Path]:
+    """Regenerate every block; the pages that changed."""
+    changed = []
+    for page in pages(root):
+        text = page.read_text()
+        new = regenerate(text, root)
+        if new != text:
+            page.write_text(new)
+            changed.append(page)
+    return changed
+
+
+# Display names of the modules that register techniques (a module not listed shows under its own name).
+FAMILIES = {
+    "baseline": "baseline", "half": "half precision", "quantization": "PyTorch dynamic int8",
+    "torchao_quant": "torchao",
+    "absmax": "hand-written absmax", "bnb": "bitsandbytes", "onnx": "ONNX Runtime", "openvino": "OpenVINO + NNCF",
+    "pruning": "L1 pruning", "layerdrop": "layer dropping", "lowrank": "low-rank factorization",
+    "distill": "distillation", "lora": "LoRA / QLoRA",
+}
+TASK_SHORT = {"sequence-classification": "classifier", "causal-lm": "language model"}
+
+
+def _needs(technique) -> str:
+    needs = [f"`{module}`" for module in technique.requires]
+    if technique.uses_data:
+        needs.append("train rows")
+    if technique.starts_from_pretrained:
+        needs.append("the pretrained encoder")
+    needs += [f"runs after `{stage}`" for stage in technique.implies]
+    if technique.model_types:
+        needs.append("model type " + "/".join(sorted(technique.model_types)))
+    return ", ".join(needs) or "-"
+
+
+def techniques_markdown() -> list[str]:
+    """The registry as a Markdown table: one row per registered technique and per parametrised family."""
+    from compressors.build.techniques import DEFAULT_CHAINS, TECHNIQUES
+
+    entries = [(f"`{name}`", TECHNIQUES.get(name)) for name in TECHNIQUES.names()]
+    entries += [(f"`{example}` (any name matching `{pattern}`)", technique)
+                for pattern, example, technique in TECHNIQUES.families()]
+    lines = ["| technique | family | tasks | needs | devices | artifact kind | what it does |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, t in entries:
+        module = t.build.__module__.rsplit(".", 1)[-1] if t.build is not None else "baseline"
+        tasks = ", ".join(TASK_SHORT.get(task, task) for task in sorted(t.tasks))
+        summary = t.summary.replace("|", "\\|")
+        lines.append(f"| {label} | {FAMILIES.get(module, module)} | {tasks} | {_needs(t)} | "
+                     f"{', '.join(sorted(t.devices))} | {t.artifact_kind or '-'} | {summary} |")
+    lines += ["", f"{len(entries)} techniques. Chains of them (`A+B`, each stage cached) run too; the default "
+              "matrix benchmarks these: " + ", ".join(f"`{chain}`" for chain in DEFAULT_CHAINS) + "."]
+    return lines
+
+
+def budget_verdicts(rows) -> Callable:
+    """``verdict(row)`` for a saved run's rows: the budget recorded with the row, judged again on the row's own
+    figures as the test judged them (bench/budgets.py): ``within``, ``declared exception`` (a strict expected
+    failure, known_over_budget) or ``over``; ``-`` where the row recorded no budget."""
+    import dataclasses
+
+    from bench.budgets import Budget, check, judge
+
+    fields = {f.name for f in dataclasses.fields(Budget)} - {"technique", "model"}
+    def where(r) -> tuple:
+        return r.identity.model, r.identity.tier, r.identity.batch_size, r.identity.scenario
+
+    fp32_peak = {where(r): r.size.peak_memory_bytes for r in rows if r.identity.technique == "fp32"}
+    words = {"pass": "within", "xfail": "declared exception", "fail": "over"}
+
+    def verdict(row) -> str:
+        saved = row.provenance.budget
+        if not saved:
+            return "-"
+        budget = Budget(row.identity.technique, row.identity.model, **{k: v for k, v in saved.items() if k in fields})
+        mb = None if row.size.peak_memory_bytes is None else row.size.peak_memory_bytes / 2**20
+        fp32 = fp32_peak.get(where(row))
+        verdicts = check(budget, row.quality.accuracy_drop_pp, mb, row.quality.perplexity_increase_pct,
+                         None if fp32 is None else fp32 / 2**20)
+        return words[judge(row.config_id, budget, verdicts).outcome]
+
+    return verdict
