@@ -562,7 +562,7 @@ def _fp32_median_key(case: Case) -> tuple:
 def injected_slowdown(case: Case) -> float:
     """Test-only: ``COMPRESSBENCH_INJECT_SLOWDOWN="<test id>=<factor>"`` makes that configuration's
     timed call ``factor`` times slower (it sleeps in proportion), to check that comparisons flag a
-    real slowdown (the A/A check in the README). 1.0 (none) otherwise."""
+    real slowdown (the A/A check in docs/verdicts.md). 1.0 (none) otherwise."""
     spec = os.environ.get("COMPRESSBENCH_INJECT_SLOWDOWN", "")
     target, _, factor = spec.partition("=")
     if spec and target == case.id:

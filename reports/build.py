@@ -3,7 +3,7 @@
 Everything is derived from the rows of :func:`reports.runs.benchmark_rows`, grouped by model and
 device, so a technique added to the suite appears without any change here.
 
-Definitions (README "Reports" repeats them):
+Definitions (docs/reports.md repeats them):
 
 - speed ratio: the paired ``speed_vs_fp32`` the suite measured (fp32 and this configuration
   alternated in the same time window, median of block ratios, with its 95% interval); for rows

@@ -13,7 +13,7 @@ every test has run, and is **confirmed by re-timing**: each configuration flagge
 with fp32 again at the end of the session, minutes after its test, and stays a regression only when
 that re-timing is flagged as well (:func:`reports.compare.confirm_latency`). On an unchanged
 configuration the paired ratio drifts with the machine's state over minutes (a 35-49% "slowdown" now
-and then in A/A runs, README), which a single timing window cannot tell from a real one; a real
+and then in A/A runs, docs/verdicts.md), which a single timing window cannot tell from a real one; a real
 slowdown is there again when re-timed. A confirmed regression makes the session exit 1; the
 re-timing is saved in the row (``extra_info.retimed``). ``--no-retime`` turns the latency gate off.
 """

@@ -1,10 +1,10 @@
 """Measurements: accuracy, perplexity, artifact size, isolated peak memory, placement.
 
-Definitions (the README's metric table says the same):
+Definitions (docs/metrics.md says the same):
 
-* accuracy: argmax accuracy on the full SST-2 dev split (872 sentences),
-  tokenized once (max length 128, no sentence is truncated) in batches of 32
-  padded to their longest sentence.
+* accuracy: argmax accuracy on the model's evaluation rows (the full SST-2 dev split, 872 sentences,
+  for the registered classifiers), tokenized once (cut at the model's maximum length,
+  :func:`eval_max_length`; no SST-2 sentence is) in batches of 32 padded to their longest row.
 * perplexity (causal LMs, :func:`perplexity`): exp of the mean token negative
   log-likelihood on WikiText-2 raw test (the rows joined with ``"\n\n"``, see
   :func:`compressors.quality.data.load_wikitext`), tokenized once without special tokens and cut
