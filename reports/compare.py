@@ -486,7 +486,8 @@ def format_comparison(comparison: Comparison) -> list[str]:
     if selection and comparison.confirm is None:
         lines.append(
             f"latency regressions are single runs: an unchanged configuration has a rare run now and then "
-            f"(docs/verdicts.md, A/A runs). Re-time them: pytest bench -k \"{selection}\" --benchmark-save=confirm, then "
+            f"(docs/verdicts.md, A/A runs). Re-time them: pytest bench -k \"{selection}\" --benchmark-save=confirm, "
+            f"then "
             f"python -m reports compare {a} {b} --confirm confirm; a rare run of {a} (too fast) would be confirmed "
             f"too: re-time {a}'s code likewise (--benchmark-save=confirm-base) and add --confirm-baseline confirm-base")
     inconclusive = sorted({c.config for c in comparison.changes if c.note and c.note.startswith("inconclusive")})

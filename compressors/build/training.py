@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 from compressors.core.config import Config, check_range
-from compressors.quality.data import HELD_APART_SENTENCES, TextClassificationSplit
 from compressors.machine.process_memory import reset_peak_rss, status_bytes
+from compressors.quality.data import HELD_APART_SENTENCES, TextClassificationSplit
 
 
 @dataclasses.dataclass(frozen=True)

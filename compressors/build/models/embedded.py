@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compressors.core.cache import Artifact, library_versions
 from compressors.build.context import BuildContext
-from compressors.core.hashing import sha256_file
 from compressors.build.models.spec import TORCH_LIBS, ModelSpec, ModelUnavailable
 from compressors.build.training import FineTuneRecipe
+from compressors.core.cache import Artifact, library_versions
+from compressors.core.hashing import sha256_file
 
 # Chosen to reach >= 88% SST-2 dev accuracy within the 15-minute budget on 2 cores
 # (see compressors/decisions/minilm-finetune-recipe.md); changing any field retrains (new cache key).

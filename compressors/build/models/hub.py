@@ -10,9 +10,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from compressors.core.cache import Artifact, library_versions
 from compressors.build.context import BuildContext
 from compressors.build.models.spec import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TORCH_LIBS, ModelSpec, ModelUnavailable
+from compressors.core.cache import Artifact, library_versions
 
 
 def hub_endpoint_reachable(timeout: float = 3.0) -> str | None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.core.cache import Artifact
 from compressors.build.context import BuildContext
+from compressors.core.cache import Artifact
 from compressors.core.registry import Registry
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS  # noqa: F401  (re-exported)
 

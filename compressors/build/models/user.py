@@ -18,11 +18,11 @@ import re
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.core.cache import Artifact, library_versions
 from compressors.build.context import BuildContext
-from compressors.core.hashing import sha256_file
 from compressors.build.models.hub import _auto_class, resolve_hub_snapshot
 from compressors.build.models.spec import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TORCH_LIBS, ModelSpec, ModelUnavailable
+from compressors.core.cache import Artifact, library_versions
+from compressors.core.hashing import sha256_file
 
 HUB_PREFIX = "hub:"
 SUPPORTED_ARCHITECTURE_SUFFIXES = {"ForSequenceClassification": TASK_CLASSIFICATION, "ForCausalLM": TASK_CAUSAL_LM}

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compressors import CompressbenchError
+from compressors.build.context import BuildContext
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.config import Config
-from compressors.build.context import BuildContext
 from compressors.core.registry import Registry
 
 # What flows between stages.
@@ -166,8 +166,8 @@ TECHNIQUES: Registry[Technique] = Registry("technique")
 def check_registrable(technique: Technique) -> None:
     """What registration demands beyond a valid name: implied stages registered first, and a
     registered loader for the artifact kind it builds (so every artifact it writes can be read)."""
-    from compressors.machine.kernels import KERNELS
     from compressors.execution.runtime import ARTIFACT_LOADERS
+    from compressors.machine.kernels import KERNELS
 
     unknown = [k for k in technique.kernels if k not in KERNELS]
     if unknown:

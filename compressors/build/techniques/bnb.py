@@ -29,15 +29,15 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice, check_range
-from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, hf_auto_class
+from compressors.core.scratch import scratch_dir
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, hf_auto_class
 from compressors.execution.nn import head_module_names, keep_float_names, linear_names
 from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
-from compressors.core.scratch import scratch_dir
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 BNB_LIBS = ("torch", "transformers", "bitsandbytes", "accelerate")
 CPU_4BIT_IN_MULTIPLE, CPU_4BIT_OUT_MULTIPLE = 64, 32

@@ -19,15 +19,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.core.cache import Artifact
-from compressors.core.config import Config, check_range
 from compressors.build.context import BuildContext
-from compressors.execution.hf import save_hf_model
-from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
-from compressors.execution.runtime import load_torch_module
 from compressors.build.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.build.training import FineTuneRecipe
+from compressors.core.cache import Artifact
+from compressors.core.config import Config, check_range
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.execution.hf import save_hf_model
+from compressors.execution.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
+from compressors.execution.runtime import load_torch_module
 
 DISTILL_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=1e-4, batch_size=32, max_length=64, seed=0)
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice
-from compressors.build.context import BuildContext
-from compressors.execution.hf import save_hf_model
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import save_hf_model
 from compressors.execution.runtime import load_torch_module
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,16 +22,16 @@ import dataclasses
 import json
 from pathlib import Path
 
-from compressors.core.cache import Artifact, library_versions
-from compressors.core.config import Config, check_range
 from compressors.build.context import BuildContext
-from compressors.quality.data import HELD_APART_SENTENCES
-from compressors.execution.hf import save_hf_model
-from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
-from compressors.execution.runtime import load_torch_module
 from compressors.build.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
 from compressors.build.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
+from compressors.core.cache import Artifact, library_versions
+from compressors.core.config import Config, check_range
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.execution.hf import save_hf_model
+from compressors.execution.nn import LAYER_STACK_MODEL_TYPES, drop_layers, layer_count
+from compressors.execution.runtime import load_torch_module
+from compressors.quality.data import HELD_APART_SENTENCES
 
 SENSITIVITY_FILE = "sensitivity.json"
 
@@ -59,8 +59,8 @@ class LayerDropConfig(Config):
 
 
 def _accuracy_on(model, tokenizer, split) -> float:
-    from compressors.quality.metrics import accuracy, make_eval_set
     from compressors.execution.runtime import TorchPredictor
+    from compressors.quality.metrics import accuracy, make_eval_set
 
     return accuracy(TorchPredictor(model), make_eval_set(tokenizer, split))
 

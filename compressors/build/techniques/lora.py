@@ -34,16 +34,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.core.cache import Artifact
-from compressors.core.config import Config, check_choice, check_range
 from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, save_hf_model
 from compressors.build.models import SST2_LABELS, ModelUnavailable
-from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.nn import head_module_names
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
 from compressors.build.techniques.base import PEFT_ADAPTER, TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.build.training import FineTuneRecipe
+from compressors.core.cache import Artifact
+from compressors.core.config import Config, check_choice, check_range
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, save_hf_model
+from compressors.execution.nn import head_module_names
+from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
 
 BASE_DIR, ADAPTER_DIR = "base", "adapter"
 BASE_WEIGHTS, ADAPTER_WEIGHTS = f"{BASE_DIR}/model.safetensors", f"{ADAPTER_DIR}/adapter_model.safetensors"
@@ -125,7 +125,12 @@ def load_for_training(source: Path, config: LoraTrainConfig, id2label: dict[int,
     torch.manual_seed(config.recipe.seed)  # the new head's initialisation
     if config.base_bits is None:
         return AutoModelForSequenceClassification.from_pretrained(source, **labels), []
-    from compressors.build.techniques.bnb import BnbConfig, bnb_quantization_config, modules_kept_float, quiet_bitsandbytes
+    from compressors.build.techniques.bnb import (
+        BnbConfig,
+        bnb_quantization_config,
+        modules_kept_float,
+        quiet_bitsandbytes,
+    )
 
     quiet_bitsandbytes()
     bnb = BnbConfig(bits=4, quant_type="nf4")

@@ -26,15 +26,15 @@ import dataclasses
 import math
 from pathlib import Path
 
-from compressors.core.cache import Artifact
-from compressors.core.config import Config, check_range
 from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, hf_auto_class
-from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.nn import replace_module, select_linears
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
 from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.build.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
+from compressors.core.cache import Artifact
+from compressors.core.config import Config, check_range
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, hf_auto_class
+from compressors.execution.nn import replace_module, select_linears
+from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
 
 LOWRANK_WEIGHTS = "model_lowrank.safetensors"
 

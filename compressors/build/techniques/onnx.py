@@ -39,14 +39,14 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import ONNX_GRAPH, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice, check_range
-from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files
-from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.runtime import load_torch_module
 from compressors.core.scratch import scratch_dir
-from compressors.build.techniques.base import ONNX_GRAPH, TORCH_MODEL, register_variants
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files
+from compressors.execution.runtime import load_torch_module
 
 # config.json model types the optimizer's "bert" fusion patterns fit (BERT, MiniLM, RoBERTa, DistilBERT, ...)
 OPTIMIZER_BERT_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"})

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from compressors.core.cache import Artifact
-from compressors.core.config import Config, check_choice, check_range
 from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, is_causal_lm_folder
-from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module
 from compressors.build.techniques.base import OPENVINO_IR as OPENVINO_IR_FLOW
 from compressors.build.techniques.base import TORCH_MODEL, register_variants
+from compressors.core.cache import Artifact
+from compressors.core.config import Config, check_choice, check_range
+from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, is_causal_lm_folder
+from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module
 
 OPENVINO_IR = "openvino_model.xml"
 OPENVINO_WEIGHTS = "openvino_model.bin"

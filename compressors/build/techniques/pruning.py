@@ -32,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
-from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, hf_auto_class
+from compressors.core.scratch import scratch_dir
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, hf_auto_class
 from compressors.execution.nn import replace_module, select_linears
 from compressors.execution.runtime import (
     ARTIFACT_LOADERS,
@@ -45,8 +47,6 @@ from compressors.execution.runtime import (
     load_torch_module,
     torch_module_predictor,
 )
-from compressors.core.scratch import scratch_dir
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 SPARSE_WEIGHTS = "model_sparse.safetensors"
 FORMAT_KEY = "compressbench_sparse_format"

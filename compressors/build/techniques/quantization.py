@@ -23,14 +23,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice
-from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files
 from compressors.execution.nn import conv1d_to_linear, linear_names, select_linears
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_pickled_module, load_torch_module
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.execution.runtime import (
+    ARTIFACT_LOADERS,
+    ArtifactLoader,
+    TorchPredictor,
+    load_pickled_module,
+    load_torch_module,
+)
 
 DYNAMIC_INT8_WEIGHTS = "model_dynamic_int8.pt"
 

@@ -23,14 +23,14 @@ import dataclasses
 import time
 from pathlib import Path
 
+from compressors.build.context import BuildContext
+from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice
-from compressors.build.context import BuildContext
-from compressors.execution.hf import copy_side_files, hf_auto_class
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
+from compressors.execution.hf import copy_side_files, hf_auto_class
 from compressors.execution.nn import linear_names, select_linears
 from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 
 TORCHAO_WEIGHTS = "model_torchao.pt"
 TORCHAO_LIBS = ("torch", "transformers", "torchao")
