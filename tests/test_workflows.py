@@ -163,3 +163,28 @@ def test_nightly_pytest_arguments_are_accepted_by_the_suite(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "minilm-sst2-fp32-cpu-bs32" in out.stdout
+
+
+def test_the_docs_build_is_strict_part_of_tox_and_lists_every_page_and_decision_record():
+    """The reference site fails its build on a broken link or anchor, or on a page left out of the navigation;
+    tox (what CI runs) builds it. The same page sets are checked here, in seconds, with pytest."""
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert "docs" in [e.strip() for e in tox["tox"]["env_list"].split(",")]
+    assert "mkdocs build --strict" in tox["testenv:docs"]["commands"]
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    assert config["strict"] is True and config["theme"]["name"] == "material"
+    assert config["validation"]["nav"]["omitted_files"] == "warn"
+    assert config["validation"]["links"]["not_found"] == config["validation"]["links"]["anchors"] == "warn"
+
+    def flatten(items):
+        for item in items:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            yield from flatten(value) if isinstance(value, list) else [value]
+
+    nav = set(flatten(config["nav"]))
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    records = {f"decisions/{p.name}" for p in (ROOT / "compressors" / "decisions").glob("*.md")}
+    assert nav == pages | records, f"missing from nav: {sorted((pages | records) - nav)}; " \
+                                   f"in nav without a file: {sorted(nav - pages - records)}"
