@@ -5,8 +5,9 @@
     <!-- end generated -->
 
 and is the output of the command in the marker (run from the repository root). ``python -m reports docs``
-rewrites every such block from its command; ``--check`` only says which are stale (exit 1), which is what
-the unit test and CI run. A new measurement = save a run, copy its JSON under docs/runs/, regenerate.
+rewrites every such block from its command; ``--check`` only says which are stale (exit 1).
+tests/test_docs.py checks the same in CI. A new measurement = save a run, copy its JSON under docs/runs/,
+regenerate.
 """
 
 from __future__ import annotations
