@@ -208,6 +208,21 @@ def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float 
     return verdicts
 
 
+def check_row(budget: Budget, row, fp32_peak_memory_bytes: float | None = None) -> list[Verdict]:
+    """:func:`check` on a result row's own figures (its peak memory in MiB, as budgets are written); what a test
+    judges while it runs and what a report judges again from a saved row."""
+    peak = row.size.peak_memory_bytes
+    return check(budget, row.quality.accuracy_drop_pp, None if peak is None else peak / 2**20,
+                 perplexity_increase_pct=row.quality.perplexity_increase_pct,
+                 fp32_peak_memory_mb=fp32_peak_memory_bytes / 2**20 if fp32_peak_memory_bytes else None)
+
+
+def saved_budget(technique: str, model: str, saved: dict) -> Budget:
+    """The :class:`Budget` a row saved with ``Budget.to_dict()``."""
+    names = {field.name for field in dataclasses.fields(Budget)} - {"technique", "model"}
+    return Budget(technique, model, **{k: v for k, v in saved.items() if k in names})
+
+
 @dataclasses.dataclass(frozen=True)
 class Judgement:
     """What a test does with its verdicts: ``pass``, ``fail`` or ``xfail`` (a declared exception)."""

@@ -360,15 +360,11 @@ class BenchSession:
         budget = budgets_mod.budget_for(self.budgets, case.chain.name, case.model.name,
                                         task=case.model.task if user else None)
         row = row.replace(provenance={"budget": budget.to_dict()})
-        peak = row.size.peak_memory_bytes
         fp32_peak = None
         if budget.max_peak_memory_vs_fp32 is not None:  # the same model's fp32 peak, measured on this machine
             baseline_case = dataclasses.replace(case.with_chain(BASELINE), tier="cpu")
             fp32_peak = self.measurement(baseline_case).get("peak_memory_bytes")
-        return row, budget, budgets_mod.check(budget, row.quality.accuracy_drop_pp,
-                                              None if peak is None else peak / 2**20,
-                                              perplexity_increase_pct=row.quality.perplexity_increase_pct,
-                                              fp32_peak_memory_mb=None if not fp32_peak else fp32_peak / 2**20)
+        return row, budget, budgets_mod.check_row(budget, row, fp32_peak)
 
     # ------------------------------------------------------------------ one test
     def prepare(self, case: Case) -> PreparedCase:

@@ -83,20 +83,21 @@ def commands(text: str) -> list[str]:
     return [match["command"] for match in blocks(text)]
 
 
+def _regenerated(root: Path) -> list[tuple[Path, str, str]]:
+    """(page, its text, its text regenerated) for every page."""
+    return [(page, text, regenerate(text, root)) for page in pages(root) for text in [page.read_text()]]
+
+
 def stale_pages(root: Path = ROOT) -> list[Path]:
-    return [page for page in pages(root) if regenerate(page.read_text(), root) != page.read_text()]
+    return [page for page, text, new in _regenerated(root) if new != text]
 
 
 def write_pages(root: Path = ROOT) -> list[Path]:
     """Regenerate every block; the pages that changed."""
-    changed = []
-    for page in pages(root):
-        text = page.read_text()
-        new = regenerate(text, root)
-        if new != text:
-            page.write_text(new)
-            changed.append(page)
-    return changed
+    changed = [(page, new) for page, text, new in _regenerated(root) if new != text]
+    for page, new in changed:
+        page.write_text(new)
+    return [page for page, _new in changed]
 
 
 # Display names of the modules that register techniques (a module not listed shows under its own name).
@@ -146,11 +147,8 @@ def budget_verdicts(rows) -> Callable:
     """``verdict(row)`` for a saved run's rows: the budget recorded with the row, judged again on the row's own
     figures as the test judged them (bench/budgets.py): ``within``, ``declared exception`` (a strict expected
     failure, known_over_budget) or ``over``; ``-`` where the row recorded no budget."""
-    import dataclasses
+    from bench.budgets import check_row, judge, saved_budget
 
-    from bench.budgets import Budget, check, judge
-
-    fields = {f.name for f in dataclasses.fields(Budget)} - {"technique", "model"}
     def where(r) -> tuple:
         return r.identity.model, r.identity.tier, r.identity.batch_size, r.identity.scenario
 
@@ -158,14 +156,10 @@ def budget_verdicts(rows) -> Callable:
     words = {"pass": "within", "xfail": "declared exception", "fail": "over"}
 
     def verdict(row) -> str:
-        saved = row.provenance.budget
-        if not saved:
+        if not row.provenance.budget:
             return "-"
-        budget = Budget(row.identity.technique, row.identity.model, **{k: v for k, v in saved.items() if k in fields})
-        mb = None if row.size.peak_memory_bytes is None else row.size.peak_memory_bytes / 2**20
-        fp32 = fp32_peak.get(where(row))
-        verdicts = check(budget, row.quality.accuracy_drop_pp, mb, row.quality.perplexity_increase_pct,
-                         None if fp32 is None else fp32 / 2**20)
+        budget = saved_budget(row.identity.technique, row.identity.model, row.provenance.budget)
+        verdicts = check_row(budget, row, fp32_peak.get(where(row)))
         return words[judge(row.config_id, budget, verdicts).outcome]
 
     return verdict
