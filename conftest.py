@@ -92,9 +92,9 @@ def _split(option: str, value: list[str] | None, valid: str) -> list[str] | None
 def check_selection(models: list | None, techniques: list[str] | None) -> None:
     """Every named model and chain exists, and every chain's parameters fit every selected model it
     applies to (``layerdrop-99`` on a 6-layer encoder), from configs read without weights. ``models``:
-    registered names or :class:`~compressors.build.models.ModelSpec` objects (models given by path)."""
-    from compressors.build.models import MODELS, ModelSpec
-    from compressors.build.techniques import ChainError, parse_chain
+    registered names or :class:`~compressors.builders.models.ModelSpec` objects (models given by path)."""
+    from compressors.builders.models import MODELS, ModelSpec
+    from compressors.builders.techniques import ChainError, parse_chain
 
     for name in models or []:
         if not isinstance(name, ModelSpec) and name not in MODELS:
@@ -135,12 +135,12 @@ def setting(config, name: str):
 
 def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict]:
     """``(models, user_data)``: registered names stay names; a folder, a hub id (``hub:org/name``) or a model
-    named in the settings table becomes a ModelSpec (compressors.build.models.user), checked now, with its data
+    named in the settings table becomes a ModelSpec (compressors.builders.models.user), checked now, with its data
     (compressors.quality.taskdata.user_data) read and checked now too. Data options without such a model are an
     error."""
     from compressors import CompressbenchError
-    from compressors.build.models import MODELS
-    from compressors.build.models.user import parse_model_argument, user_model_spec
+    from compressors.builders.models import MODELS
+    from compressors.builders.models.user import parse_model_argument, user_model_spec
     from compressors.quality.taskdata import user_data
 
     data_options = [o for o in ("dataset", "dataset_eval", "dataset_train", "text_file", "text_file_train")
@@ -190,8 +190,8 @@ def run_settings(config):
 
 
 def pytest_configure(config):
-    from compressors.build.models import MODELS
-    from compressors.build.techniques import TECHNIQUES
+    from compressors.builders.models import MODELS
+    from compressors.builders.techniques import TECHNIQUES
 
     settings = config.compressbench_settings = run_settings(config)
     names = _split("--models", settings.models, MODELS.describe_names())

@@ -23,8 +23,8 @@ import tomllib
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.build.models import MODELS
-from compressors.build.techniques import ChainError, parse_chain
+from compressors.builders.models import MODELS
+from compressors.builders.techniques import ChainError, parse_chain
 
 BUDGETS_FILE = Path(__file__).with_name("budgets.toml")
 BUDGET_KEYS = {

@@ -6,7 +6,7 @@ scenario (a batch size; for language models a prefill or a generation). Its id i
 language models (``smollm2-135m-bnb-nf4-cpu-bs1-prefill512``), so ``-k`` selects on any part.
 
 The default techniques of a model are those registered for its task's default matrix
-(``Technique.default_for``) plus :data:`compressors.build.techniques.DEFAULT_CHAINS`; the scenarios
+(``Technique.default_for``) plus :data:`compressors.builders.techniques.DEFAULT_CHAINS`; the scenarios
 are its task's (:mod:`compressors.evaluation.tasks`). Nothing is listed here by hand but the smoke subset.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from compressors.build.models import MODELS, ModelSpec
-from compressors.build.techniques import Chain, default_techniques, parse_chain
+from compressors.builders.models import MODELS, ModelSpec
+from compressors.builders.techniques import Chain, default_techniques, parse_chain
 from compressors.evaluation.tasks import Scenario, Task, task_for
 from compressors.machine.hardware import TIER_DEVICE, TIERS
 

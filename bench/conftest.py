@@ -6,7 +6,7 @@ import pytest
 
 from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
-from compressors.build.context import BuildContext
+from compressors.builders.context import BuildContext
 from compressors.core.cache import ArtifactCache
 from compressors.core.scratch import sweep_stale
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION

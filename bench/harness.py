@@ -24,9 +24,9 @@ import pytest
 from bench import budgets as budgets_mod
 from bench.cases import Case
 from compressors import CompressbenchError
-from compressors.build.context import BuildContext
-from compressors.build.models import ModelSpec, ModelUnavailable
-from compressors.build.techniques import build_chain
+from compressors.builders.context import BuildContext
+from compressors.builders.models import ModelSpec, ModelUnavailable
+from compressors.builders.techniques import build_chain
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.quiet import quiet_libraries
 from compressors.evaluation.tasks import BASELINE

@@ -119,7 +119,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     when its folder is not at hand (a hub model not in the local cache)."""
     from transformers import AutoTokenizer
 
-    from compressors.build.models.user import folder_recipe, local_folder
+    from compressors.builders.models.user import folder_recipe, local_folder
     from compressors.core.cache import content_key
     from compressors.core.task_kinds import TASK_CAUSAL_LM
     from compressors.quality.metrics import CPU_EVAL_TOKENS, artifact_identity, eval_max_length, measurement_path

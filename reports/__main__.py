@@ -30,8 +30,8 @@ def _weights(text: str) -> tuple[float, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from reports.build import BuildOptions
     from reports.compare import add_threshold_options
+    from reports.html import BuildOptions
 
     parser = argparse.ArgumentParser(prog="python -m reports")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,7 +138,7 @@ def _docs(args) -> int:
 
 
 def _build(args) -> int:
-    from reports.build import BuildOptions, default_out, write_report
+    from reports.html import BuildOptions, default_out, write_report
     from reports.runs import load_runs
 
     options = BuildOptions(weights=args.weights, max_drop=args.max_drop, score_batch=args.score_batch)

@@ -125,7 +125,7 @@ def _needs(technique) -> str:
 
 def techniques_markdown() -> list[str]:
     """The registry as a Markdown table: one row per registered technique and per parametrised family."""
-    from compressors.build.techniques import DEFAULT_CHAINS, TECHNIQUES
+    from compressors.builders.techniques import DEFAULT_CHAINS, TECHNIQUES
 
     entries = [(f"`{name}`", TECHNIQUES.get(name)) for name in TECHNIQUES.names()]
     entries += [(f"`{example}` (any name matching `{pattern}`)", technique)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compressors.build.context import BuildContext
+from compressors.builders.context import BuildContext
 from compressors.core.cache import ArtifactCache
 
 pytest_plugins = ["pytester"]  # tests of the suite's own hooks

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.budgets import Budget, BudgetError, Verdict, budget_for, check, judge, load_budgets
-from compressors.build.techniques import default_techniques
+from compressors.builders.techniques import default_techniques
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)

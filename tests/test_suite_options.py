@@ -203,11 +203,11 @@ def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
 
 
 def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
-    from compressors.build.techniques import default_techniques
+    from compressors.builders.techniques import default_techniques
     from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     CLASSIFICATION_TECHNIQUES = default_techniques(TASK_CLASSIFICATION)
-    from compressors.build.techniques import parse_chain
+    from compressors.builders.techniques import parse_chain
 
     cases = collect_simulated(tmp_path, "t4", "-m", "t4", "--models", "minilm-sst2")
     assert all(tiers == "t4" and "-t4-bs" in case_id for case_id, (tiers, _) in cases.items())

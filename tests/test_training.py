@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from compressors.build.training import (
+from compressors.builders.training import (
     FineTuneRecipe,
     count_parameters,
     length_bucketed_batches,
@@ -63,9 +63,9 @@ def test_training_learns_a_toy_task(tmp_path):
 
 
 def test_fused_adamw_is_the_same_update_as_the_for_loop():
-    """train_classifier's optimiser (compressors.build.training.adamw): the fused implementation where
+    """train_classifier's optimiser (compressors.builders.training.adamw): the fused implementation where
     PyTorch has one, differing from the for-loop AdamW by rounding only."""
-    from compressors.build.training import adamw
+    from compressors.builders.training import adamw
 
     torch.manual_seed(0)
     start = [torch.randn(64, 32), torch.randn(32)]
@@ -91,7 +91,7 @@ def test_fused_adamw_is_the_same_update_as_the_for_loop():
 
 
 def test_adamw_falls_back_and_says_why():
-    from compressors.build.training import adamw
+    from compressors.builders.training import adamw
 
     params = [torch.zeros(4, device="meta", requires_grad=True)]  # a device without fused kernels
     optimizer, label = adamw([{"params": params, "weight_decay": 0.0}], 1e-3)

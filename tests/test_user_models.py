@@ -1,4 +1,4 @@
-"""Models given on the command line (compressors/build/models/user.py): a folder or ``hub:org/name`` next to
+"""Models given on the command line (compressors/builders/models/user.py): a folder or ``hub:org/name`` next to
 registered names, checked at collection with one-line messages, built into the artifact cache keyed on
 its files' content. The models are tiny random ones written in the test."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compressors.build.context import BuildContext
-from compressors.build.models import ModelUnavailable
-from compressors.build.models.user import (
+from compressors.builders.context import BuildContext
+from compressors.builders.models import ModelUnavailable
+from compressors.builders.models.user import (
     UserModelError,
     detect_task,
     model_slug,

@@ -231,7 +231,7 @@ def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
     import types
 
     from bench.harness import BenchSession, NearChanceWarning
-    from compressors.build.context import BuildContext
+    from compressors.builders.context import BuildContext
     from compressors.core.cache import ArtifactCache
     from compressors.quality.data import TextClassificationSplit
     from compressors.quality.taskdata import InMemoryData

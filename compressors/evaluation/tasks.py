@@ -311,5 +311,5 @@ TASKS.register(TASK_CAUSAL_LM, CausalLMTask())
 
 
 def task_for(model) -> Task:
-    """The task object of a :class:`~compressors.build.models.ModelSpec`."""
+    """The task object of a :class:`~compressors.builders.models.ModelSpec`."""
     return TASKS.get(model.task)

@@ -222,7 +222,7 @@ def subset(split: TextClassificationSplit, indices, name: str) -> TextClassifica
 # Held-apart slice of SST-2 train for decisions made from data (layer sensitivity):
 # the *last* HELD_APART_SENTENCES positions of the train split shuffled with seed
 # HELD_APART_SEED. Fine-tune recipes with that seed sample the *first* positions of the
-# same shuffle (compressors.build.training.sample_indices), so the embedded model's fine-tune
+# same shuffle (compressors.builders.training.sample_indices), so the embedded model's fine-tune
 # (32,000 of 67,349) never saw them, and re-finetunes train on the rest only. Dev stays
 # untouched for the final, honest measurement.
 HELD_APART_SENTENCES = 1000

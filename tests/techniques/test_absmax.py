@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.absmax import AbsmaxInt8Config, absmax_quantize, apply_absmax_int8
 from compressors.core.config import ConfigError
 from compressors.execution.nn import select_linears
 from compressors.execution.runtime import load_predictor
@@ -101,7 +101,7 @@ def test_the_classes_a_technique_pickles_are_named_where_they_live_and_key_its_a
     move of the class shows here), and it is part of the cache key (so a moved class rebuilds the artifact)."""
     import importlib
 
-    from compressors.build.techniques import TECHNIQUES
+    from compressors.builders.techniques import TECHNIQUES
 
     declared = {name: TECHNIQUES.get(name).pickles for name in TECHNIQUES.names() if TECHNIQUES.get(name).pickles}
     assert set(declared) >= {"custom-int8-channel", "custom-int8-tensor", "custom-int8-attn", "custom-int8-ffn"}

@@ -1,6 +1,6 @@
 import pytest
 
-from compressors.build.techniques import ChainError, parse_chain
+from compressors.builders.techniques import ChainError, parse_chain
 
 
 def test_single_technique():
@@ -40,7 +40,7 @@ def test_importing_techniques_does_not_import_runtimes():
     import subprocess
     import sys
 
-    code = ("import sys, compressors.build.techniques, compressors.build.models; "
+    code = ("import sys, compressors.builders.techniques, compressors.builders.models; "
             "print(sorted(m for m in ('torch','onnxruntime','transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.bnb import BnbConfig
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.bnb import BnbConfig
 from compressors.core.config import ConfigError
 from compressors.execution.runtime import load_predictor
 from tests.conftest import make_tiny_tokenizer

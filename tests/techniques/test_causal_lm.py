@@ -5,7 +5,7 @@ stays close to fp32 in perplexity."""
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
+from compressors.builders.techniques import build_chain, parse_chain
 from compressors.execution.nn import conv1d_to_linear, head_module_names
 from compressors.execution.runtime import load_predictor
 from compressors.quality.metrics import perplexity
@@ -92,8 +92,8 @@ def test_keep_float_keeps_exactly_the_named_linears_float(tmp_path):
     ``model.layers.1.*`` keeps one whole decoder layer."""
     from transformers import LlamaForCausalLM
 
-    from compressors.build.techniques.bnb import BnbConfig, modules_kept_float
-    from compressors.build.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+    from compressors.builders.techniques.bnb import BnbConfig, modules_kept_float
+    from compressors.builders.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
     from compressors.core.config import ConfigError
     from compressors.execution.nn import keep_float_names
     from tests.conftest import save_tiny_causal_lm

@@ -18,8 +18,8 @@ import shutil
 import numpy as np
 import pytest
 
-from compressors.build.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
-from compressors.build.techniques.base import FAMILY_DEFAULTS
+from compressors.builders.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
+from compressors.builders.techniques.base import FAMILY_DEFAULTS
 from compressors.core.cache import verify_entry
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 from compressors.execution.runtime import ARTIFACT_LOADERS, load_predictor
@@ -151,7 +151,7 @@ def test_data_built_techniques_are_the_ones_that_train_or_calibrate():
 
 
 def test_a_technique_that_reads_rows_undeclared_is_stopped(tiny_base, ctx):
-    from compressors.build.techniques.base import Technique
+    from compressors.builders.techniques.base import Technique
     from compressors.quality.taskdata import UndeclaredDataUse
 
     sneaky = dataclasses.replace(get_technique("dynamic-int8"), name="sneaky",
@@ -179,8 +179,8 @@ def test_every_artifact_kind_has_a_loader_and_a_producer():
 
 
 def test_registering_a_kind_without_a_loader_fails_loudly():
-    from compressors.build.techniques import ChainError, Technique, register_technique
-    from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL
+    from compressors.builders.techniques import ChainError, Technique, register_technique
+    from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL
     from compressors.core.config import Config
 
     orphan = Technique(name="orphan-kind", summary="x", config=Config(), consumes=TORCH_MODEL, produces=TORCH_FINAL,

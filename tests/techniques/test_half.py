@@ -1,6 +1,6 @@
 import numpy as np
 
-from compressors.build.techniques import build_chain, parse_chain
+from compressors.builders.techniques import build_chain, parse_chain
 from compressors.execution.runtime import load_predictor
 
 

@@ -4,14 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from compressors.build.techniques import Chain, build_chain, get_technique, parse_chain
-from compressors.build.techniques.layerdrop import (
+from compressors.builders.techniques import Chain, build_chain, get_technique, parse_chain
+from compressors.builders.techniques.layerdrop import (
     SENSITIVITY_FILE,
     LayerDropConfig,
     layer_sensitivity,
     least_sensitive,
 )
-from compressors.build.training import FineTuneRecipe
+from compressors.builders.training import FineTuneRecipe
 from compressors.execution.nn import drop_layers, layer_count
 from compressors.execution.runtime import load_predictor, load_torch_module
 from compressors.quality.data import TextClassificationSplit

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.lowrank import LowRankConfig, factorize, plan_ranks, rank_for, svd_factors
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.lowrank import LowRankConfig, factorize, plan_ranks, rank_for, svd_factors
 from compressors.execution.runtime import load_predictor, load_torch_module
 
 
@@ -49,7 +49,7 @@ def test_lowrank_artifact_reloads_without_pickle(tiny_base, ctx, tiny_batch):
 
 
 def test_lowrank_cannot_be_chained_further():
-    from compressors.build.techniques import ChainError
+    from compressors.builders.techniques import ChainError
 
     with pytest.raises(ChainError, match="lowrank-50"):
         parse_chain("lowrank-50+dynamic-int8")

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.base import Chain
-from compressors.build.techniques.onnx import OrtDynamicQuantConfig, OrtStaticQuantConfig
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.base import Chain
+from compressors.builders.techniques.onnx import OrtDynamicQuantConfig, OrtStaticQuantConfig
 from compressors.execution.runtime import load_predictor
 from compressors.machine.hardware import this_cpu
 from tests import cpus

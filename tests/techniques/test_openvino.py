@@ -4,7 +4,7 @@ PyTorch token for token, int8 stays close (the contract test covers build/reload
 import numpy as np
 import pytest
 
-from compressors.build.techniques import build_chain, parse_chain
+from compressors.builders.techniques import build_chain, parse_chain
 from compressors.execution.runtime import load_predictor
 from tests import cpus
 
@@ -53,7 +53,7 @@ def test_stateful_lm_export_matches_pytorch_logits_and_greedy_tokens(tmp_path, c
 def test_openvino_int8_overflow_fix_is_chosen_from_the_cpu(kind, fix):
     # without VNNI/AMX, uint8 x int8 dot products saturate: 7-bit weights in every layer (a tiny
     # classifier's logits were 32% off with NNCF's first-layer-only default on an AVX2-only Zen 3)
-    from compressors.build.techniques.openvino import NncfQuantizeConfig
+    from compressors.builders.techniques.openvino import NncfQuantizeConfig
 
     config = NncfQuantizeConfig()
     assert config.for_machine(cpus.cpu(kind)).overflow_fix == fix

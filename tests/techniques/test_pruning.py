@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.pruning import (
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.pruning import (
     SPARSE_WEIGHTS,
     L1PruneConfig,
     _decode_sparse,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
-from compressors.build.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
+from compressors.builders.techniques import build_chain, parse_chain
+from compressors.builders.techniques.quantization import DynamicInt8Config, apply_dynamic_int8
 from compressors.core.config import ConfigError
 from compressors.execution.nn import head_module_names
 from compressors.execution.runtime import load_predictor

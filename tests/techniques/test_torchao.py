@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import build_chain, parse_chain
+from compressors.builders.techniques import build_chain, parse_chain
 from compressors.execution.runtime import load_predictor
 
 pytest.importorskip("torchao")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from compressors.build.techniques import Chain, build_chain, get_technique, parse_chain
-from compressors.build.techniques.distill import DistillConfig, distillation_loss, student_layers
-from compressors.build.techniques.lora import LoraTrainConfig, attach_lora
-from compressors.build.training import FineTuneRecipe, count_parameters
+from compressors.builders.techniques import Chain, build_chain, get_technique, parse_chain
+from compressors.builders.techniques.distill import DistillConfig, distillation_loss, student_layers
+from compressors.builders.techniques.lora import LoraTrainConfig, attach_lora
+from compressors.builders.training import FineTuneRecipe, count_parameters
 from compressors.execution.runtime import load_predictor, load_torch_module
 from tests.conftest import make_tiny_tokenizer
 
@@ -207,7 +207,7 @@ def test_distill_builds_a_shallower_student(lora_ctx, tmp_path, tiny_batch):
 
 
 def test_lora_must_be_first_in_a_chain():
-    from compressors.build.techniques import ChainError
+    from compressors.builders.techniques import ChainError
 
     with pytest.raises(ChainError, match="must come first"):
         parse_chain("layerdrop-2+lora")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.build.context import BuildContext
+from compressors.builders.context import BuildContext
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.config import Config
 from compressors.core.registry import Registry

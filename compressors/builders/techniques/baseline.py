@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from compressors.build.techniques.base import TORCH_MODEL, Technique, register_technique
+from compressors.builders.techniques.base import TORCH_MODEL, Technique, register_technique
 from compressors.core.config import Config
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 

@@ -23,8 +23,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION

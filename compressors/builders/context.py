@@ -22,7 +22,7 @@ class BuildContext:
             library's default, ``$HF_HUB_CACHE``).
         hf_local_only: never contact the hub, use only what the HF cache holds.
         progress: show progress bars while training or exporting.
-        model: the :class:`~compressors.build.models.ModelSpec` whose chain is being built, for
+        model: the :class:`~compressors.builders.models.ModelSpec` whose chain is being built, for
             techniques that start from its pretrained encoder (LoRA); None outside a case.
         cpu: the CPU the artifacts are built for (configs resolve machine-dependent choices
             from it, :meth:`~compressors.core.config.Config.for_machine`); this machine's by default.

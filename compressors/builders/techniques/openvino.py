@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import OPENVINO_IR as OPENVINO_IR_FLOW
-from compressors.build.techniques.base import TORCH_MODEL, register_variants
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import OPENVINO_IR as OPENVINO_IR_FLOW
+from compressors.builders.techniques.base import TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION

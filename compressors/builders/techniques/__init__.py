@@ -6,7 +6,7 @@ Modules keep torch/onnxruntime imports inside functions (a unit test checks it),
 so listing techniques and collecting the suite stay fast.
 """
 
-from compressors.build.techniques import (  # noqa: F401  (registration order)
+from compressors.builders.techniques import (  # noqa: F401  (registration order)
     absmax,
     baseline,
     bnb,
@@ -21,7 +21,7 @@ from compressors.build.techniques import (  # noqa: F401  (registration order)
     quantization,
     torchao_quant,
 )
-from compressors.build.techniques.base import (  # noqa: F401
+from compressors.builders.techniques.base import (  # noqa: F401
     DEFAULT_CHAINS,
     TECHNIQUES,
     Chain,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION

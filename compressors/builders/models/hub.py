@@ -10,8 +10,14 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from compressors.build.context import BuildContext
-from compressors.build.models.spec import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TORCH_LIBS, ModelSpec, ModelUnavailable
+from compressors.builders.context import BuildContext
+from compressors.builders.models.spec import (
+    TASK_CAUSAL_LM,
+    TASK_CLASSIFICATION,
+    TORCH_LIBS,
+    ModelSpec,
+    ModelUnavailable,
+)
 from compressors.core.cache import Artifact, library_versions
 
 

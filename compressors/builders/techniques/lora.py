@@ -34,10 +34,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.models import SST2_LABELS, ModelUnavailable
-from compressors.build.techniques.base import PEFT_ADAPTER, TORCH_FINAL, TORCH_MODEL, register_variants
-from compressors.build.training import FineTuneRecipe
+from compressors.builders.context import BuildContext
+from compressors.builders.models import SST2_LABELS, ModelUnavailable
+from compressors.builders.techniques.base import PEFT_ADAPTER, TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.training import FineTuneRecipe
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION
@@ -125,7 +125,7 @@ def load_for_training(source: Path, config: LoraTrainConfig, id2label: dict[int,
     torch.manual_seed(config.recipe.seed)  # the new head's initialisation
     if config.base_bits is None:
         return AutoModelForSequenceClassification.from_pretrained(source, **labels), []
-    from compressors.build.techniques.bnb import (
+    from compressors.builders.techniques.bnb import (
         BnbConfig,
         bnb_quantization_config,
         modules_kept_float,
@@ -154,7 +154,7 @@ def attach_lora(model, config: LoraTrainConfig):
 def _build_lora(parent: Artifact, out: Path, config: LoraTrainConfig, ctx: BuildContext) -> dict:
     from transformers import AutoTokenizer
 
-    from compressors.build.training import train_classifier
+    from compressors.builders.training import train_classifier
 
     source = pretrained_encoder(ctx)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -186,7 +186,7 @@ def peft_module(artifact: Artifact, device: str = "cpu"):
     from transformers import AutoModelForSequenceClassification
 
     if artifact.meta.get("base_bits"):
-        from compressors.build.techniques.bnb import quiet_bitsandbytes
+        from compressors.builders.techniques.bnb import quiet_bitsandbytes
 
         quiet_bitsandbytes()
         base = AutoModelForSequenceClassification.from_pretrained(artifact.path / BASE_DIR, device_map=device)
@@ -199,7 +199,7 @@ def _load_peft(artifact: Artifact, device: str) -> TorchPredictor:
     model = peft_module(artifact, device)
     extra = {"adapters": "unmerged (PEFT LoRA modules)", "base_bits": artifact.meta.get("base_bits")}
     if artifact.meta.get("base_bits"):
-        from compressors.build.techniques.bnb import bnb_backend
+        from compressors.builders.techniques.bnb import bnb_backend
 
         extra["bitsandbytes"] = bnb_backend(model)
     return TorchPredictor(model, device, extra)

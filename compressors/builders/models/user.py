@@ -18,9 +18,15 @@ import re
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.build.context import BuildContext
-from compressors.build.models.hub import _auto_class, resolve_hub_snapshot
-from compressors.build.models.spec import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TORCH_LIBS, ModelSpec, ModelUnavailable
+from compressors.builders.context import BuildContext
+from compressors.builders.models.hub import _auto_class, resolve_hub_snapshot
+from compressors.builders.models.spec import (
+    TASK_CAUSAL_LM,
+    TASK_CLASSIFICATION,
+    TORCH_LIBS,
+    ModelSpec,
+    ModelUnavailable,
+)
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.hashing import sha256_file
 

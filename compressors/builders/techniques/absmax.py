@@ -29,8 +29,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
@@ -83,7 +83,7 @@ def absmax_quantize(weight, granularity: str):
 
 def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
     """Replace the selected linears of ``model`` in place; returns their names."""
-    from compressors.build.techniques.absmax_modules import Int8Linear
+    from compressors.builders.techniques.absmax_modules import Int8Linear
 
     conv1d_to_linear(model)
     names = select_linears(model, role=config.scope)
@@ -110,7 +110,7 @@ def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
 
 
 # The class the saved pickle names (a string: importing it would import torch with the registry).
-INT8_LINEAR = "compressors.build.techniques.absmax_modules.Int8Linear"
+INT8_LINEAR = "compressors.builders.techniques.absmax_modules.Int8Linear"
 
 ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax, pickled=True))
 

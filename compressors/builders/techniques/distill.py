@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from compressors.build.context import BuildContext
-from compressors.build.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
-from compressors.build.training import FineTuneRecipe
+from compressors.builders.context import BuildContext
+from compressors.builders.techniques.base import TORCH_MODEL, ChainError, Technique, register_technique_family
+from compressors.builders.training import FineTuneRecipe
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION
@@ -95,7 +95,7 @@ def _build_distill(parent: Artifact, out: Path, config: DistillConfig, ctx: Buil
 
     from transformers import AutoTokenizer
 
-    from compressors.build.training import sample_indices, train_classifier
+    from compressors.builders.training import sample_indices, train_classifier
 
     teacher = load_torch_module(parent)
     tokenizer = AutoTokenizer.from_pretrained(parent.path)

@@ -4,7 +4,7 @@ is one ``hub_classifier(name, repo_id, published_accuracy, source, description)`
 
 from __future__ import annotations
 
-from compressors.build.models.embedded import (
+from compressors.builders.models.embedded import (
     _build_minilm,
     _build_smollm2,
     _check_minilm,
@@ -13,8 +13,8 @@ from compressors.build.models.embedded import (
     minilm_architecture,
     smollm2_architecture,
 )
-from compressors.build.models.hub import hub_causal_lm, hub_classifier
-from compressors.build.models.spec import MODELS, TASK_CAUSAL_LM, TASK_CLASSIFICATION, ModelSpec
+from compressors.builders.models.hub import hub_causal_lm, hub_classifier
+from compressors.builders.models.spec import MODELS, TASK_CAUSAL_LM, TASK_CLASSIFICATION, ModelSpec
 
 MODELS.register("minilm-sst2", ModelSpec(
     name="minilm-sst2",
