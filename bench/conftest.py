@@ -6,6 +6,7 @@ import pytest
 
 from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
+from bench.plugin.state import run_state
 from compressors.builders.context import BuildContext
 from compressors.core.cache import ArtifactCache
 from compressors.core.scratch import sweep_stale
@@ -37,8 +38,8 @@ CASE_FIXTURES = {"classification_case": TASK_CLASSIFICATION, "lm_case": TASK_CAU
 def pytest_generate_tests(metafunc):
     for fixture, task in CASE_FIXTURES.items():
         if fixture in metafunc.fixturenames:
-            selection = metafunc.config.compressbench_selection
-            extended = bool(metafunc.config.compressbench_settings.extended)
+            state = run_state(metafunc.config)
+            selection, extended = state.selection, bool(state.settings.extended)
             params = []
             for case in cases(task, selection.models, selection.techniques):
                 # a compiling technique named in --techniques is asked for; whole-test-set perplexity needs --extended
@@ -62,7 +63,8 @@ def remote_cache(settings):
 
 @pytest.fixture(scope="session")
 def bench_session(request, pytestconfig) -> BenchSession:
-    settings = pytestconfig.compressbench_settings
+    state = run_state(pytestconfig)
+    settings = state.settings
     try:
         data_dir = resolve_data_dir(settings.data_dir)
     except DataError as exc:
@@ -73,11 +75,11 @@ def bench_session(request, pytestconfig) -> BenchSession:
     session = BenchSession(ctx, pytestconfig)
     if remote is not None:
         remote.timer = session.account.phase  # the run's "time:" line books pulls and pushes apart
-        pytestconfig.compressbench_remote = remote
+        state.remote = remote
     # only the data of the models this run collected is read (a language-model run never needs SST-2)
     models = {case.model.name: case.model for item in request.session.items
               for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)
                            for name in CASE_FIXTURES] if case is not None}
     session.check_data(models.values())
-    pytestconfig.compressbench_bench_session = session  # re-times flagged configurations (reports/pytest_plugin.py)
+    state.bench_session = session  # re-times flagged configurations (reports/pytest_plugin.py)
     return session

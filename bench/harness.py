@@ -23,6 +23,8 @@ import pytest
 
 from bench import budgets as budgets_mod
 from bench.cases import Case
+from bench.plugin.options import setting
+from bench.plugin.state import run_state
 from compressors import CompressbenchError
 from compressors.builders.context import BuildContext
 from compressors.builders.models import ModelSpec, ModelUnavailable
@@ -101,15 +103,12 @@ class BenchSession:
         from compressors.core.settings import BY_NAME
 
         key = name.lstrip("-").replace("-", "_")
-        settings = getattr(self.pytest_config, "compressbench_settings", None)
-        if key in BY_NAME and settings is not None:
-            return settings.values[key]
+        if key in BY_NAME:
+            return setting(self.pytest_config, key)
         try:
             value = self.pytest_config.getoption(name)
         except (ValueError, AttributeError):  # a stand-in config (unit tests)
             value = None
-        if value is None and key in BY_NAME:
-            return BY_NAME[key].default
         return default if value is None else value
 
     # ------------------------------------------------------------------ memo helpers
@@ -145,7 +144,8 @@ class BenchSession:
     def data_for(self, model: ModelSpec) -> TaskData:
         """The model's data: the user's files for a model given on the command line with them, else its
         task's registered data (SST-2, WikiText-2) from the run's mirror."""
-        user = getattr(self.pytest_config, "compressbench_user_data", None) or {}
+        state = run_state(self.pytest_config)
+        user = state.user_data if state is not None else {}
         if model.name in user:
             return user[model.name]
         return self._once(("data", model.task), lambda: default_data(model.task, self.ctx.data_dir))
@@ -236,7 +236,8 @@ class BenchSession:
     def device(self, case: Case) -> str:
         """Where ``case`` runs here: ``cpu`` or ``cuda:N`` (the first GPU of its tier, or the one
         ``--device`` names); skips when the tier is absent or ``--device`` excludes it."""
-        device, reason = detect().device_for(case.tier, getattr(self.pytest_config, "compressbench_device", None))
+        state = run_state(self.pytest_config)
+        device, reason = detect().device_for(case.tier, state.device if state is not None else None)
         if device is None:
             pytest.skip(reason)
         return device
@@ -540,10 +541,10 @@ class BenchSession:
 def session_budgets(pytest_config) -> dict:
     """bench/budgets.toml, with ``--budgets FILE`` over it (its model tables may name this run's models
     given by path or hub id)."""
-    user = frozenset(getattr(pytest_config, "compressbench_user_data", None) or ())
+    state = run_state(pytest_config)
+    user = frozenset(state.user_data if state is not None else ())
     budgets = budgets_mod.load_budgets(extra_models=user)
-    settings = getattr(pytest_config, "compressbench_settings", None)
-    extra = settings.budgets if settings is not None else None
+    extra = setting(pytest_config, "budgets")
     if extra:
         from pathlib import Path
 

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compressors import CompressbenchError
+from compressors.core.settings import BY_NAME as SETTINGS_BY_NAME
 from compressors.records.results import ResultRow
 from compressors.records.stats import (
     ACCURACY_ALPHA,
@@ -56,6 +57,9 @@ class BadThreshold(CompressbenchError):
     pass
 
 
+
+
+
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
     """How far a metric may move the wrong way before it is a regression.
@@ -64,11 +68,13 @@ class Thresholds:
     percent of the earlier value: perplexity_pct, size_pct, memory_pct, latency_pct.
     """
 
-    accuracy_pp: float = 0.5
-    perplexity_pct: float = 2.0
-    size_pct: float = 5.0
-    memory_pct: float = 10.0
-    latency_pct: float = 10.0
+    # The defaults are the suite's options table's (compressors.core.settings: --compare-*), one source for
+    # `python -m reports compare` and the in-run comparison alike.
+    accuracy_pp: float = SETTINGS_BY_NAME["compare_accuracy_pp"].default
+    perplexity_pct: float = SETTINGS_BY_NAME["compare_perplexity_pct"].default
+    size_pct: float = SETTINGS_BY_NAME["compare_size_pct"].default
+    memory_pct: float = SETTINGS_BY_NAME["compare_memory_pct"].default
+    latency_pct: float = SETTINGS_BY_NAME["compare_latency_pct"].default
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -5,7 +5,8 @@ pytest-benchmark compares only timings (``--benchmark-compare-fail``). With
 comparison and, after each benchmark test that passed, fails it when its accuracy, perplexity,
 size or memory regressed beyond the thresholds of :class:`reports.compare.Thresholds`
 (options below), with the numbers. A configuration absent from the compared run is not checked.
-The root ``conftest.py`` loads it; a unit test can load it with ``-p reports.pytest_plugin``.
+The root ``conftest.py`` loads it beside ``bench.plugin``; a unit test can load it alone with
+``-p reports.pytest_plugin`` (it brings the suite's options module, where its flags are declared).
 
 Latency gets the same gate as ``python -m reports compare`` (threshold, Mann-Whitney on the paired
 block ratios, beyond the between-run spread of all the configurations both runs have), judged once
@@ -20,14 +21,16 @@ re-timing is saved in the row (``extra_info.retimed``). ``--no-retime`` turns th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from bench.plugin.options import setting
+from bench.plugin.state import run_state
 from compressors.records.results import ResultRow
 from reports.compare import (
     Thresholds,
-    add_threshold_options,
     confirm_latency,
     latency_spread,
     metric_changes,
@@ -41,28 +44,35 @@ LATENCY = ("latency_pct",)
 RETIMED_BY = "its re-timing at the end of this session"
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("compressbench comparison (with --benchmark-compare)")
-    add_threshold_options(group.addoption, CHECKED + LATENCY)
-    group.addoption("--no-retime", action="store_true",
-                    help="no latency gate: do not judge latency against the compared run nor re-time "
-                    "the configurations flagged slower at the end of the session")
+# The --compare-* and --no-retime flags are in the suite's one options table (compressors.core.settings),
+# registered by bench.plugin.options, so they can live in [tool.compressbench] like every other setting.
+pytest_plugins = ["bench.plugin.options"]
+
+
+@dataclasses.dataclass
+class ComparisonState:
+    """This session's comparison with a saved run (on ``config.stash``)."""
+
+    thresholds: Thresholds
+    compared: dict | None = None  # configuration id -> (run file, row) of the compared run, read once
+    latency_verdicts: list | None = None
+    latency_compared: dict | None = None
+
+
+COMPARISON = pytest.StashKey[ComparisonState]()
 
 
 def thresholds_from(config) -> Thresholds:
-    return thresholds_from_options(lambda field: config.getoption(f"compare_{field}"), CHECKED + LATENCY)
+    return thresholds_from_options(lambda field: setting(config, f"compare_{field}"), CHECKED + LATENCY)
 
 
 def pytest_configure(config):
     from compressors import CompressbenchError
 
     try:
-        config.compressbench_thresholds = thresholds_from(config)
+        config.stash[COMPARISON] = ComparisonState(thresholds_from(config))
     except CompressbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.compressbench_compared = None
-    config.compressbench_latency_verdicts = None
-    config.compressbench_latency_compared = None
 
 
 class PytestBenchmarkChanged(RuntimeError):
@@ -90,7 +100,8 @@ def compared_benchmarks(config) -> dict:
 
 def _compared_rows(config) -> dict[str, tuple[str, ResultRow]]:
     """Configuration id -> (run file, row) of the run pytest-benchmark loaded to compare with."""
-    if config.compressbench_compared is None:
+    state = config.stash[COMPARISON]
+    if state.compared is None:
         compared = {}
         for path, benches in compared_benchmarks(config).items():
             for bench in benches.values():
@@ -98,8 +109,8 @@ def _compared_rows(config) -> dict[str, tuple[str, ResultRow]]:
                 if ResultRow.is_result(info):
                     row = ResultRow.from_extra_info(info, median_s=(bench.get("stats") or {}).get("median"))
                     compared[row.config_id] = (str(path), row)
-        config.compressbench_compared = compared
-    return config.compressbench_compared
+        state.compared = compared
+    return state.compared
 
 
 @pytest.hookimpl(wrapper=True)
@@ -116,7 +127,7 @@ def pytest_runtest_call(item):
     if compared is None:
         return result
     path, before = compared
-    changes = metric_changes(after.config_id, before, after, config.compressbench_thresholds, timing=False)
+    changes = metric_changes(after.config_id, before, after, config.stash[COMPARISON].thresholds, timing=False)
     regressed = [c.describe() for c in changes if c.regressed]
     if regressed:
         pytest.fail(f"{after.config_id} regressed against {path}: " + "; ".join(regressed) +
@@ -143,7 +154,7 @@ def judge_latency(config, current: dict, retime) -> list:
     common = sorted(current.keys() & compared.keys())
     spread = latency_spread((compared[c][1], current[c][1]) for c in common)
     runs = sorted({Path(compared[c][0]).stem for c in common})
-    config.compressbench_latency_compared = {"runs": runs, "configurations": len(common), "spread": spread}
+    config.stash[COMPARISON].latency_compared = {"runs": runs, "configurations": len(common), "spread": spread}
     thresholds = thresholds_from(config)
     verdicts = []
     for config_id in common:
@@ -174,10 +185,11 @@ def pytest_sessionfinish(session, exitstatus):
     """Before pytest-benchmark saves the run (its own sessionfinish wrapper): judge latency against the
     compared run and re-time what was flagged (see the module's docstring)."""
     config = session.config
-    bench_session = getattr(config, "compressbench_bench_session", None)
+    state = run_state(config)
+    bench_session = state.bench_session if state is not None else None
     benchmarks = getattr(getattr(config, "_benchmarksession", None), "benchmarks", None)
     finished = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)  # not interrupted
-    if (finished and config.getoption("benchmark_compare", None) and not config.getoption("--no-retime")
+    if (finished and config.getoption("benchmark_compare", None) and not setting(config, "no_retime")
             and bench_session is not None and benchmarks):
         current = {}
         for bench in benchmarks:
@@ -186,15 +198,15 @@ def pytest_sessionfinish(session, exitstatus):
                 row = ResultRow.from_extra_info(info, median_s=bench.stats.median)
                 current[row.config_id] = (info, row)
         verdicts = judge_latency(config, current, bench_session.retime)
-        config.compressbench_latency_verdicts = verdicts
+        config.stash[COMPARISON].latency_verdicts = verdicts
         if any(v.regressed for v in verdicts) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     yield
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    verdicts = getattr(config, "compressbench_latency_verdicts", None)
-    compared = getattr(config, "compressbench_latency_compared", None)
+    state = config.stash.get(COMPARISON, None)
+    verdicts, compared = (state.latency_verdicts, state.latency_compared) if state is not None else (None, None)
     if verdicts is None or compared is None:
         return
     tr = terminalreporter

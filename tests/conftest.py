@@ -14,15 +14,19 @@ pytest_plugins = ["pytester"]  # tests of the suite's own hooks
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The suite's plugins, as a child pytest loads them (what the repository's root conftest.py names).
+SUITE_PLUGINS = ("-p", "bench.plugin", "-p", "reports.pytest_plugin")
+
+
 def run_saved_suite(pytester, monkeypatch, source: str, save: str):
-    """Run ``source`` (a test module) under the project's conftest.py in a child pytest, timing on,
+    """Run ``source`` (a test module) under the suite's plugins in a child pytest, timing on,
     saving the run as ``save`` into a storage folder of its own. Returns (result, storage)."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
     pytester.makepyfile(test_bench=source)
     storage = pytester.path / "store"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *SUITE_PLUGINS,
+                                           f"--benchmark-storage=file://{storage}",
                                            f"--benchmark-save={save}", "--benchmark-min-rounds=1")
     return result, storage
 

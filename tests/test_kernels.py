@@ -107,20 +107,33 @@ def test_configurations_on_a_fallback_kernel_are_skipped_at_collection_with_the_
     assert not (tmp_path / "cache" / "hf-torch").exists()
 
 
+def _config_with_probe(probe: dict):
+    """A stand-in pytest config whose run state already holds ``probe`` (no probe is measured)."""
+    import types
+
+    import pytest
+
+    from bench.plugin.state import RUN_STATE, RunState
+
+    stash = pytest.Stash()
+    stash[RUN_STATE] = RunState(kernel_probe=probe)
+    return types.SimpleNamespace(stash=stash, getoption=lambda name: True)
+
+
 def test_run_slow_kernels_keeps_them(tmp_path):
     import types
 
-    import conftest as root_conftest
+    from bench.plugin.gating import slow_kernel_skip
 
-    config = types.SimpleNamespace(compressbench_kernel_probe=SKYLAKE, getoption=lambda name: True)
+    config = _config_with_probe(SKYLAKE)
     from bench.cases import cases
     from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     case = next(iter(cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["torchao-int8-dyn"], batch_sizes=(32,))))
     item = types.SimpleNamespace(callspec=types.SimpleNamespace(params={"case": case}))
-    assert root_conftest.slow_kernel_skip(config, item).startswith("torchao-int8-dyn: int8-int-mm reaches 1 ")
+    assert slow_kernel_skip(config, item).startswith("torchao-int8-dyn: int8-int-mm reaches 1 ")
     fast = dict(SKYLAKE, kernels=dict(SKYLAKE["kernels"], **{"int8-int-mm": {"gops": 300.0}}))
-    assert root_conftest.slow_kernel_skip(types.SimpleNamespace(compressbench_kernel_probe=fast), item) is None
+    assert slow_kernel_skip(_config_with_probe(fast), item) is None
 
 
 def test_a_build_past_its_guard_stops_and_leaves_nothing(cache):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SUITE_PLUGINS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -269,8 +271,7 @@ def test_saved_runs_are_numbered_never_overwritten(tmp_path):
 
 
 def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the conftest's plugins from this checkout, not an installed copy
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the suite's plugins from this checkout, not an installed copy
     pytester.makepyfile(
         test_raises="""
         from compressors.quality.data import DataError
@@ -279,7 +280,7 @@ def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypat
             raise DataError("dev.tsv is missing; use --data-dir")
     """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *SUITE_PLUGINS)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*DataError: dev.tsv is missing; use --data-dir*"])
     assert "raise DataError" not in result.stdout.str()
@@ -290,12 +291,11 @@ def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatc
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
     pytester.makepyfile(test_bench="def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
     saved = tmp_path / "run.json"
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--benchmark-json={saved}", "--device", "cpu", "--on-fallback", "warn"
-    )
+        "-p", "no:cacheprovider", *SUITE_PLUGINS, f"--benchmark-json={saved}", "--device", "cpu",
+        "--on-fallback", "warn")
     result.assert_outcomes(passed=1)
     assert saved.is_file(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
     info = json.loads(saved.read_text())["machine_info"]["compressbench"]
@@ -316,7 +316,7 @@ def test_xdist_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
 
     import torch
 
-    import conftest
+    from bench.plugin.process import split_threads_among_workers
     from compressors.machine import hardware
 
     real = hardware.detect()
@@ -326,11 +326,11 @@ def test_xdist_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        assert conftest.split_threads_among_workers(2) == 2
+        assert split_threads_among_workers(2) == 2
         assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
         monkeypatch.delenv("OMP_NUM_THREADS")
-        assert conftest.split_threads_among_workers(8) == 1  # more workers than cores: one thread each
+        assert split_threads_among_workers(8) == 1  # more workers than cores: one thread each
         monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
-        assert conftest.split_threads_among_workers(2) is None and os.environ["OMP_NUM_THREADS"] == "3"
+        assert split_threads_among_workers(2) is None and os.environ["OMP_NUM_THREADS"] == "3"
     finally:
         torch.set_num_threads(before)

@@ -23,6 +23,8 @@ flag was not given) and returns a :class:`Settings`.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 from compressors import CompressbenchError
 
 CONFIG_TABLE = ("tool", "compressbench")
+COMPARE_GROUP = "compressbench comparison (with --benchmark-compare)"
 
 
 class SettingsError(CompressbenchError):
@@ -54,6 +57,26 @@ def _number(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError("a number") from None
+
+
+def _range_text(option: Option) -> str:
+    """What a number option accepts, in words: ``a finite number of seconds > 0``."""
+    unit = f" of {option.unit}" if option.unit else ""
+    bounds = []
+    if option.minimum is not None:
+        bounds.append(f"{'>' if option.exclusive_minimum else '>='} {option.minimum:g}")
+    if option.maximum is not None:
+        bounds.append(f"<= {option.maximum:g}")
+    return f"a finite number{unit}" + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _check_range(option: Option, number: float) -> None:
+    """A number option's value is finite and inside its range (ValueError naming the range otherwise): a
+    negative or NaN build limit passed the float parse and then failed every test inside signal.setitimer."""
+    low, high = option.minimum, option.maximum
+    if (not math.isfinite(number) or (low is not None and (number <= low if option.exclusive_minimum else number < low))
+            or (high is not None and number > high)):
+        raise ValueError(_range_text(option))
 
 
 def _flag(value) -> bool:
@@ -82,17 +105,40 @@ class Option:
     path: bool = False
     switch: bool = False  # a store_true flag
     env: str | None = None  # an environment variable that gives the value where the table and the flag do not
+    group: str = "compressbench"  # the --help section: the suite, or the in-run comparison with a saved run
+    in_table: bool = True  # may live in [tool.compressbench] (not the flag that names the settings file)
+    unit: str | None = None  # a number option's unit, said in its help and in a range error
+    minimum: float | None = None  # a number option's range (finite always)
+    exclusive_minimum: bool = False
+    maximum: float | None = None
+
+    def __post_init__(self):
+        if not self.flag.startswith("--") or self.name != self.key.replace("-", "_"):
+            raise ValueError(f"option {self.name!r}: flag {self.flag!r} must be --{self.name.replace('_', '-')}")
+        if (self.minimum is not None or self.maximum is not None or self.unit) and self.parse is not _number:
+            raise ValueError(f"option {self.name!r}: a range or unit is for number options")
 
     @property
     def key(self) -> str:
         return self.flag.lstrip("-")
 
+    @property
+    def full_help(self) -> str:
+        """The help text with the valid range and the default (``--help`` and the generated options table)."""
+        extra = []
+        if self.parse is _number:
+            extra.append(_range_text(self))
+        if self.default not in (None, False):
+            extra.append(f"default: {self.default:g}" if isinstance(self.default, float) else
+                         f"default: {self.default}")
+        return self.help + (f" ({'; '.join(extra)})" if extra else "")
+
 
 OPTIONS: tuple[Option, ...] = (
     Option("data_dir", "--data-dir", None, _text, "GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, "
-           "else the Hugging Face Hub)", path=True),
+           "else the Hugging Face Hub)", path=True, env="COMPRESSBENCH_DATA_DIR"),
     Option("cache_dir", "--cache-dir", None, _text, "artifact cache folder (default: $COMPRESSBENCH_CACHE, else "
-           "~/.cache/compressbench)", path=True),
+           "$XDG_CACHE_HOME/compressbench or ~/.cache/compressbench)", path=True, env="COMPRESSBENCH_CACHE"),
     Option("models", "--models", None, _comma_list, "comma list of models: registered names, local folders "
            "(./my-model, /abs/path), hub ids (hub:org/name) or models named in the settings table (default: all "
            "registered)"),
@@ -105,9 +151,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("run_slow_kernels", "--run-slow-kernels", False, _flag, "run configurations whose kernel the probe "
            "found to be a reference fallback here (skipped by default)", switch=True),
     Option("max_build_seconds", "--max-build-seconds", 1800.0, _number, "stop building one artifact (fine-tune, "
-           "export, calibration) after this long and fail it"),
+           "export, calibration) after this long and fail it", unit="seconds", minimum=0, exclusive_minimum=True),
     Option("max_measure_seconds", "--max-measure-seconds", 900.0, _number, "stop one configuration's isolated "
-           "quality/memory measurement after this long and fail it"),
+           "quality/memory measurement after this long and fail it", unit="seconds", minimum=0,
+           exclusive_minimum=True),
     Option("malloc", "--malloc", "steady", _text, "glibc allocator of the timing process: steady (freed heap "
            "blocks up to 32 MiB reused, no trimming, so a timing does not depend on what ran before) or as-is "
            "(glibc's dynamic thresholds); MALLOC_*_ / GLIBC_TUNABLES / a preloaded allocator always stand",
@@ -146,8 +193,29 @@ OPTIONS: tuple[Option, ...] = (
            "denied, a corrupt entry) is an error instead of a warning and a local build", switch=True),
     Option("budgets", "--budgets", None, _text, "a TOML file of budgets over bench/budgets.toml, in its form "
            "([technique.models.<slug>] for a model given by path)", path=True),
+    Option("compressbench_config", "--compressbench-config", None, _text, "a TOML file whose [tool.compressbench] "
+           "table (or top level) holds settings and named models (default: the [tool.compressbench] table of "
+           "./pyproject.toml); the command line wins over it", path=True, in_table=False),
+    # The in-run comparison with a saved run (--benchmark-compare; reports/pytest_plugin.py). The same thresholds
+    # are the defaults of `python -m reports compare` (reports.compare.Thresholds).
+    Option("compare_accuracy_pp", "--compare-accuracy-pp", 0.5, _number, "regression: accuracy falls by more than "
+           "this", unit="percentage points", minimum=0, group=COMPARE_GROUP),
+    Option("compare_perplexity_pct", "--compare-perplexity-pct", 2.0, _number, "regression: perplexity rises by "
+           "more than this", unit="percent", minimum=0, group=COMPARE_GROUP),
+    Option("compare_size_pct", "--compare-size-pct", 5.0, _number, "regression: artifact size rises by more "
+           "than this", unit="percent", minimum=0, group=COMPARE_GROUP),
+    Option("compare_memory_pct", "--compare-memory-pct", 10.0, _number, "regression: peak memory rises by more "
+           "than this", unit="percent", minimum=0, group=COMPARE_GROUP),
+    Option("compare_latency_pct", "--compare-latency-pct", 10.0, _number, "regression: latency median rises by "
+           "more than this (confirmed by re-timing at the end of the session)", unit="percent", minimum=0,
+           group=COMPARE_GROUP),
+    Option("no_retime", "--no-retime", False, _flag, "no latency gate: do not judge latency against the compared "
+           "run nor re-time the configurations flagged slower at the end of the session", switch=True,
+           group=COMPARE_GROUP),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+if len(BY_NAME) != len(OPTIONS):
+    raise ValueError("compressors.core.settings.OPTIONS names an option twice")
 BY_KEY = {o.key: o for o in OPTIONS} | {o.name: o for o in OPTIONS}
 # Keys of a named model's table ([tool.compressbench.model.NAME]).
 MODEL_KEYS = ("path", "hub", "trust-remote-code", "dataset", "dataset-eval", "dataset-train", "text-column",
@@ -202,8 +270,11 @@ def read_table(path: Path, required: bool = False) -> dict:
 def _parse(option: Option, value, where: str) -> Any:
     try:
         parsed = option.parse(value)
+        if option.parse is _number:
+            _check_range(option, parsed)
     except ValueError as exc:
-        raise SettingsError(f"{where}: {option.key} = {value!r}: expected {exc}") from None
+        expected = _range_text(option) if option.parse is _number else exc
+        raise SettingsError(f"{where}: {option.key} = {value!r}: expected {expected}") from None
     if option.choices and parsed not in option.choices:
         raise SettingsError(f"{where}: {option.key} = {value!r}; valid choices: {', '.join(option.choices)}")
     return parsed
@@ -211,13 +282,12 @@ def _parse(option: Option, value, where: str) -> Any:
 
 def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_file: Path | None = None) -> Settings:
     """Defaults < ``table`` (from ``table_file``) < ``cli`` (option name -> value, None where not given)."""
-    import os
-
     values = {o.name: o.default for o in OPTIONS}
     sources = {o.name: "default" for o in OPTIONS}
     for option in OPTIONS:
         if option.env and os.environ.get(option.env):
-            values[option.name], sources[option.name] = os.environ[option.env], f"${option.env}"
+            where = f"${option.env}"
+            values[option.name], sources[option.name] = _parse(option, os.environ[option.env], where), where
     named: dict[str, dict] = {}
     where = str(table_file) if table_file else "[tool.compressbench]"
     base = table_file.parent if table_file else Path.cwd()
@@ -226,9 +296,9 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
             named = _named_models(value, where, base)
             continue
         option = BY_KEY.get(key) or BY_KEY.get(key.replace("_", "-"))
-        if option is None:
+        if option is None or not option.in_table:
             raise SettingsError(f"{where}: unknown key {key!r} in [tool.compressbench]; valid keys: "
-                                f"{', '.join(o.key for o in OPTIONS)}, model.<name>")
+                                f"{', '.join(o.key for o in OPTIONS if o.in_table)}, model.<name>")
         parsed = _parse(option, value, where)
         if option.path and parsed is not None:
             parsed = _resolve(base, parsed)

@@ -1,0 +1,57 @@
+"""The suite's options: every flag from one table (compressors.core.settings.OPTIONS), resolved once per run.
+
+Each flag defaults to None ("not given") on the command line so that the settings table
+(``[tool.compressbench]`` or ``--compressbench-config FILE``) and the environment can stand below it;
+the defaults live once, in the table. :func:`setting` is the one reader of a resolved value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.plugin.state import RunState, run_state
+from compressors.core.settings import BY_NAME, OPTIONS, SettingsError, find_table_file, read_table, resolve_settings
+
+
+def pytest_addoption(parser):
+    for option in OPTIONS:
+        kwargs = {"default": None, "help": option.full_help}
+        if option.switch:
+            kwargs["action"] = "store_true"
+        if option.choices:
+            kwargs["choices"] = option.choices
+        parser.getgroup(option.group).addoption(option.flag, **kwargs)
+
+
+def run_settings(config):
+    """The run's settings: defaults < environment < [tool.compressbench] < command line (a bad value is one
+    line: pytest.UsageError naming where it came from, the key and what is valid)."""
+    explicit = config.getoption("--compressbench-config")
+    try:
+        path = find_table_file(Path(str(config.rootpath)), Path(str(config.invocation_params.dir)), explicit)
+        table = read_table(path, required=bool(explicit)) if path else {}
+        return resolve_settings({o.name: config.getoption(o.flag) for o in OPTIONS}, table, path)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def setting(config, name: str):
+    """One resolved setting of this run; on a config the plugin did not configure (a stand-in config in a
+    unit test) the command line's value, else the table's default."""
+    state = run_state(config)
+    if state is not None and state.settings is not None:
+        return state.settings.values[name]
+    try:
+        value = config.getoption(BY_NAME[name].flag)
+    except (ValueError, AttributeError):
+        value = None
+    return BY_NAME[name].default if value is None else value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    from bench.plugin.state import RUN_STATE
+
+    config.stash[RUN_STATE] = RunState(settings=run_settings(config))

@@ -1,0 +1,55 @@
+"""What the run prints at the end: the results table of every finished configuration with its legend,
+contended timings, where an interrupted run's rows were kept, the remote cache's line and the ``time:`` line;
+and errors raised on purpose shown as their one-line message instead of a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.plugin.record import run_time
+from bench.plugin.state import run_state
+from compressors import CompressbenchError
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = run_state(config)
+    if state is None:
+        return
+    tr, rows = terminalreporter, state.rows
+    if state.partial_file is not None:
+        tr.write_line(f"compressbench: run interrupted; the {len(rows)} finished configuration(s) "
+                      f"are kept in {state.partial_file} (marked partial)", yellow=True)
+    if rows:
+        from compressors.records.results import LEGEND, format_table
+
+        tr.section("compressbench results")
+        for line in format_table(rows):
+            tr.write_line(line)
+        if any(row.latency.median_s is None for row in rows):
+            tr.write_line(
+                "median ms '-': timing disabled (pytest-xdist or --benchmark-disable); run without -n for timings."
+            )
+        contended = [row for row in rows if row.latency.contended]
+        if contended:
+            tr.write_line(f"WARNING: {len(contended)} timing(s) contended (another process competed for the CPU; "
+                          "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
+            for row in contended:
+                tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
+        tr.write_line(LEGEND)
+    remote = state.remote
+    if remote is not None:
+        tr.write_line(remote.summary_line(), yellow=not remote.enabled)
+    breakdown = run_time(config)  # also when every benchmark was skipped or failed: the time was spent
+    if breakdown is not None:
+        from compressors.machine.timing import format_breakdown
+
+        tr.write_line(format_breakdown(breakdown))
+
+
+# Errors raised on purpose carry a message meant for the user: show it without a traceback.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, CompressbenchError) and report.failed:
+        report.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
