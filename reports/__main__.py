@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     techniques = sub.add_parser("techniques", help="the registered techniques as a table")
     techniques.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
 
+    options = sub.add_parser("options", help="the suite's options (flags, settings-table keys, variables) as a table")
+    options.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
+
     docs = sub.add_parser("docs", help="regenerate every generated table in README.md and docs/ from its command")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
 
@@ -124,6 +127,14 @@ def _techniques(args) -> int:
     return 0
 
 
+def _options(args) -> int:
+    from reports.docs import options_markdown
+
+    for line in options_markdown():
+        print(line)
+    return 0
+
+
 def _docs(args) -> int:
     from reports.docs import stale_pages, write_pages
 
@@ -175,7 +186,7 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"table": _table, "techniques": _techniques, "docs": _docs, "build": _build,
+    command = {"table": _table, "techniques": _techniques, "options": _options, "docs": _docs, "build": _build,
                "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)

@@ -143,6 +143,34 @@ def techniques_markdown() -> list[str]:
     return lines
 
 
+def options_markdown() -> list[str]:
+    """The suite's options table (compressors.core.settings.OPTIONS) as Markdown: the flag, its key in
+    ``[tool.compressbench]`` (where it may live there), its environment variable, its default and what it does."""
+    from compressors.core.settings import OPTIONS
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| flag | `[tool.compressbench]` key | environment variable | default | what it does |",
+             "| --- | --- | --- | --- | --- |"]
+    for group in dict.fromkeys(option.group for option in OPTIONS):
+        for option in (o for o in OPTIONS if o.group == group):
+            flag = option.flag if option.switch else f"{option.flag} {option.metavar}"
+            key = f"`{option.key}`" if option.in_table else "-"
+            env = f"`${option.env}`" if option.env else "-"
+            if option.default in (None, False):
+                default = "off" if option.switch else "-"
+            else:
+                default = f"`{option.default:g}`" if isinstance(option.default, float) else f"`{option.default}`"
+            what = option.help + (f" ({option.range_text})" if option.range_text else "")
+            lines.append(f"| `{cell(flag)}` | {key} | {env} | {default} | {cell(what)} |")
+    compare = sum(1 for o in OPTIONS if o.group != OPTIONS[0].group)
+    lines += ["", f"{len(OPTIONS)} options; the last {compare} are the in-run comparison's (with "
+              "`--benchmark-compare`). Precedence, lowest first: the default, the environment variable, "
+              "`[tool.compressbench]`, the command line."]
+    return lines
+
+
 def budget_verdicts(rows) -> Callable:
     """``verdict(row)`` for a saved run's rows: the budget recorded with the row, judged again on the row's own
     figures as the test judged them (bench/budgets.py): ``within``, ``declared exception`` (a strict expected

@@ -123,6 +123,22 @@ class Option:
         return self.flag.lstrip("-")
 
     @property
+    def metavar(self) -> str:
+        """How the value is written in the options reference (``--max-build-seconds SECONDS``)."""
+        if self.choices:
+            return "|".join(self.choices)
+        if self.parse is _number:
+            return {"percent": "PCT", "percentage points": "PP"}.get(self.unit or "", (self.unit or "N").upper())
+        if self.parse is _comma_list:
+            return "NAME,NAME"
+        return "PATH" if self.path else "VALUE"
+
+    @property
+    def range_text(self) -> str | None:
+        """A number option's valid values in words (``a finite number of seconds > 0``); None for others."""
+        return _range_text(self) if self.parse is _number else None
+
+    @property
     def full_help(self) -> str:
         """The help text with the valid range and the default (``--help`` and the generated options table)."""
         extra = []
