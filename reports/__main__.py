@@ -4,6 +4,7 @@
 ``python -m reports techniques --markdown``: the registered techniques as a table.
 ``python -m reports docs [--check]``: regenerate the generated tables of README.md and docs/ (reports/docs.py).
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
+``python -m reports screenshot [RUN ...] --out PNG``: a PNG of that page in headless chromium (reports/screenshot.py).
 ``python -m reports compare A B [--confirm C [--confirm-baseline A2]]``: every metric side by side; exit 1
 when a configuration regressed (a latency regression, with C, only when C's re-timing is flagged too).
 """
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--score-batch", type=int, default=defaults.score_batch,
                        help=f"batch size of the latency in score, Pareto, radar, recommendation "
                             f"(default {defaults.score_batch})")
+
+    shot = sub.add_parser("screenshot", help="a PNG of the HTML report of saved runs, taken in headless chromium "
+                                             "(fails when a chart draws nothing or the page logs an error)")
+    shot.add_argument("runs", nargs="*", metavar="RUN", help=RUN_HELP + "; default: the latest of each machine")
+    shot.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
+    shot.add_argument("--out", type=Path, required=True, help="the PNG to write (e.g. docs/img/report.png)")
+    shot.add_argument("--width", type=int, default=1280, help="page width in CSS pixels (default 1280)")
+    shot.add_argument("--height", type=int, default=None,
+                      help="keep this many CSS pixels from the top of the page (default: the whole page)")
 
     compare = sub.add_parser("compare", help="every metric of two runs side by side; exit 1 on a regression")
     compare.add_argument("before", metavar="A", help=RUN_HELP)
@@ -162,6 +172,26 @@ def _build(args) -> int:
     return 0
 
 
+def _screenshot(args) -> int:
+    import tempfile
+
+    from reports.html import BuildOptions, write_report
+    from reports.runs import load_runs
+    from reports.screenshot import render
+
+    runs = load_runs(find_runs(args.runs, args.storage))
+    with tempfile.TemporaryDirectory(prefix="compressbench-report-") as folder:
+        page, _ = write_report(runs, Path(folder), BuildOptions())
+        rendered = render(page, args.out, width=args.width, height=args.height)
+    if rendered.errors or rendered.blank_charts:
+        args.out.unlink(missing_ok=True)  # never leave a picture of a broken page to be published
+        raise CompressbenchError(f"the report did not render cleanly: errors {rendered.errors}, "
+                                 f"charts that drew nothing {[c['id'] for c in rendered.blank_charts]}")
+    print(f"runs: {', '.join(str(r.path) for r in runs)}")
+    print(f"screenshot: {args.out} ({args.out.stat().st_size // 1024} KiB)")
+    return 0
+
+
 def _compare(args) -> int:
     from reports.compare import compare_runs, format_comparison, retime_selection, thresholds_from_options
     from reports.runs import load_run
@@ -187,7 +217,7 @@ def _compare(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     command = {"table": _table, "techniques": _techniques, "options": _options, "docs": _docs, "build": _build,
-               "compare": _compare}[args.command]
+               "screenshot": _screenshot, "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)
         try:

@@ -2,12 +2,17 @@
 
 import os
 import shutil
+import struct
+from pathlib import Path
 
 import pytest
 
 from reports.__main__ import main
 from reports.html import BadOption, BuildOptions, entries_by_group, pareto_front, radar_axes, recommendation
 from reports.runs import find_run, load_run
+from reports.screenshot import Rendered, chromium, render
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tree(folder):
@@ -80,44 +85,66 @@ def test_score_recommendation_radar_and_pareto(saved_runs):
     assert pareto_front([(1, 80), (2, 90), (3, 85), (4, 95)], higher_is_better=True) == [0, 1, 3]
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
-    """Every chart drew something and the console stayed clean (CI installs Debian's chromium)."""
+def _browser_or_skip():
+    """Skip (or, where CI requires the browser, fail) when playwright or chromium is missing."""
     required = os.environ.get("COMPRESSBENCH_REQUIRE_CHROMIUM") == "1"
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         if required:
             raise
         pytest.skip("the playwright package is not installed: pip install -e '.[bench]'")
-    if not _chromium():
+    if not chromium():
         if required:
             pytest.fail("COMPRESSBENCH_REQUIRE_CHROMIUM=1 but no chromium on PATH")
         pytest.skip("no chromium on PATH: apt-get install chromium (CI installs it and runs this test)")
+
+
+def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
+    """Every chart drew something and the console stayed clean (CI installs Debian's chromium)."""
+    _browser_or_skip()
     out = tmp_path / "report"
     assert main(["build", "0001", "0002", "--storage", str(saved_runs), "--out", str(out)]) == 0
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium())
-        page = browser.new_page()
-        errors = []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((out / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        drawn = page.evaluate("""() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(d => {
-            const box = d.getBoundingClientRect();
-            const marks = d.querySelectorAll('path.point, path.js-line, path.js-fill').length;
-            return {id: d.id, svg: d.querySelectorAll('svg.main-svg').length, marks: marks, h: box.height};
-        })""")
-        page.click("table.sortable th:nth-child(3)")  # sorting works without errors
-        browser.close()
-    assert errors == []
-    assert len(drawn) == 4
-    blank = [d for d in drawn if not (d["svg"] and d["marks"] > 0 and d["h"] > 100)]
-    assert blank == [], drawn
+    rendered = render(out / "report.html", interact=lambda page: page.click("table.sortable th:nth-child(3)"))
+    assert rendered.errors == []  # sorting works without errors, too
+    assert len(rendered.charts) == 4
+    assert rendered.blank_charts == [], rendered.charts
+
+
+def test_screenshot_of_the_committed_sample_runs_report(tmp_path, capsys):
+    """docs/img/report.png is made by this command from docs/runs/cpu-sample.json (docs/reports.md)."""
+    _browser_or_skip()
+    png = tmp_path / "img" / "report.png"
+    sample = ROOT / "docs" / "runs" / "cpu-sample.json"
+    assert main(["screenshot", str(sample), "--out", str(png), "--height", "1530"]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (1280, 1530)
+    assert 20_000 < len(data) < 300_000  # a drawn page, small enough to commit
+    assert f"screenshot: {png}" in capsys.readouterr().out
+
+
+def test_screenshot_without_a_browser_is_one_line_naming_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("reports.screenshot.chromium", lambda: None)
+    png = tmp_path / "report.png"
+    assert main(["screenshot", str(ROOT / "docs" / "runs" / "cpu-sample.json"), "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install chromium" in err or "pip install" in err
+    assert not png.exists()
+
+
+def test_screenshot_of_a_page_that_logged_an_error_is_refused_and_removed(tmp_path, monkeypatch, capsys):
+    def broken(page, png, **_):
+        png.write_bytes(b"\x89PNG\r\n\x1a\n")  # the picture is taken before the page is judged
+        return Rendered(errors=["Uncaught ReferenceError: Plotly is not defined"], charts=[])
+
+    monkeypatch.setattr("reports.screenshot.render", broken)
+    png = tmp_path / "report.png"
+    assert main(["screenshot", str(ROOT / "docs" / "runs" / "cpu-sample.json"), "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "did not render cleanly" in err and "Plotly is not defined" in err
+    assert not png.exists()  # no picture of a broken page is left to be published
 
 
 def test_the_runs_section_says_where_each_runs_time_went(tmp_path):
