@@ -74,6 +74,7 @@ def bench_session(request, pytestconfig) -> BenchSession:
     if remote is not None:
         remote.timer = session.account.phase  # the run's "time:" line books pulls and pushes apart
         pytestconfig.compressbench_remote = remote
+        remote.sweep_partials()  # rw: uploads that killed pushers left on the remote, a day old or more
     # only the data of the models this run collected is read (a language-model run never needs SST-2)
     models = {case.model.name: case.model for item in request.session.items
               for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)
