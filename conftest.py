@@ -219,6 +219,7 @@ def pytest_configure(config):
             f"--benchmark-save={config.option.benchmark_save} with -n {config.option.numprocesses}: pytest-benchmark "
             "turns timing off under pytest-xdist, so nothing would be saved. Run without -n to save a run "
             "(-n is for building artifacts and checking accuracy in parallel, without --benchmark-save).")
+    check_remote_url(config, settings)
     config.compressbench_device = None
     if settings.device is not None:
         from compressors.machine.hardware import DeviceError, detect, parse_device
@@ -227,6 +228,34 @@ def pytest_configure(config):
             config.compressbench_device = parse_device(settings.device, detect())
         except DeviceError as exc:
             raise pytest.UsageError(str(exc)) from None
+
+
+def check_remote_url(config, settings) -> str | None:
+    """At session start, whatever the local cache holds: a remote cache URL that cannot work on this machine
+    (an unknown protocol, a filesystem package not installed) is a warning naming the URL, the reason and
+    the fix, or with --cache-remote-required a usage error. Without this a warm local cache never touches
+    the remote and the run ends saying only that nothing was pulled. Returns the warning's text, or None."""
+    if not settings.cache_remote:
+        return None
+    from compressors.core.remote_cache import RemoteCacheWarning, unusable_reason
+
+    reason = unusable_reason(settings.cache_remote)
+    if reason is None:
+        return None
+    source = settings.sources.get("cache_remote", "command line")
+    message = f"remote cache {settings.cache_remote} (--cache-remote, from {source}) cannot be used: {reason}"
+    if settings.cache_remote_required:
+        raise pytest.UsageError(f"{message} (--cache-remote-required)")
+    message += "; the run goes on without it (artifacts are built locally, nothing is pulled or pushed)"
+    if not hasattr(config, "workerinput"):  # said once, by the controller: in the header and the warnings summary
+        config.compressbench_remote_problem = message
+        config.issue_config_time_warning(RemoteCacheWarning(message), stacklevel=2)
+    return message
+
+
+def pytest_report_header(config):
+    problem = getattr(config, "compressbench_remote_problem", None)
+    return f"compressbench: WARNING: {problem}" if problem else None
 
 
 def split_threads_among_workers(workers: int) -> int | None:

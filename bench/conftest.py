@@ -68,6 +68,8 @@ def bench_session(request, pytestconfig) -> BenchSession:
     except DataError as exc:
         pytest.exit(f"compressbench: {exc}", returncode=4)
     remote = remote_cache(settings)
+    if remote is not None:
+        remote.check()  # a URL that cannot work was said at session start (conftest.py); here it is turned off
     ctx = BuildContext(cache=ArtifactCache(settings.cache_dir, remote=remote), data_dir=data_dir)
     sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)

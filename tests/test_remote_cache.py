@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import types
 import uuid
 import warnings
 
@@ -20,6 +21,7 @@ from compressors.core.remote_cache import (
     RemoteCache,
     RemoteCacheError,
     RemoteCacheWarning,
+    unusable_reason,
 )
 
 
@@ -218,6 +220,84 @@ def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
         build(ArtifactCache(tmp_path / "b", remote=reader), [])
     assert account.seconds["push"] > 0 and account.seconds["pull"] > 0
     assert reader.summary()["counts"] == {"pulled": 1}
+
+
+# ----------------------------------------------------------------------------- a URL that cannot work
+
+
+def test_unknown_protocol_warns_at_start_even_with_warm_local_cache(tmp_path):
+    from bench.conftest import remote_cache
+    from tests.test_suite_options import run_pytest
+
+    warm = tmp_path / "warm"
+    calls: list = []
+    build(ArtifactCache(warm), calls)  # the local cache holds the entry: no pull would ever be tried
+    # the session's remote, as the bench_session fixture makes it: turned off, saying why, nothing tried
+    settings = types.SimpleNamespace(cache_remote="foo://x", cache_remote_mode="ro", cache_remote_required=False)
+    remote = remote_cache(settings)
+    assert "unknown protocol 'foo'" in remote.check() and not remote.enabled
+    build(ArtifactCache(warm, remote=remote), calls)
+    assert len(calls) == 1 and remote.events == []
+    assert remote.summary_line().startswith("remote cache foo://x (ro): nothing pulled or pushed (turned off: "
+                                            "unknown protocol 'foo'")
+
+    # the run says it at its start, before collection, naming the URL, where it came from and the fix
+    out = run_pytest("bench", "--collect-only", "-m", "cpu", "--models", "minilm-sst2", "--techniques", "fp32",
+                     "-k", "bs1", "--cache-dir", str(warm), env_extra={"COMPRESSBENCH_CACHE_REMOTE": "foo://x"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    header = out.stdout.split("collected")[0]
+    assert ("compressbench: WARNING: remote cache foo://x (--cache-remote, from $COMPRESSBENCH_CACHE_REMOTE) "
+            "cannot be used: unknown protocol 'foo': fsspec has no filesystem by that name (fix the URL: ") in header
+    assert "RemoteCacheWarning: remote cache foo://x" in out.stdout.split("warnings summary")[1]
+
+
+def test_unknown_protocol_is_an_error_when_required(tmp_path):
+    from tests.test_suite_options import run_pytest
+
+    out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu", "--models", "minilm-sst2", "--cache-dir",
+                     str(tmp_path), "--cache-remote", "foo://x", "--cache-remote-required")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-2000:] + out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert errors == ["ERROR: remote cache foo://x (--cache-remote, from command line) cannot be used: unknown "
+                      "protocol 'foo': fsspec has no filesystem by that name (fix the URL: s3://bucket/prefix, "
+                      "gs://..., az://..., file:///mnt/...) (--cache-remote-required)"]
+    with pytest.raises(RemoteCacheError, match=r"foo://x cannot be used: unknown protocol 'foo'.*required"):
+        RemoteCache("foo://x", required=True).check()
+
+
+def test_missing_filesystem_package_is_said_at_start_with_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from fsspec.registry import _registry
+
+    import conftest as root_conftest
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed: its import fails
+    monkeypatch.delitem(_registry, "s3", raising=False)  # fsspec caches the class once imported
+    reason = unusable_reason("s3://bucket/cache")
+    assert reason.startswith("the s3:// filesystem cannot be imported (Install s3fs to access S3; ")
+    assert reason.endswith("pip install s3fs (or compressbench[remote])")
+    assert unusable_reason(f"file://{tmp_path}") is None and unusable_reason("memory://b/c") is None
+
+    warned: list = []
+    config = types.SimpleNamespace(issue_config_time_warning=lambda w, stacklevel: warned.append(w))
+    settings = types.SimpleNamespace(cache_remote="s3://bucket/cache", cache_remote_required=False,
+                                     sources={"cache_remote": "pyproject.toml"})
+    root_conftest.check_remote_url(config, settings)
+    assert len(warned) == 1 and isinstance(warned[0], RemoteCacheWarning)
+    assert str(warned[0]).startswith("remote cache s3://bucket/cache (--cache-remote, from pyproject.toml) cannot "
+                                     "be used: the s3:// filesystem cannot be imported")
+    assert config.compressbench_remote_problem == str(warned[0])
+    with pytest.raises(pytest.UsageError, match=r"pip install s3fs .*\(--cache-remote-required\)$"):
+        root_conftest.check_remote_url(config, dataclasses_replace(settings, cache_remote_required=True))
+
+    remote = RemoteCache("s3://bucket/cache", "rw")
+    assert remote.check() == reason and "turned off: the s3:// filesystem" in remote.summary_line()
+    assert remote.push("hf-torch", "m-1", tmp_path, {"files": {}}) is None and remote.sweep_partials() == 0
+
+
+def dataclasses_replace(namespace, **changes):
+    return types.SimpleNamespace(**{**vars(namespace), **changes})
 
 
 # ----------------------------------------------------------------------------- the remote heals

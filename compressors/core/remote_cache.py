@@ -28,6 +28,10 @@ content-addressed, so overwriting a corrupt one with the right bytes is safe; a 
 overwritten (create-only), so a rebuild with other bytes cannot heal its entry (``docs/fleet.md`` says
 what the operator does then).
 
+A URL that cannot work on this machine (a protocol fsspec does not know, a filesystem package that is
+not installed) is found by :meth:`RemoteCache.check` without touching the network; the suite calls it at
+session start, so it is said whatever the local cache holds.
+
 Faults never cost a run: a remote that is unreachable, times out or denies access gives one warning
 and is turned off for the rest of the session; a corrupt or truncated file, or a manifest naming an
 absolute path or ``..``, gives one warning naming the entry, which is then built locally.
@@ -121,6 +125,28 @@ def safe_relpath(rel: str, kind: str) -> str:
     return rel
 
 
+def unusable_reason(url: str) -> str | None:
+    """Why ``url`` cannot work on this machine, or None; nothing is opened or sent. fsspec must know its
+    protocol, and the filesystem package for it (s3fs, gcsfs, adlfs, ...) must import. The reason says what
+    to install or fix."""
+    import fsspec
+    from fsspec.core import split_protocol
+    from fsspec.registry import known_implementations
+
+    protocol = split_protocol(url)[0] or "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        examples = "s3://bucket/prefix, gs://..., az://..., file:///mnt/..."
+        return f"unknown protocol {protocol!r}: fsspec has no filesystem by that name (fix the URL: {examples})"
+    except ImportError as exc:
+        package = known_implementations.get(protocol, {}).get("class", "").split(".")[0] or f"the {protocol} package"
+        cause = f"; {type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ is not None else ""
+        extra = " (or compressbench[remote])" if package == "s3fs" else ""  # the extra carries s3fs only
+        return f"the {protocol}:// filesystem cannot be imported ({exc}{cause}): pip install {package}{extra}"
+    return None
+
+
 def check_manifest(manifest, kind: str, key: str) -> dict:
     """The manifest of a remote entry, checked before any file is fetched."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
@@ -195,6 +221,18 @@ class RemoteCache:
         if self._fs is None:
             self.fs  # noqa: B018  (opening the filesystem is what splits the URL into its prefix)
         return "/".join([self._prefix, *parts]) if self._prefix else "/".join(parts)
+
+    def check(self) -> str | None:
+        """Whether the URL can work on this machine (:func:`unusable_reason`; no network). Returns None, or
+        the reason it cannot after turning the remote off for the session (the caller says it: the suite
+        does at session start); with ``required``, a RemoteCacheError instead."""
+        reason = unusable_reason(self.url)
+        if reason is None:
+            return None
+        if self.required:
+            raise RemoteCacheError(f"remote cache {self.url} cannot be used: {reason} (--cache-remote-required)")
+        self.enabled, self.disabled_reason = False, reason
+        return reason
 
     def entry_path(self, kind: str, folder_name: str) -> str:
         return self._path("entries", kind, f"{folder_name}.json")
