@@ -70,12 +70,15 @@ def bench_session(request, pytestconfig) -> BenchSession:
     except DataError as exc:
         pytest.exit(f"compressbench: {exc}", returncode=4)
     remote = remote_cache(settings)
+    if remote is not None:
+        remote.check()  # a URL that cannot work was said at session start (conftest.py); here it is turned off
     ctx = BuildContext(cache=ArtifactCache(settings.cache_dir, remote=remote), data_dir=data_dir)
     sweep_stale(ctx.cache.root)  # temporary and staging folders that killed runs left behind
     session = BenchSession(ctx, pytestconfig)
     if remote is not None:
         remote.timer = session.account.phase  # the run's "time:" line books pulls and pushes apart
         state.remote = remote
+        remote.sweep_partials()  # rw: uploads that killed pushers left on the remote, a day old or more
     # only the data of the models this run collected is read (a language-model run never needs SST-2)
     models = {case.model.name: case.model for item in request.session.items
               for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)

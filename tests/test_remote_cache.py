@@ -8,13 +8,21 @@ import contextlib
 import json
 import os
 import threading
+import time
+import types
 import uuid
 import warnings
 
 import pytest
 
 from compressors.core.cache import ArtifactCache
-from compressors.core.remote_cache import RemoteCache, RemoteCacheError, RemoteCacheWarning
+from compressors.core.remote_cache import (
+    PARTIAL_MAX_AGE_S,
+    RemoteCache,
+    RemoteCacheError,
+    RemoteCacheWarning,
+    unusable_reason,
+)
 
 
 def writer(calls: list, payload: bytes | None = None, files=("model.safetensors",), wait=None):
@@ -214,6 +222,206 @@ def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
     assert reader.summary()["counts"] == {"pulled": 1}
 
 
+# ----------------------------------------------------------------------------- a URL that cannot work
+
+
+def test_unknown_protocol_warns_at_start_even_with_warm_local_cache(tmp_path):
+    from bench.conftest import remote_cache
+    from tests.test_suite_options import run_pytest
+
+    warm = tmp_path / "warm"
+    calls: list = []
+    build(ArtifactCache(warm), calls)  # the local cache holds the entry: no pull would ever be tried
+    # the session's remote, as the bench_session fixture makes it: turned off, saying why, nothing tried
+    settings = types.SimpleNamespace(cache_remote="foo://x", cache_remote_mode="ro", cache_remote_required=False)
+    remote = remote_cache(settings)
+    assert "unknown protocol 'foo'" in remote.check() and not remote.enabled
+    build(ArtifactCache(warm, remote=remote), calls)
+    assert len(calls) == 1 and remote.events == []
+    assert remote.summary_line().startswith("remote cache foo://x (ro): nothing pulled or pushed (turned off: "
+                                            "unknown protocol 'foo'")
+
+    # the run says it at its start, before collection, naming the URL, where it came from and the fix
+    out = run_pytest("bench", "--collect-only", "-m", "cpu", "--models", "minilm-sst2", "--techniques", "fp32",
+                     "-k", "bs1", "--cache-dir", str(warm), env_extra={"COMPRESSBENCH_CACHE_REMOTE": "foo://x"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    header = out.stdout.split("collected")[0]
+    assert ("compressbench: WARNING: remote cache foo://x (--cache-remote, from $COMPRESSBENCH_CACHE_REMOTE) "
+            "cannot be used: unknown protocol 'foo': fsspec has no filesystem by that name (fix the URL: ") in header
+    assert "RemoteCacheWarning: remote cache foo://x" in out.stdout.split("warnings summary")[1]
+
+
+def test_unknown_protocol_is_an_error_when_required(tmp_path):
+    from tests.test_suite_options import run_pytest
+
+    out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu", "--models", "minilm-sst2", "--cache-dir",
+                     str(tmp_path), "--cache-remote", "foo://x", "--cache-remote-required")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-2000:] + out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert errors == ["ERROR: remote cache foo://x (--cache-remote, from command line) cannot be used: unknown "
+                      "protocol 'foo': fsspec has no filesystem by that name (fix the URL: s3://bucket/prefix, "
+                      "gs://..., az://..., file:///mnt/...) (--cache-remote-required)"]
+    with pytest.raises(RemoteCacheError, match=r"foo://x cannot be used: unknown protocol 'foo'.*required"):
+        RemoteCache("foo://x", required=True).check()
+
+
+def test_missing_filesystem_package_is_said_at_start_with_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from fsspec.registry import _registry
+
+    from bench.plugin.remote import check_remote_url
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed: its import fails
+    monkeypatch.delitem(_registry, "s3", raising=False)  # fsspec caches the class once imported
+    reason = unusable_reason("s3://bucket/cache")
+    assert reason.startswith("the s3:// filesystem cannot be imported (Install s3fs to access S3; ")
+    assert reason.endswith("pip install s3fs (or compressbench[remote])")
+    assert unusable_reason(f"file://{tmp_path}") is None and unusable_reason("memory://b/c") is None
+
+    warned: list = []
+    config = types.SimpleNamespace(issue_config_time_warning=lambda w, stacklevel: warned.append(w))
+    settings = types.SimpleNamespace(cache_remote="s3://bucket/cache", cache_remote_required=False,
+                                     sources={"cache_remote": "pyproject.toml"})
+    said = check_remote_url(config, settings)
+    assert len(warned) == 1 and isinstance(warned[0], RemoteCacheWarning)
+    assert str(warned[0]).startswith("remote cache s3://bucket/cache (--cache-remote, from pyproject.toml) cannot "
+                                     "be used: the s3:// filesystem cannot be imported")
+    assert said == str(warned[0])
+    with pytest.raises(pytest.UsageError, match=r"pip install s3fs .*\(--cache-remote-required\)$"):
+        check_remote_url(config, dataclasses_replace(settings, cache_remote_required=True))
+
+    remote = RemoteCache("s3://bucket/cache", "rw")
+    assert remote.check() == reason and "turned off: the s3:// filesystem" in remote.summary_line()
+    assert remote.push("hf-torch", "m-1", tmp_path, {"files": {}}) is None and remote.sweep_partials() == 0
+
+
+def dataclasses_replace(namespace, **changes):
+    return types.SimpleNamespace(**{**vars(namespace), **changes})
+
+
+# ----------------------------------------------------------------------------- the remote heals
+
+
+def _corrupt_blob(remote: RemoteCache, artifact) -> str:
+    """Flip every bit of the weights' blob, keeping its size: only its digest tells."""
+    sha = artifact.manifest["files"]["model.safetensors"]["sha256"]
+    remote.fs.pipe_file(remote.blob_path(sha), _flipped(remote.fs.cat_file(remote.blob_path(sha))))
+    return sha
+
+
+def _flipped(data: bytes) -> bytes:
+    return bytes(b ^ 0xFF for b in data)
+
+
+def _partials(remote: RemoteCache) -> list[str]:
+    return sorted(remote.fs.find(remote._path("partial")))
+
+
+def test_rw_run_repairs_a_corrupt_blob_and_a_fresh_machine_pulls_it_byte_identical(url, tmp_path):
+    weights = b"deterministic weights" * 8  # the same build on every machine, as an export or a seeded fine-tune
+    first = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=first), [], payload=weights)
+    sha = _corrupt_blob(first, built)
+    manifest_path = first.entry_path("hf-torch", built.path.name)
+    manifest_before = first.fs.cat_file(manifest_path)
+
+    healer = RemoteCache(url, "rw")
+    calls: list = []
+    with pytest.warns(RemoteCacheWarning, match=r"refused \(model.safetensors: does not match its sha256"):
+        build(ArtifactCache(tmp_path / "b", remote=healer), calls, payload=weights)
+    assert len(calls) == 1 and [e.action for e in healer.events] == ["refused", "built", "repaired"]
+    assert healer.summary()["counts"] == {"refused": 1, "built": 1, "repaired": 1}
+    assert ": 1 built, 1 refused, 1 repaired" in healer.summary_line()
+    assert healer.events[-1].bytes == len(weights) and "model.safetensors" in healer.events[-1].note
+    assert healer.fs.cat_file(healer.blob_path(sha)) == weights
+    assert healer.fs.cat_file(manifest_path) == manifest_before  # the manifest is never rewritten
+    assert _partials(healer) == []  # the verified upload was moved into place
+
+    fresh = RemoteCache(url, "ro")
+    other: list = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemoteCacheWarning)
+        pulled = build(ArtifactCache(tmp_path / "c", remote=fresh), other)
+    assert other == [] and [e.action for e in fresh.events] == ["pulled"]
+    assert _files(pulled) == _files(built)
+
+
+def test_a_required_builder_heals_a_refused_entry_and_a_required_reader_stops_on_it(url, tmp_path):
+    """--cache-remote-required: a measuring job (ro) must not retrain, so a corrupt entry stops it; the builder job
+    (rw) is the one that heals, so the same fault is a warning there and the entry is rebuilt and repaired."""
+    weights = b"deterministic weights" * 8
+    first = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=first), [], payload=weights)
+    sha = _corrupt_blob(first, built)
+    with pytest.raises(RemoteCacheError, match=r"refused .*\(--cache-remote-required\)$"):
+        build(ArtifactCache(tmp_path / "reader", remote=RemoteCache(url, "ro", required=True)), [], payload=weights)
+    builder = RemoteCache(url, "rw", required=True)
+    with pytest.warns(RemoteCacheWarning, match="refused"):
+        build(ArtifactCache(tmp_path / "builder", remote=builder), [], payload=weights)
+    assert [e.action for e in builder.events] == ["refused", "built", "repaired"]
+    assert builder.fs.cat_file(builder.blob_path(sha)) == weights
+
+
+def test_a_repair_whose_upload_reads_back_wrong_leaves_no_bad_blob_in_place(url, tmp_path, monkeypatch):
+    weights = b"deterministic weights" * 8
+    first = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=first), [], payload=weights)
+    sha = _corrupt_blob(first, built)
+
+    healer = RemoteCache(url, "rw")
+    put_file = healer.fs.put_file
+
+    def flaky_put(local, remote_path, **kwargs):  # the store keeps other bytes than it was sent
+        put_file(local, remote_path, **kwargs)
+        if "/partial/" in remote_path:
+            healer.fs.pipe_file(remote_path, b"x" * len(weights))
+
+    monkeypatch.setattr(healer.fs, "put_file", flaky_put)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(ArtifactCache(tmp_path / "b", remote=healer), [], payload=weights)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
+    assert any("read back" in m and "another sha256" in m for m in messages), messages
+    assert "repaired" not in [e.action for e in healer.events] and not healer.enabled
+    assert healer.fs.cat_file(healer.blob_path(sha)) == _flipped(weights) and _partials(healer) == []
+
+
+def _leave_partial(remote: RemoteCache, name: str, body: bytes = b"half a blob") -> str:
+    """What a pusher killed between its upload and the move leaves on the remote."""
+    path = remote.partial_path(name)
+    remote.fs.pipe_file(path, body)
+    return path
+
+
+def test_stale_partial_uploads_are_swept_and_counted(url, tmp_path):
+    remote = RemoteCache(url, "rw")
+    built = build(ArtifactCache(tmp_path / "a", remote=remote), [])
+    stale = [_leave_partial(remote, "ab" * 32), _leave_partial(remote, "m-0123.json", b"{}")]
+    day_later = time.time() + PARTIAL_MAX_AGE_S + 60
+
+    reader = RemoteCache(url, "ro")
+    assert reader.sweep_partials(now=day_later) == 0 and _partials(reader) == sorted(stale)  # ro deletes nothing
+
+    assert remote.sweep_partials(now=day_later) == 2 and _partials(remote) == []
+    assert remote.summary()["counts"] == {"built": 1, "pushed": 1, "swept": 2}
+    assert remote.summary_line().endswith(": 1 built, 1 pushed, 2 swept")
+    swept = [e for e in remote.events if e.action == "swept"]
+    assert sorted(e.entry for e in swept) == sorted(p[len(remote._prefix):].lstrip("/") for p in stale)
+    assert all(e.entry.startswith("partial/") and e.bytes > 0 for e in swept)
+    pulled = build(ArtifactCache(tmp_path / "b", remote=reader), [])  # complete entries are untouched
+    assert _files(pulled) == _files(built)
+
+
+def test_recent_partial_upload_is_left_alone(url, tmp_path):
+    remote = RemoteCache(url, "rw")
+    in_flight = _leave_partial(remote, "cd" * 32)  # another machine's push, still going
+    assert remote.sweep_partials() == 0
+    assert remote.sweep_partials(now=time.time() + PARTIAL_MAX_AGE_S - 600) == 0
+    assert _partials(remote) == [in_flight] and remote.events == []
+    assert remote.summary_line().endswith("nothing pulled or pushed")
+
+
 # ----------------------------------------------------------------------------- a real S3 endpoint
 
 
@@ -298,3 +506,24 @@ def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
     messages = [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
     assert len(messages) == 1 and "onnx/n-" in messages[0] and "built locally" in messages[0], messages
     assert [e.action for e in remote.events] == ["built", "pushed", "built", "built"]
+
+
+def test_s3_rw_run_repairs_a_corrupt_blob_and_sweeps_a_stale_partial(s3_server, tmp_path):
+    """On S3 a move is a server-side copy over the bad object, and ages come from LastModified."""
+    _, endpoint = s3_server
+    prefix = uuid.uuid4().hex[:8]
+    weights = b"deterministic weights" * 8
+    built = build(ArtifactCache(tmp_path / "a", remote=_s3(endpoint, "rw", prefix)), [], payload=weights)
+    healer = _s3(endpoint, "rw", prefix)
+    sha = _corrupt_blob(healer, built)
+    stale = _leave_partial(healer, "ef" * 32)
+    with pytest.warns(RemoteCacheWarning, match="refused"):
+        build(ArtifactCache(tmp_path / "b", remote=healer), [], payload=weights)
+    assert healer.sweep_partials() == 0 and _partials(healer) == [stale]  # seconds old: left alone
+    assert healer.sweep_partials(now=time.time() + PARTIAL_MAX_AGE_S + 60) == 1 and _partials(healer) == []
+    assert healer.summary()["counts"] == {"refused": 1, "built": 1, "repaired": 1, "swept": 1}
+    assert healer.fs.cat_file(healer.blob_path(sha)) == weights
+
+    fresh = _s3(endpoint, "ro", prefix)
+    pulled = build(ArtifactCache(tmp_path / "c", remote=fresh), [])
+    assert [e.action for e in fresh.events] == ["pulled"] and _files(pulled) == _files(built)

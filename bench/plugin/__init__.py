@@ -6,6 +6,7 @@ each a plugin of its own that this one registers:
 - :mod:`bench.plugin.state`: the run's state, one :class:`~bench.plugin.state.RunState` on ``config.stash``;
 - :mod:`bench.plugin.options`: every flag from one table (compressors.core.settings.OPTIONS), resolved once;
 - :mod:`bench.plugin.selection`: ``--models`` / ``--techniques`` / ``--device`` checked before collection;
+- :mod:`bench.plugin.remote`: a remote cache URL that cannot work here, said at session start;
 - :mod:`bench.plugin.process`: the allocator, threads under pytest-xdist, SIGTERM as Ctrl-C;
 - :mod:`bench.plugin.gating`: skips for absent hardware tiers and reference-fallback kernels;
 - :mod:`bench.plugin.record`: machine info, finished rows and times, the partial file, plan lines;
@@ -17,6 +18,7 @@ Order matters only in ``pytest_configure``: options (tryfirst) resolves the sett
 pytest_plugins = [
     "bench.plugin.options",
     "bench.plugin.selection",
+    "bench.plugin.remote",
     "bench.plugin.process",
     "bench.plugin.gating",
     "bench.plugin.record",

@@ -35,6 +35,7 @@ class RunState:
     kernel_probe: dict | None = None  # this machine's kernel probe, read once
     bench_session: Any = None  # bench.harness.BenchSession (re-times flagged configurations at the end)
     remote: Any = None  # compressors.core.remote_cache.RemoteCache, when the settings name one
+    remote_problem: str | None = None  # why the remote cache named cannot be used here, said at session start
     rows: list = dataclasses.field(default_factory=list)  # ResultRow of every finished benchmark test
     times: list[dict] = dataclasses.field(default_factory=list)  # each benchmark test's seconds by phase
     partial: Any = None  # bench.partial_run.PartialRun, opened at the first finished row
