@@ -13,10 +13,12 @@ import pytest
 from compressors.builders.context import BuildContext
 from compressors.builders.models import ModelUnavailable
 from compressors.builders.models.user import (
+    RepeatedModelWarning,
     UserModelError,
     detect_task,
     model_slug,
     parse_model_argument,
+    repeated_model,
     user_model_spec,
 )
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
@@ -85,6 +87,38 @@ def test_task_is_detected_from_the_architecture_class():
 ])
 def test_model_slug(given, taken, slug):
     assert model_slug(given, taken) == slug
+
+
+
+def test_one_folder_spelled_three_ways_is_one_model_said_once_each(bert_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(bert_folder.parent)
+    (tmp_path / "link").symlink_to(bert_folder)
+    seen: dict[str, str] = {}
+    assert not repeated_model("./tiny-bert", "./tiny-bert", seen)
+    with pytest.warns(RepeatedModelWarning, match=re.escape(
+            f"--models ./tiny-bert/: the same folder as ./tiny-bert ({bert_folder}); benchmarked once")) as said:
+        assert repeated_model("./tiny-bert/", "./tiny-bert/", seen)
+    assert len(said) == 1
+    with pytest.warns(RepeatedModelWarning, match=re.escape(f"--models {tmp_path}/link: the same folder as ")):
+        assert repeated_model(f"{tmp_path}/link", f"{tmp_path}/link", seen)
+    # a model named in the settings table is matched by the folder it names
+    with pytest.warns(RepeatedModelWarning, match=r"^--models reviews: the same folder as ./tiny-bert"):
+        assert repeated_model("reviews", str(bert_folder / ".." / "tiny-bert"), seen)
+    assert seen == {str(bert_folder): "./tiny-bert"}
+
+
+def test_other_folders_hub_ids_and_registered_names_are_not_repeats(bert_folder, tmp_path):
+    import warnings
+
+    seen: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not repeated_model(str(bert_folder), str(bert_folder), seen)
+        assert not repeated_model("./other", "./other", seen)
+        assert not repeated_model("hub:org/name", "hub:org/name", seen)
+        assert not repeated_model("minilm-sst2", "minilm-sst2", seen)
+    with pytest.warns(RepeatedModelWarning, match=r"the same hub model as hub:org/name \(hub:org/name\)"):
+        assert repeated_model("team", "hub:org/name", seen)
 
 
 # ----------------------------------------------------------------------------- bad folders

@@ -117,6 +117,25 @@ def test_bad_input_is_one_line_at_collection(nli, tmp_path, change, message):
     assert message.format(dir=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+def test_same_folder_twice_is_one_model(nli, tmp_path):
+    """``./m,./m/`` and a symlink to ``./m``: one model, its tests and its plan once, each repeat said in one
+    warning line (before: benchmarked as m, m-2, m-3, each plan announcing a build that never happened)."""
+    model, data, _ = nli
+    (tmp_path / "link").symlink_to(model)
+    out = run_pytest(*_nli_args(f"{model},{model}/,{tmp_path / 'link'}", data, "--techniques", "fp32", "-k",
+                                "my-nli and bs1", "--cache-dir", str(tmp_path / "cache")), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ids = [line.split("[")[1].rstrip("]") for line in out.stdout.splitlines() if "::" in line]
+    assert ids == ["my-nli-model-fp32-cpu-bs1"]
+    plans = [line for line in out.stdout.splitlines() if line.startswith("plan: ")]
+    assert len(plans) == 1 and plans[0].startswith("plan: my-nli-model ("), plans
+    said = [line for line in out.stderr.splitlines() if "RepeatedModelWarning" in line]
+    assert said == [f"compressbench:0: RepeatedModelWarning: --models {model}/: the same folder as {model} "
+                    f"({model.resolve()}); benchmarked once",
+                    f"compressbench:0: RepeatedModelWarning: --models {tmp_path / 'link'}: the same folder as "
+                    f"{model} ({model.resolve()}); benchmarked once"], out.stderr[-2000:]
+
+
 def test_data_options_without_a_user_model_are_refused(tmp_path):
     out = run_pytest("bench", "--collect-only", "-q", "--models", "minilm-sst2", "--dataset", str(tmp_path / "x.csv"))
     assert out.returncode == 4 and "apply to models given by path or hub id" in out.stderr

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from compressors import CompressbenchError
+from compressors import CompressbenchError, warn_user
 from compressors.builders.context import BuildContext
 from compressors.builders.models.hub import _auto_class, resolve_hub_snapshot
 from compressors.builders.models.spec import (
@@ -69,6 +69,42 @@ def parse_model_argument(arg: str) -> tuple[str, str]:
     if arg.startswith((".", "/", "~")) or os.sep in arg or "/" in arg:
         return "local", arg
     return "registered", arg
+
+
+class RepeatedModelWarning(UserWarning):
+    """One model named twice in ``--models`` (``./m,./m/``, a symlink to ``./m``): it is benchmarked once."""
+
+
+def model_location(arg: str) -> str | None:
+    """Where a ``--models`` entry points, to tell two spellings of one model apart: a folder's real path
+    (``~``, ``..``, a trailing separator and symlinks resolved) or ``hub:org/name``; None for a registered
+    name. Raises :class:`UserModelError` for a malformed hub id."""
+    kind, value = parse_model_argument(arg)
+    if kind == "local":
+        return str(Path(value).expanduser().resolve())
+    return f"{HUB_PREFIX}{value}" if kind == "hub" else None
+
+
+def repeated_model(entry: str, arg: str, seen: dict[str, str]) -> bool:
+    """Whether ``arg`` names a model that an earlier ``--models`` entry named already, so it is not made a
+    second model (its tests would repeat the first's and its plan announce builds that never happen).
+
+    Args:
+        entry: the ``--models`` entry as given (a path, a hub id, or a model named in the settings table).
+        arg: the folder or ``hub:org/name`` it stands for (``entry`` itself unless it is a named model).
+        seen: :func:`model_location` -> the entry that named it first; ``arg``'s location is added when new.
+
+    A repeat is said once, in one :class:`RepeatedModelWarning` line naming both entries and the place.
+    """
+    location = model_location(arg)
+    if location is None:
+        return False
+    first = seen.setdefault(location, entry)
+    if first == entry:
+        return False
+    what = "folder" if not location.startswith(HUB_PREFIX) else "hub model"
+    warn_user(RepeatedModelWarning(f"--models {entry}: the same {what} as {first} ({location}); benchmarked once"))
+    return True
 
 
 def _supported() -> list[str]:
