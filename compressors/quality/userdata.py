@@ -253,7 +253,13 @@ def load_labelled_split(
 
     Texts are kept exactly as read, leading and trailing whitespace included.
     """
-    rows = read_labelled_file(path, columns, option)
+    return labelled_split(read_labelled_file(path, columns, option), id2label, name, label_map)
+
+
+def labelled_split(rows: LabelledRows, id2label: dict[int, str], name: str,
+                   label_map: dict[str, int] | None = None) -> TextClassificationSplit:
+    """The rows of a file already read (:func:`read_labelled_file`) as a split, labels resolved as in
+    :func:`load_labelled_split`."""
     labels = resolve_labels(rows, id2label, label_map)
     return TextClassificationSplit(name, rows.texts, labels, source=str(rows.path),
                                    checksum=content_checksum(rows.texts, labels, rows.pairs), pairs=rows.pairs)
