@@ -136,6 +136,30 @@ def test_same_folder_twice_is_one_model(nli, tmp_path):
                     f"{model} ({model.resolve()}); benchmarked once"], out.stderr[-2000:]
 
 
+def test_pickle_weights_with_a_payload_stop_the_run_at_collection_in_one_line(nli, tmp_path):
+    """Through the command line: before, the weights-only loader refused the file only mid-test (a traceback of
+    about 390 lines); now collection stops with the one line, and the payload never runs."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.test_user_models import RunsCode
+
+    model, data, _ = nli
+    folder = Path(shutil.copytree(model, tmp_path / "pickled"))
+    marker = tmp_path / "payload-ran"
+    torch.save({**load_file(folder / "model.safetensors"), "x": RunsCode(marker)}, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    out = run_pytest(*_nli_args(folder, data, "--techniques", "fp32"), cwd=tmp_path)
+    assert out.returncode == 4, out.stdout[-2000:] + out.stderr[-2000:]
+    error = [line for line in out.stderr.splitlines() if line.startswith("ERROR")]
+    assert "Traceback" not in out.stderr and len(error) == 1, out.stderr[-2000:]
+    assert error[0].startswith(f"ERROR: --models {folder}: weights do not load: pytorch_model.bin: refused by "
+                               "PyTorch's weights-only loader")
+    assert not marker.exists()
+
+
 def test_data_options_without_a_user_model_are_refused(tmp_path):
     out = run_pytest("bench", "--collect-only", "-q", "--models", "minilm-sst2", "--dataset", str(tmp_path / "x.csv"))
     assert out.returncode == 4 and "apply to models given by path or hub id" in out.stderr
