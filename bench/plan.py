@@ -81,18 +81,18 @@ def _minutes(seconds: float) -> str:
 
 
 def parameter_counts(folder: Path) -> tuple[int, int]:
-    """``(all, embedding)`` parameters of the safetensors weights in ``folder``, from their headers."""
-    from safetensors import safe_open
+    """``(all, embedding)`` parameters of the weights ``from_pretrained`` would load from ``folder``, whatever
+    their format: safetensors headers, or a pickle checkpoint's tensor table through PyTorch's weights-only
+    loader (compressors.builders.models.user.weight_shapes; tied weights counted once)."""
+    from compressors.builders.models.user import weight_files, weight_shapes
 
     total = embedding = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), framework="np") as handle:
-            for name in handle.keys():
-                count = 1
-                for dim in handle.get_slice(name).get_shape():
-                    count *= int(dim)
-                total += count
-                embedding += count if ("embed" in name or name.endswith(("wte.weight", "wpe.weight"))) else 0
+    for name, shape in weight_shapes(weight_files(folder, str(folder)), str(folder)).items():
+        count = 1
+        for dim in shape:
+            count *= dim
+        total += count
+        embedding += count if ("embed" in name or name.endswith(("wte.weight", "wpe.weight"))) else 0
     return total, embedding
 
 

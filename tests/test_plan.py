@@ -66,3 +66,25 @@ def test_what_the_cache_holds_is_not_counted(model_and_files, tmp_path):
     after = _plan(spec, data, cache)
     assert before.builds[0].endswith("(copy of the folder)") and after.builds == before.builds[1:]
     assert after.seconds["building"] < before.seconds["building"]
+
+
+def test_plan_counts_parameters_of_bin_weights(model_and_files, tmp_path):
+    """A folder whose only weights are pytorch_model.bin is counted from the pickle's tensor table (read by the
+    weights-only loader), as a safetensors folder is from its header: the same model, the same count."""
+    import shutil
+    from pathlib import Path
+
+    from bench.plan import parameter_counts
+    from compressors.builders.models.user import local_folder
+    from tests.test_user_models import to_pickle_weights
+
+    spec, dev, _ = model_and_files
+    safetensors_folder = local_folder(spec)
+    expected = parameter_counts(safetensors_folder)
+    folder = Path(shutil.copytree(safetensors_folder, tmp_path / "Bin Model"))
+    to_pickle_weights(folder)
+    assert parameter_counts(folder) == expected and expected[0] > expected[1] > 0
+    bin_spec = user_model_spec(str(folder))
+    plan = _plan(bin_spec, FileClassificationData(dev, None, Columns(), ((0, "LABEL_0"), (1, "LABEL_1"))),
+                 ArtifactCache(tmp_path / "cache"))
+    assert plan.parameters == expected[0]  # was 0: only *.safetensors were counted

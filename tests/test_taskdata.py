@@ -158,3 +158,92 @@ def test_in_memory_data_for_programmatic_use():
         data.eval()
     with pytest.raises(MissingTrainData, match="no train rows"):
         data.train()
+
+
+# ----------------------------------------------------------------------------- train rows that are evaluation rows
+
+CLASSIFIER = {"id2label": {"0": "negative", "1": "positive"}}
+
+
+def _values(dev: Path, train: Path) -> dict:
+    return {"dataset": str(dev), "dataset_eval": None, "dataset_train": str(train), "text_column": "review",
+            "text_pair_column": None, "label_column": "sentiment", "label_map": None}
+
+
+def test_train_file_sharing_eval_rows_warns_with_count(files, tmp_path):
+    from compressors.quality.taskdata import TrainEvalOverlapWarning
+
+    train, dev = files
+    # 7 dev rows re-exported into the train file, one lower-cased and re-spaced: still the same row
+    leaked = [(f"dev row {i}", "negative") for i in range(6)] + [("DEV  row 6 ", "positive")]
+    mixed = _csv(tmp_path / "mixed.csv", [(f"train row {i}", "negative") for i in range(40)] + leaked)
+    with pytest.warns(TrainEvalOverlapWarning) as said:
+        user_data("sequence-classification", CLASSIFIER, _values(dev, mixed), "--models ./m")
+    assert [str(w.message) for w in said] == [
+        f"--dataset-train {mixed} shares 7 of 20 evaluation rows with --dataset {dev} (by text)"]
+
+
+def test_train_file_that_is_the_eval_file_warns_by_path_and_by_content(files, tmp_path):
+    import shutil
+
+    from compressors.quality.taskdata import TrainEvalOverlapWarning
+
+    _, dev = files
+    copy = Path(shutil.copy(dev, tmp_path / "copy-of-dev.csv"))
+    for train in (dev, copy):
+        with pytest.warns(TrainEvalOverlapWarning, match=f"^--dataset-train {train} is the evaluation file --dataset "
+                                                         f"{dev} \\(the same bytes\\): all 20 evaluation rows are"):
+            user_data("sequence-classification", CLASSIFIER, _values(dev, train), "--models ./m")
+
+
+def test_disjoint_train_and_eval_files_do_not_warn(files):
+    import warnings
+
+    train, dev = files
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = user_data("sequence-classification", CLASSIFIER, _values(dev, train), "--models ./m")
+    assert data.train_eval_overlap().shared_rows == 0
+
+
+def test_pair_rows_are_shared_only_when_both_texts_are(tmp_path):
+    def pairs(path, rows):
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("premise", "hypothesis", "label"), *rows])
+        return path
+
+    dev = pairs(tmp_path / "dev.csv", [("a", "b", 0), ("c", "d", 1), ("e", "f", 0)])
+    train = pairs(tmp_path / "train.csv", [("a", "b", 1), ("c", "not d", 1), ("x", "y", 0)])
+    data = FileClassificationData(dev, train, Columns("premise", "hypothesis", "label"), LABELS)
+    overlap = data.train_eval_overlap()
+    assert (overlap.shared_rows, overlap.eval_rows, overlap.by, overlap.same_file) == (1, 3, "text and pair", False)
+
+
+def test_saved_run_records_both_files_and_their_overlap(files, tmp_path):
+    from compressors.core.hashing import sha256_file
+
+    train, dev = files
+    mixed = _csv(tmp_path / "mixed.csv", [("dev row 3", "positive"), ("new", "negative")])
+    data = FileClassificationData(dev, mixed, Columns("review", None, "sentiment"), LABELS)
+    for train_used in (False, True):  # recorded whether or not this configuration trained
+        described = data.describe(train_used=train_used)
+        assert described["files"] == {"eval": {"path": str(dev), "sha256": sha256_file(dev), "rows": 20},
+                                      "train": {"path": str(mixed), "sha256": sha256_file(mixed), "rows": 2}}
+        assert described["train_eval_overlap"] == {"same_file": False, "shared_rows": 1, "eval_rows": 20,
+                                                   "by": "text"}
+    eval_only = FileClassificationData(dev, None, Columns("review", None, "sentiment"), LABELS).describe()
+    assert set(eval_only["files"]) == {"eval"} and "train_eval_overlap" not in eval_only
+
+
+def test_text_file_train_that_is_the_eval_text_warns_and_is_recorded(tmp_path):
+    from compressors.quality.taskdata import TrainEvalOverlapWarning
+
+    text = tmp_path / "wiki.txt"
+    text.write_text(" = Title = \n\n A first line of text . \n A second one . \n", encoding="utf-8")
+    values = {"text_file": str(text), "text_file_train": str(text)}
+    with pytest.warns(TrainEvalOverlapWarning, match=f"^--text-file-train {text} is the evaluation file --text-file "
+                                                     f"{text} \\(the same bytes\\)"):
+        data = user_data("causal-lm", {}, values, "--models ./lm")
+    described = data.describe(train_used=True)
+    assert described["files"]["eval"] == described["files"]["train"] and described["files"]["eval"]["rows"] == 4
+    assert described["train_eval_overlap"] == {"same_file": True, "shared_rows": None, "eval_rows": 4, "by": "file"}

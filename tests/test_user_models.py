@@ -13,10 +13,12 @@ import pytest
 from compressors.builders.context import BuildContext
 from compressors.builders.models import ModelUnavailable
 from compressors.builders.models.user import (
+    RepeatedModelWarning,
     UserModelError,
     detect_task,
     model_slug,
     parse_model_argument,
+    repeated_model,
     user_model_spec,
 )
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
@@ -85,6 +87,38 @@ def test_task_is_detected_from_the_architecture_class():
 ])
 def test_model_slug(given, taken, slug):
     assert model_slug(given, taken) == slug
+
+
+
+def test_one_folder_spelled_three_ways_is_one_model_said_once_each(bert_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(bert_folder.parent)
+    (tmp_path / "link").symlink_to(bert_folder)
+    seen: dict[str, str] = {}
+    assert not repeated_model("./tiny-bert", "./tiny-bert", seen)
+    with pytest.warns(RepeatedModelWarning, match=re.escape(
+            f"--models ./tiny-bert/: the same folder as ./tiny-bert ({bert_folder}); benchmarked once")) as said:
+        assert repeated_model("./tiny-bert/", "./tiny-bert/", seen)
+    assert len(said) == 1
+    with pytest.warns(RepeatedModelWarning, match=re.escape(f"--models {tmp_path}/link: the same folder as ")):
+        assert repeated_model(f"{tmp_path}/link", f"{tmp_path}/link", seen)
+    # a model named in the settings table is matched by the folder it names
+    with pytest.warns(RepeatedModelWarning, match=r"^--models reviews: the same folder as ./tiny-bert"):
+        assert repeated_model("reviews", str(bert_folder / ".." / "tiny-bert"), seen)
+    assert seen == {str(bert_folder): "./tiny-bert"}
+
+
+def test_other_folders_hub_ids_and_registered_names_are_not_repeats(bert_folder, tmp_path):
+    import warnings
+
+    seen: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not repeated_model(str(bert_folder), str(bert_folder), seen)
+        assert not repeated_model("./other", "./other", seen)
+        assert not repeated_model("hub:org/name", "hub:org/name", seen)
+        assert not repeated_model("minilm-sst2", "minilm-sst2", seen)
+    with pytest.warns(RepeatedModelWarning, match=r"the same hub model as hub:org/name \(hub:org/name\)"):
+        assert repeated_model("team", "hub:org/name", seen)
 
 
 # ----------------------------------------------------------------------------- bad folders
@@ -183,6 +217,112 @@ def test_remote_code_is_accepted_when_trusted(my_model):
 def test_registered_name_is_not_a_user_model():
     with pytest.raises(UserModelError, match="not a folder .* or hub id"):
         user_model_spec("minilm-sst2")
+
+
+
+# ----------------------------------------------------------------------------- pickle weights
+
+def to_pickle_weights(folder: Path) -> Path:
+    """The folder with its weights as ``torch.save`` writes a state dict (``pytorch_model.bin``), the only
+    weight file left, as in checkpoints saved before safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder / "pytorch_model.bin"
+
+
+class RunsCode:
+    """Unpickled in full, it would run a shell command (``marker`` touched): the classic pickle payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickle_weights_with_a_payload_stop_at_collection_in_one_line(my_model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    marker = tmp_path / "payload-ran"
+    state = {**load_file(my_model / "model.safetensors"), "classifier.extra": RunsCode(marker)}
+    torch.save(state, my_model / "pytorch_model.bin")
+    (my_model / "model.safetensors").unlink()
+    with pytest.raises(UserModelError, match=rf"^--models {re.escape(str(my_model))}: weights do not load: "
+                                             r"pytorch_model.bin: refused by PyTorch's weights-only loader.*"
+                                             r"GLOBAL (posix|os).system") as caught:
+        user_model_spec(str(my_model))
+    assert "\n" not in str(caught.value) and "weights_only=False" not in str(caught.value)
+    assert not marker.exists()  # refused before the call: the payload never ran
+
+
+def test_truncated_bin_weights_stop_at_collection_in_one_line(my_model):
+    weights = to_pickle_weights(my_model)
+    weights.write_bytes(weights.read_bytes()[:2000])  # an interrupted copy
+    with pytest.raises(UserModelError, match=rf"^--models {re.escape(str(my_model))}: weights do not load: "
+                                             r"pytorch_model.bin: not a complete PyTorch checkpoint \(.*zip archive"
+                                             ) as caught:
+        user_model_spec(str(my_model))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bin_shard_named_by_its_index_is_checked_too(my_model):
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(my_model / "model.safetensors")
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[:3], "pytorch_model-00002-of-00002.bin": names[3:]}
+    for shard, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, my_model / shard)
+    (my_model / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"weight_map": {k: shard for shard, keys in halves.items() for k in keys}}))
+    (my_model / "model.safetensors").unlink()
+    assert user_model_spec(str(my_model)).task == TASK_CLASSIFICATION  # whole shards load
+    (my_model / "pytorch_model-00002-of-00002.bin").write_bytes(b"\x80\x02}q\x00(X")  # a cut legacy pickle
+    with pytest.raises(UserModelError, match=r"weights do not load: pytorch_model-00002-of-00002.bin: not a "
+                                             r"complete PyTorch checkpoint"):
+        user_model_spec(str(my_model))
+
+
+def test_a_pickle_of_something_else_than_tensors_is_refused(my_model):
+    import torch
+
+    to_pickle_weights(my_model)
+    torch.save({"epoch": 3, "state_dict": {}}, my_model / "pytorch_model.bin")  # a trainer's checkpoint
+    with pytest.raises(UserModelError, match=r"pytorch_model.bin: holds int under 'epoch', not a state dict"):
+        user_model_spec(str(my_model))
+
+
+def test_bin_weights_build_with_the_original_logits(my_model, ctx):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from compressors.execution.runtime import load_predictor
+
+    reference = AutoModelForSequenceClassification.from_pretrained(my_model).eval()
+    to_pickle_weights(my_model)
+    spec = user_model_spec(str(my_model))
+    artifact = spec.build_base(spec, ctx)
+    assert artifact.manifest["weights"] == ["model.safetensors"]  # re-saved as safetensors
+    assert "pytorch_model.bin" in artifact.manifest["recipe"]["files"]  # keyed on the pickle's content
+    predictor = load_predictor(artifact)
+    ids = {"input_ids": np.array([[2, 7, 9, 3]]), "attention_mask": np.ones((1, 4), dtype=np.int64)}
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.run(predictor.prepare(ids)),
+                                   reference(**{k: torch.from_numpy(v) for k, v in ids.items()}).logits)
+
+
+def test_weights_are_the_files_transformers_loads_first(my_model):
+    from compressors.builders.models.user import weight_files
+
+    (my_model / "model.safetensors.index.json").write_text('{"weight_map": {"x": "absent.safetensors"}}')
+    assert weight_files(my_model, "x") == [my_model / "model.safetensors"]  # the single file wins, as there
 
 
 # ----------------------------------------------------------------------------- building

@@ -117,6 +117,49 @@ def test_bad_input_is_one_line_at_collection(nli, tmp_path, change, message):
     assert message.format(dir=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+def test_same_folder_twice_is_one_model(nli, tmp_path):
+    """``./m,./m/`` and a symlink to ``./m``: one model, its tests and its plan once, each repeat said in one
+    warning line (before: benchmarked as m, m-2, m-3, each plan announcing a build that never happened)."""
+    model, data, _ = nli
+    (tmp_path / "link").symlink_to(model)
+    out = run_pytest(*_nli_args(f"{model},{model}/,{tmp_path / 'link'}", data, "--techniques", "fp32", "-k",
+                                "my-nli and bs1", "--cache-dir", str(tmp_path / "cache")), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ids = [line.split("[")[1].rstrip("]") for line in out.stdout.splitlines() if "::" in line]
+    assert ids == ["my-nli-model-fp32-cpu-bs1"]
+    plans = [line for line in out.stdout.splitlines() if line.startswith("plan: ")]
+    assert len(plans) == 1 and plans[0].startswith("plan: my-nli-model ("), plans
+    said = [line for line in out.stderr.splitlines() if "RepeatedModelWarning" in line]
+    assert said == [f"compressbench:0: RepeatedModelWarning: --models {model}/: the same folder as {model} "
+                    f"({model.resolve()}); benchmarked once",
+                    f"compressbench:0: RepeatedModelWarning: --models {tmp_path / 'link'}: the same folder as "
+                    f"{model} ({model.resolve()}); benchmarked once"], out.stderr[-2000:]
+
+
+def test_pickle_weights_with_a_payload_stop_the_run_at_collection_in_one_line(nli, tmp_path):
+    """Through the command line: before, the weights-only loader refused the file only mid-test (a traceback of
+    about 390 lines); now collection stops with the one line, and the payload never runs."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.test_user_models import RunsCode
+
+    model, data, _ = nli
+    folder = Path(shutil.copytree(model, tmp_path / "pickled"))
+    marker = tmp_path / "payload-ran"
+    torch.save({**load_file(folder / "model.safetensors"), "x": RunsCode(marker)}, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    out = run_pytest(*_nli_args(folder, data, "--techniques", "fp32"), cwd=tmp_path)
+    assert out.returncode == 4, out.stdout[-2000:] + out.stderr[-2000:]
+    error = [line for line in out.stderr.splitlines() if line.startswith("ERROR")]
+    assert "Traceback" not in out.stderr and len(error) == 1, out.stderr[-2000:]
+    assert error[0].startswith(f"ERROR: --models {folder}: weights do not load: pytorch_model.bin: refused by "
+                               "PyTorch's weights-only loader")
+    assert not marker.exists()
+
+
 def test_data_options_without_a_user_model_are_refused(tmp_path):
     out = run_pytest("bench", "--collect-only", "-q", "--models", "minilm-sst2", "--dataset", str(tmp_path / "x.csv"))
     assert out.returncode == 4 and "apply to models given by path or hub id" in out.stderr

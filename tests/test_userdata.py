@@ -171,6 +171,58 @@ def test_bad_file_is_one_line_naming_option_and_file(tmp_path, name, content, me
     assert text.startswith(f"{OPTION} {path}: ") and "\n" not in text
 
 
+
+# --------------------------------------------------------------------------- parse errors name the line
+
+GOOD_LINES = ['{"sentence": "fine", "label": 1}', '{"sentence": "poor", "label": 0}']
+
+
+def _parse_error(path: Path) -> str:
+    with pytest.raises(DataError) as info:
+        read_labelled_file(path, Columns(), OPTION)
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_jsonl_parse_error_names_the_line(tmp_path):
+    path = write(tmp_path, "eval.jsonl", "\n".join([*GOOD_LINES, *GOOD_LINES, '{"sentence": "x" "label": 0}',
+                                                     *GOOD_LINES]) + "\n")
+    # pyarrow said "in row 4", a row counted from 0, of the fifth line
+    assert _parse_error(path) == f"{OPTION} {path}, line 5: not valid JSON: Expecting ',' delimiter (column 18)"
+
+
+def test_jsonl_line_that_is_not_an_object_names_the_line(tmp_path):
+    path = write(tmp_path, "eval.jsonl", "\n".join([*GOOD_LINES, "[1, 2]", *GOOD_LINES]) + "\n")
+    assert _parse_error(path) == (f"{OPTION} {path}, line 3: a JSON list, not an object (JSON lines hold one "
+                                  "object a row)")
+
+
+def test_json_array_parse_error_names_the_line(tmp_path):
+    path = write(tmp_path, "eval.json", "[\n" + ",\n".join([*GOOD_LINES, '{"sentence": "x" "label": 0}']) + "\n]\n")
+    # was "at position 87", a character offset into the file
+    assert _parse_error(path) == f"{OPTION} {path}, line 4: not valid JSON: Expecting ',' delimiter (column 18)"
+
+
+def test_csv_row_with_too_many_fields_names_the_line(tmp_path):
+    path = write(tmp_path, "eval.csv", 'sentence,label\n"a, quoted text",1\nb,0\n\nan unquoted, comma,1\nc,0\n')
+    # the header is line 1, the blank line 4 counts as a line
+    assert _parse_error(path) == (f"{OPTION} {path}, line 5: 3 fields where the header has 2 (a ',' inside a text "
+                                  "not in quotes?)")
+
+
+def test_csv_unterminated_quote_names_the_line_it_opens_on(tmp_path):
+    path = write(tmp_path, "eval.csv", 'sentence,label\n"two\nlines",1\nb,0\n"never closed,1\nc,0\nd,1\n')
+    # pandas said "EOF inside string starting at row 3" (from 0, the record, not the line)
+    assert _parse_error(path) == (f'{OPTION} {path}, line 5: a quoted field opens here and its closing " never '
+                                  "comes")
+
+
+def test_tsv_row_with_too_many_fields_names_the_line(tmp_path):
+    path = write(tmp_path, "eval.tsv", 'sentence\tlabel\n"quotes" are text\t1\nb\t0\nc\tx\t1\n')
+    assert _parse_error(path) == f"{OPTION} {path}, line 4: 3 fields where the header has 2 (a tab inside a text?)"
+
+
 def test_missing_pair_column_names_its_option(tmp_path):
     path = write(tmp_path, "pairs.csv", "premise,label\nx,1\ny,0\n")
     with pytest.raises(DataError, match=r"no column 'hypothesis' \(set by --text-pair-column\); the file has "

@@ -59,12 +59,13 @@ def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict
     error."""
     from compressors import CompressbenchError
     from compressors.builders.models import MODELS
-    from compressors.builders.models.user import parse_model_argument, user_model_spec
+    from compressors.builders.models.user import parse_model_argument, repeated_model, user_model_spec
     from compressors.quality.taskdata import user_data
 
     data_options = [o for o in ("dataset", "dataset_eval", "dataset_train", "text_file", "text_file_train")
                     if settings.values[o] is not None]
     models, data, taken = [], {}, set(MODELS.names())
+    seen: dict[str, str] = {}  # where each user model is (real path, hub id) -> the entry that named it first
     for name in names or []:
         named = settings.named_models.get(name)
         kind = "named" if named is not None else parse_model_argument(name)[0]
@@ -74,6 +75,8 @@ def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict
         values = {**settings.values, **(named or {})}
         arg = name if named is None else (named["path"] if "path" in named else "hub:" + named["hub"])
         try:
+            if repeated_model(name, arg, seen):  # the same folder twice is one model, said in one warning line
+                continue
             spec = user_model_spec(arg, trust_remote_code=bool(values["trust_remote_code"]), taken=taken)
             if named is not None:
                 spec = dataclasses.replace(spec, name=name)

@@ -11,6 +11,10 @@ task, the techniques and the measurement process; nothing else reaches for SST-2
   :class:`TextFileData`); ``--dataset`` alone gives evaluation rows only, and every technique
   that trains or calibrates is then skipped with a reason naming ``--dataset-train``.
 
+A user's train file that is the evaluation file, or shares rows with it, is said at collection in one
+:class:`TrainEvalOverlapWarning` line with the count (:meth:`TaskData.warn_train_eval_overlap`); the saved run
+records both files' identities and the overlap (:meth:`TaskData.describe`).
+
 Techniques see the data through :meth:`TaskData.for_stage`: train rows only, and only when the
 technique declares that it uses them (``Technique.uses_data``), in which case the train rows'
 checksum is part of its artifact's cache key. Reading rows undeclared is an error, so no artifact
@@ -23,7 +27,8 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from compressors import CompressbenchError
+from compressors import CompressbenchError, warn_user
+from compressors.core.hashing import sha256_file
 from compressors.quality.data import (
     HELD_APART_SENTENCES,
     DataError,
@@ -46,6 +51,64 @@ class MissingTrainData(DataError):
 class UndeclaredDataUse(CompressbenchError):
     """A technique read rows without declaring ``uses_data`` (its artifacts would be cached without the
     data's checksum), or read the evaluation rows (never allowed while building)."""
+
+
+class TrainEvalOverlapWarning(UserWarning):
+    """The train file is the evaluation file, or shares rows with it: what is measured on those rows is
+    measured on rows that techniques trained or calibrated on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIdentity:
+    """What a run records of a user's data file: its path (absolute, as given), sha256 and rows."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainEvalOverlap:
+    """How much of the evaluation file the train file holds.
+
+    ``same_file``: one file (the same real path) or two with the same bytes (the same sha256).
+    ``shared_rows``: evaluation rows whose text (and pair text) is also a train row's, compared ignoring case
+    and runs of whitespace; None where rows are not compared (plain-text files: only the same file is).
+    """
+
+    same_file: bool
+    shared_rows: int | None
+    eval_rows: int
+    by: str  # what rows are compared by: "text", "text and pair", or "file" (not by rows)
+
+    @property
+    def leaks(self) -> bool:
+        return self.same_file or bool(self.shared_rows)
+
+    def message(self, train: str, evaluation: str) -> str:
+        """The collection-time warning; ``train`` and ``evaluation`` are ``"--option path"``."""
+        if self.same_file:
+            return (f"{train} is the evaluation file {evaluation} (the same bytes): all {self.eval_rows:,} "
+                    "evaluation rows are rows that techniques train or calibrate on")
+        return (f"{train} shares {self.shared_rows:,} of {self.eval_rows:,} evaluation rows with {evaluation} "
+                f"(by {self.by})")
+
+
+def _same_file(a: Path, b: Path, a_sha256: str, b_sha256: str) -> bool:
+    return a.resolve() == b.resolve() or a_sha256 == b_sha256
+
+
+def _row_key(text: str, pair: str | None) -> tuple[str, str | None]:
+    return " ".join(text.split()).casefold(), None if pair is None else " ".join(pair.split()).casefold()
+
+
+def shared_rows(eval_texts, eval_pairs, train_texts, train_pairs) -> int:
+    """How many evaluation rows have a text (and pair text) that a train row has too, ignoring case and runs
+    of whitespace (a re-export that lower-cased or re-spaced the rows still shares them)."""
+    train = {_row_key(t, None if train_pairs is None else p)
+             for t, p in zip(train_texts, train_pairs or [None] * len(train_texts), strict=True)}
+    return sum(_row_key(t, None if eval_pairs is None else p) in train
+               for t, p in zip(eval_texts, eval_pairs or [None] * len(eval_texts), strict=True))
 
 
 class TaskData:
@@ -91,7 +154,30 @@ class TaskData:
             described["columns"] = dataclasses.asdict(columns)
         if getattr(self, "label_map", None):
             described["label_map_option"] = dict(self.label_map)
+        files = self.file_identities()
+        if files:
+            described["files"] = {role: dataclasses.asdict(identity) for role, identity in files.items()}
+        overlap = self.train_eval_overlap()
+        if overlap is not None:
+            described["train_eval_overlap"] = dataclasses.asdict(overlap)
         return described
+
+    def file_identities(self) -> dict[str, FileIdentity]:
+        """``{"eval": ..., "train": ...}``: the user's files this data was read from (none for the suite's own)."""
+        return {}
+
+    def train_eval_overlap(self) -> TrainEvalOverlap | None:
+        """How much of the evaluation rows the train rows hold; None without a user's train file."""
+        return None
+
+    def warn_train_eval_overlap(self) -> TrainEvalOverlap | None:
+        """Warn (one :class:`TrainEvalOverlapWarning` line, at collection) when the train file is the evaluation
+        file or shares rows with it; returns the overlap."""
+        overlap = self.train_eval_overlap()
+        if overlap is not None and overlap.leaks:
+            warn_user(TrainEvalOverlapWarning(overlap.message(
+                f"{self.train_option} {self.train_path}", f"{self.eval_option} {self.eval_path}")))
+        return overlap
 
     def for_stage(self, technique: str, uses_data: bool) -> StageData:
         """What a technique's builder may read (see the module docstring)."""
@@ -199,28 +285,52 @@ class FileClassificationData(TaskData):
     def has_train(self) -> bool:
         return self.train_path is not None
 
-    def _load(self, path: Path, name: str, option: str) -> TextClassificationSplit:
-        from compressors.quality.userdata import load_labelled_split
+    def _split(self, rows, name: str) -> TextClassificationSplit:
+        from compressors.quality.userdata import labelled_split
 
-        return load_labelled_split(path, self.columns, self.id2label, name=name, option=option,
-                                   label_map=None if self.label_map is None else dict(self.label_map))
-
-    @functools.cached_property
-    def _eval(self) -> TextClassificationSplit:
-        return self._load(self.eval_path, "eval", self.eval_option)
+        return labelled_split(rows, self.id2label, name,
+                              label_map=None if self.label_map is None else dict(self.label_map))
 
     @functools.cached_property
-    def _train(self) -> TextClassificationSplit:
+    def _eval_file(self):  # compressors.quality.userdata.LabelledRows
+        from compressors.quality.userdata import read_labelled_file
+
+        return read_labelled_file(self.eval_path, self.columns, self.eval_option)
+
+    @functools.cached_property
+    def _train_file(self):
         if self.train_path is None:
             raise MissingTrainData(f"needs train rows and {self.eval_option} {self.eval_path} gives evaluation rows "
                                    f"only (never trained or calibrated on): give {self.train_option} FILE")
-        return self._load(self.train_path, "train", self.train_option)
+        from compressors.quality.userdata import read_labelled_file
+
+        return read_labelled_file(self.train_path, self.columns, self.train_option)
+
+    @functools.cached_property
+    def _eval(self) -> TextClassificationSplit:
+        return self._split(self._eval_file, "eval")
+
+    @functools.cached_property
+    def _train(self) -> TextClassificationSplit:
+        return self._split(self._train_file, "train")
 
     def eval(self) -> TextClassificationSplit:
         return self._eval
 
     def train(self) -> TextClassificationSplit:
         return self._train
+
+    def file_identities(self) -> dict[str, FileIdentity]:
+        files = {"eval": self._eval_file} | ({"train": self._train_file} if self.has_train else {})
+        return {role: FileIdentity(str(rows.path), rows.file_sha256, len(rows)) for role, rows in files.items()}
+
+    def train_eval_overlap(self) -> TrainEvalOverlap | None:
+        if not self.has_train:
+            return None
+        evaluation, train = self._eval_file, self._train_file
+        same = _same_file(evaluation.path, train.path, evaluation.file_sha256, train.file_sha256)
+        shared = shared_rows(evaluation.texts, evaluation.pairs, train.texts, train.pairs)
+        return TrainEvalOverlap(same, shared, len(evaluation), "text" if evaluation.pairs is None else "text and pair")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +371,24 @@ class TextFileData(TaskData):
 
     def train(self) -> TextCorpus:
         return self._train
+
+    @functools.cached_property
+    def _sha256(self) -> dict[str, str]:
+        return {"eval": sha256_file(self.eval_path)} | (
+            {"train": sha256_file(self.train_path)} if self.train_path is not None else {})
+
+    def file_identities(self) -> dict[str, FileIdentity]:
+        files = {"eval": (self.eval_path, self._eval)} | (
+            {"train": (self.train_path, self._train)} if self.has_train else {})
+        return {role: FileIdentity(str(path), self._sha256[role], corpus.rows)
+                for role, (path, corpus) in files.items()}
+
+    def train_eval_overlap(self) -> TrainEvalOverlap | None:
+        if not self.has_train:
+            return None
+        # Lines are not compared: running text repeats short lines (headings, blank-ish rows) innocently.
+        same = _same_file(self.eval_path, self.train_path, self._sha256["eval"], self._sha256["train"])
+        return TrainEvalOverlap(same, None, self._eval.rows, "file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +470,7 @@ def user_data(task: str, model_config: dict | None, values, where: str) -> TaskD
         data.eval()
         if data.has_train:
             data.train()
+            data.warn_train_eval_overlap()
         return data
     if task == TASK_CAUSAL_LM:
         if not values.get("text_file"):
@@ -354,5 +483,6 @@ def user_data(task: str, model_config: dict | None, values, where: str) -> TaskD
         data.eval()
         if data.has_train:
             data.train()
+            data.warn_train_eval_overlap()
         return data
     raise DataError(f"{where}: no data settings for task {task!r}")

@@ -10,7 +10,9 @@ A plain-text file (:func:`load_text_file`) is read exactly the way the suite rea
 (:func:`compressors.quality.data.wikitext_rows`), so a user's perplexity is measured the same way.
 
 Every problem is a :class:`~compressors.quality.data.DataError` whose message is one line starting with the
-command-line option and the file, e.g. ``--dataset-eval /x/y.csv: row 3: no label``.
+command-line option and the file, e.g. ``--dataset-eval /x/y.csv: row 3: no label`` (data rows counted from 1),
+or, for a file that does not parse, its line (counted from 1, a CSV header included):
+``--dataset-eval /x/y.jsonl, line 7: not valid JSON: ...``.
 """
 
 from __future__ import annotations
@@ -251,7 +253,13 @@ def load_labelled_split(
 
     Texts are kept exactly as read, leading and trailing whitespace included.
     """
-    rows = read_labelled_file(path, columns, option)
+    return labelled_split(read_labelled_file(path, columns, option), id2label, name, label_map)
+
+
+def labelled_split(rows: LabelledRows, id2label: dict[int, str], name: str,
+                   label_map: dict[str, int] | None = None) -> TextClassificationSplit:
+    """The rows of a file already read (:func:`read_labelled_file`) as a split, labels resolved as in
+    :func:`load_labelled_split`."""
     labels = resolve_labels(rows, id2label, label_map)
     return TextClassificationSplit(name, rows.texts, labels, source=str(rows.path),
                                    checksum=content_checksum(rows.texts, labels, rows.pairs), pairs=rows.pairs)
@@ -346,8 +354,93 @@ def _read_table(path: Path, suffix: str, columns: Columns, where: str) -> dict[s
             raise DataError(f"{where}: the file has no data rows") from None
         if isinstance(cause, UnicodeDecodeError):
             raise DataError(f"{where}: not UTF-8 text ({cause}); save the file as UTF-8") from None
+        # The readers' own positions are a row counted from 0 (pyarrow's JSON, pandas' open quote) or a
+        # character offset (a JSON array): found again here, by line, with a reader that says where.
+        located = _locate_parse_error(path, suffix)
+        if located is not None:
+            raise DataError(f"{where}, {located}") from exc
         detail = " ".join(f"{type(cause).__name__}: {cause}".split())
         raise DataError(f"{where}: could not read it as {suffix.lstrip('.').upper()} ({detail[:300]})") from exc
+
+
+def _locate_parse_error(path: Path, suffix: str) -> str | None:
+    """Where a file that ``datasets`` could not parse stops being CSV, TSV or JSON: ``"line N: what"`` (lines
+    counted from 1, the header included), or None when a plain reading finds nothing wrong."""
+    if suffix in (".json", ".jsonl"):
+        return _json_parse_error(path.read_text(encoding="utf-8"))
+    if suffix in (".csv", ".tsv"):
+        return _csv_parse_error(path, "\t" if suffix == ".tsv" else ",")
+    return None
+
+
+def _json_parse_error(text: str) -> str | None:
+    lines = text.split("\n")
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        json.loads(first)
+        one_document = False
+    except json.JSONDecodeError:
+        one_document = True  # an array of objects, or one object spread over lines
+    if one_document:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
+        return None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"line {number}: not valid JSON: {exc.msg} (column {exc.colno})"
+        if not isinstance(value, dict):
+            return f"line {number}: a JSON {type(value).__name__}, not an object (JSON lines hold one object a row)"
+    return None
+
+
+def _csv_parse_error(path: Path, delimiter: str) -> str | None:
+    """The first record with more fields than the header (pandas' "Expected N fields"), or a quote opened
+    and never closed (CSV only: TSV takes quotes literally), whichever starts first."""
+    import csv
+
+    tsv = delimiter == "\t"
+    quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+    problems: list[tuple[int, str]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        header = None
+        while True:
+            start = reader.line_num + 1  # a quoted field can span lines: a record starts after the last one
+            try:
+                row = next(reader)
+            except (StopIteration, csv.Error):
+                break
+            if not row:
+                continue  # a blank line, skipped as pandas skips it
+            if header is None:
+                header = row
+            elif len(row) > len(header):
+                sep = "a tab inside a text?" if tsv else "a ',' inside a text not in quotes?"
+                problems.append((start, f"{len(row)} fields where the header has {len(header)} ({sep})"))
+                break
+    if not tsv:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, strict=True)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    if "unexpected end of data" in str(exc):  # EOF inside quotes
+                        problems.append((start, 'a quoted field opens here and its closing " never comes'))
+                    break  # other strictness (text after a closing quote) pandas accepts
+    if not problems:
+        return None
+    line, what = min(problems)
+    return f"line {line}: {what}"
 
 
 @contextlib.contextmanager

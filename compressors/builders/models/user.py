@@ -2,8 +2,9 @@
 ``save_pretrained`` writes it), ``--models /abs/path`` or ``--models hub:org/name`` (a hub id).
 
 A user model is checked when the run is collected, with cheap checks only (its config, task, remote
-code, tokenizer and safetensors headers; no weights loaded into a model), so a bad folder stops the
-run with one line before anything is built. Its base artifact is the model re-saved as float32
+code, tokenizer and its weights' tensor table: safetensors headers, pickle checkpoints through PyTorch's
+weights-only loader; no weights loaded into a model), so a bad folder stops the run with one line before
+anything is built. Its base artifact is the model re-saved as float32
 safetensors with its tokenizer, keyed on the content of the files that make it, not on its path.
 """
 
@@ -17,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from compressors import CompressbenchError
+from compressors import CompressbenchError, warn_user
 from compressors.builders.context import BuildContext
 from compressors.builders.models.hub import _auto_class, resolve_hub_snapshot
 from compressors.builders.models.spec import (
@@ -68,6 +69,42 @@ def parse_model_argument(arg: str) -> tuple[str, str]:
     if arg.startswith((".", "/", "~")) or os.sep in arg or "/" in arg:
         return "local", arg
     return "registered", arg
+
+
+class RepeatedModelWarning(UserWarning):
+    """One model named twice in ``--models`` (``./m,./m/``, a symlink to ``./m``): it is benchmarked once."""
+
+
+def model_location(arg: str) -> str | None:
+    """Where a ``--models`` entry points, to tell two spellings of one model apart: a folder's real path
+    (``~``, ``..``, a trailing separator and symlinks resolved) or ``hub:org/name``; None for a registered
+    name. Raises :class:`UserModelError` for a malformed hub id."""
+    kind, value = parse_model_argument(arg)
+    if kind == "local":
+        return str(Path(value).expanduser().resolve())
+    return f"{HUB_PREFIX}{value}" if kind == "hub" else None
+
+
+def repeated_model(entry: str, arg: str, seen: dict[str, str]) -> bool:
+    """Whether ``arg`` names a model that an earlier ``--models`` entry named already, so it is not made a
+    second model (its tests would repeat the first's and its plan announce builds that never happen).
+
+    Args:
+        entry: the ``--models`` entry as given (a path, a hub id, or a model named in the settings table).
+        arg: the folder or ``hub:org/name`` it stands for (``entry`` itself unless it is a named model).
+        seen: :func:`model_location` -> the entry that named it first; ``arg``'s location is added when new.
+
+    A repeat is said once, in one :class:`RepeatedModelWarning` line naming both entries and the place.
+    """
+    location = model_location(arg)
+    if location is None:
+        return False
+    first = seen.setdefault(location, entry)
+    if first == entry:
+        return False
+    what = "folder" if not location.startswith(HUB_PREFIX) else "hub model"
+    warn_user(RepeatedModelWarning(f"--models {entry}: the same {what} as {first} ({location}); benchmarked once"))
+    return True
 
 
 def _supported() -> list[str]:
@@ -122,41 +159,47 @@ def _read_json(path: Path, where: str) -> dict:
 
 
 def weight_files(folder: Path, where: str) -> list[Path]:
-    """The weight files ``from_pretrained`` reads from ``folder`` (safetensors first, as it does):
-    an index and its shards, or one file. Raises :class:`UserModelError` when there are none or an
-    index names a shard that is missing."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (folder / index).is_file():
-            weight_map = _read_json(folder / index, where).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise UserModelError(f"{where}: weights do not load: {index}: it has no weight_map")
-            shards = [folder / name for name in sorted(set(weight_map.values()))]
-            missing = [s.name for s in shards if not s.is_file()]
-            if missing:
-                raise UserModelError(f"{where}: weights do not load: {index} names {', '.join(missing)}, "
-                                     f"missing from {folder}")
-            return [folder / index, *shards]
-        if (folder / single).is_file():
-            return [folder / single]
+    """The weight files ``from_pretrained`` reads from ``folder``, found in its order: ``model.safetensors``,
+    ``model.safetensors.index.json`` and its shards, ``pytorch_model.bin``, ``pytorch_model.bin.index.json``
+    and its shards (an index comes first in the list). Raises :class:`UserModelError` when there are none or
+    an index names a shard that is missing."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json"):
+        if not (folder / name).is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [folder / name]
+        weight_map = _read_json(folder / name, where).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise UserModelError(f"{where}: weights do not load: {name}: it has no weight_map")
+        shards = [folder / shard for shard in sorted(set(weight_map.values()))]
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise UserModelError(f"{where}: weights do not load: {name} names {', '.join(missing)}, "
+                                 f"missing from {folder}")
+        return [folder / name, *shards]
     raise UserModelError(f"{where}: no weights in {folder} (model.safetensors, sharded *.safetensors with "
-                         "model.safetensors.index.json, or pytorch_model.bin)")
+                         "model.safetensors.index.json, pytorch_model.bin, or sharded *.bin with "
+                         "pytorch_model.bin.index.json)")
 
 
-def _check_weights(files: list[Path], where: str) -> None:
-    """Read every safetensors header (its tensor table; no tensor data), which is where a truncated
-    or overwritten file shows. A ``.bin`` pickle cannot be checked without loading it."""
-    from safetensors import SafetensorError, safe_open
+def weight_shapes(files: list[Path], where: str) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` over the weight files of :func:`weight_files` (an index is skipped), read
+    without building a model (:mod:`compressors.builders.models.weights`: safetensors headers; pickle
+    checkpoints through PyTorch's weights-only loader, never unpickled in full). A truncated or overwritten
+    file, or a pickle that holds more than tensors (a payload that would run code), raises
+    :class:`UserModelError` naming the file."""
+    from compressors.builders.models.weights import WeightsUnreadable, tensor_shapes
 
+    shapes: dict[str, tuple[int, ...]] = {}
     for path in files:
+        if path.name.endswith(".index.json"):
+            continue
         try:
-            if path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt") as handle:
-                    list(handle.keys())
-            elif path.suffix == ".bin" and path.stat().st_size == 0:
-                raise OSError("the file is empty")
-        except (SafetensorError, OSError) as exc:
-            raise UserModelError(f"{where}: weights do not load: {path.name}: {_one_line(exc)}") from exc
+            shapes.update(tensor_shapes(path))
+        except (WeightsUnreadable, ValueError) as exc:
+            raise UserModelError(f"{where}: weights do not load: {path.name}: {exc}") from exc
+    return shapes
 
 
 def _check_tokenizer(folder: Path, where: str, trust_remote_code: bool) -> None:
@@ -200,7 +243,7 @@ def check_model_folder(folder: Path, where: str, trust_remote_code: bool = False
             if "auto_map" in settings:
                 raise UserModelError(f"{where}: needs remote code (auto_map in {name}); pass --trust-remote-code "
                                      "if you trust it")
-    _check_weights(weight_files(folder, where), where)  # before the tokenizer: cheaper, and the likelier miss
+    weight_shapes(weight_files(folder, where), where)  # before the tokenizer: cheaper, and the likelier miss
     _check_tokenizer(folder, where, trust_remote_code)
     return config
 
@@ -237,8 +280,10 @@ def _build_from_folder(folder: Path, spec: ModelSpec, ctx: BuildContext, meta: d
 
         trust = spec.trust_remote_code
         model_config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        # weights_only: a pickle checkpoint goes through PyTorch's restricted unpickler, as at collection
+        # (transformers' default; said here so that a change of default cannot unpickle a user's file in full).
         model = _auto_class(spec.task).from_pretrained(folder, config=model_config, dtype=torch.float32,
-                                                       trust_remote_code=trust)
+                                                       trust_remote_code=trust, weights_only=True)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
         model.eval().save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
