@@ -1,9 +1,10 @@
-"""Parametrisation of the benchmark matrix and the session fixture."""
+"""Parametrisation of the benchmark matrix, the session fixture, and the suite's hooks for plugins."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench import hookspecs
 from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
 from compressors.builders.context import BuildContext
@@ -11,6 +12,10 @@ from compressors.core.cache import ArtifactCache
 from compressors.core.scratch import sweep_stale
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.quality.data import DataError, resolve_data_dir
+
+
+def pytest_addhooks(pluginmanager):
+    hookspecs.register(pluginmanager)  # pytest_compressbench_timed_call (bench/fault_injection.py implements it)
 
 
 def _case_marks(case, extended: bool = False) -> list:

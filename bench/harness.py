@@ -56,7 +56,7 @@ class BenchSession:
         return PreparedCase(case, row, predictor, timed, args, timing_input, budget, verdicts, threads)
 
     def prepare_timed(self, case: Case) -> PreparedCase:
-        """:meth:`prepare`, with the test-only injected slowdown (bench.timing.injected_slowdown) on its timed call."""
+        """:meth:`prepare`, its timed call as plugins wrap it (the ``pytest_compressbench_timed_call`` hook)."""
         run = self.prepare(case)
         run.timed = self.timing.hooked(case, run.timed)
         return run
@@ -79,7 +79,7 @@ class BenchSession:
     def retime(self, config_id: str, median_s: float, round_s: list[float]) -> dict:
         """Pair the configuration timed as ``config_id`` with fp32 again, in a later time window (the
         end of the session, for a latency regression flagged against the compared run; see
-        :meth:`bench.timing.Timing.pair_again`), the test-only injected slowdown too. Returns
+        :meth:`bench.timing.Timing.pair_again`), its timed call wrapped as in the test. Returns
         ``{"speed_vs_fp32", "contention"}``, shaped as in the test's row."""
         with self.account.phase("retime"):
             return self.timing.pair_again(self.prepare_timed(self.cases[config_id]), median_s, round_s)

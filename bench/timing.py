@@ -2,13 +2,14 @@
 the paired speed ratio, the latency part of its row, and the end-of-session re-timing.
 
 Only the task's timed call is timed (never building, loading or tokenizing: those are
-:mod:`bench.resources`' and were done before).
+:mod:`bench.resources`' and were done before). A plugin may wrap the timed call through the
+``pytest_compressbench_timed_call`` hook (:mod:`bench.hookspecs`; the test-only
+:mod:`bench.fault_injection` slows one configuration that way).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from bench import budgets as budgets_mod
 from bench.cases import Case
+from bench.hookspecs import TIMED_CALL_HOOK
 from bench.resources import Resources
 from bench.settings_access import setting
 from compressors.evaluation.tasks import BASELINE
@@ -43,31 +45,6 @@ def _fp32_median_key(case: Case) -> tuple:
     return (case.model.name, case.tier, case.scenario.suffix)  # suffix: bs1, bs32, bs1-gen32, ...
 
 
-def injected_slowdown(case: Case) -> float:
-    """Test-only: ``COMPRESSBENCH_INJECT_SLOWDOWN="<test id>=<factor>"`` makes that configuration's
-    timed call ``factor`` times slower (it sleeps in proportion), to check that comparisons flag a
-    real slowdown (the A/A check in docs/verdicts.md). 1.0 (none) otherwise."""
-    spec = os.environ.get("COMPRESSBENCH_INJECT_SLOWDOWN", "")
-    target, _, factor = spec.partition("=")
-    if spec and target == case.id:
-        try:
-            value = float(factor)
-        except ValueError:
-            raise ValueError(f"COMPRESSBENCH_INJECT_SLOWDOWN={spec!r}: need '<test id>=<factor>'") from None
-        return value
-    return 1.0
-
-
-def _slowed(call: Callable, factor: float) -> Callable:
-    def slowed(*args):
-        start = time.perf_counter()
-        out = call(*args)
-        time.sleep((time.perf_counter() - start) * (factor - 1))
-        return out
-
-    return slowed
-
-
 class Timing:
     """Times prepared cases with the session's ``resources`` (the baseline's predictor, the time account,
     the run's options)."""
@@ -82,9 +59,10 @@ class Timing:
         return self.resources.account
 
     def hooked(self, case: Case, call: Callable) -> Callable:
-        """``call``, with the test-only injected slowdown (:func:`injected_slowdown`)."""
-        factor = injected_slowdown(case)
-        return call if factor == 1.0 else _slowed(call, factor)
+        """``call``, or what a plugin's ``pytest_compressbench_timed_call`` returns in its place."""
+        hook = getattr(getattr(self.resources.pytest_config, "hook", None), TIMED_CALL_HOOK, None)
+        wrapped = hook(config=self.resources.pytest_config, case=case, call=call) if hook is not None else None
+        return call if wrapped is None else wrapped
 
     @staticmethod
     def _torch_threads() -> int:
