@@ -1,4 +1,4 @@
-"""Parametrisation of the benchmark matrix and the session fixture."""
+"""Parametrisation of the benchmark matrix, the session fixture, and the suite's hooks for plugins."""
 
 from __future__ import annotations
 

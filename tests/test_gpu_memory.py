@@ -249,7 +249,7 @@ def test_onnx_runtime_process_measures_with_nvml_only():
 def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
     """bs1 and bs32 of a configuration share one loaded model; the next GPU configuration (or its
     measurement process) first drops it and frees the allocator."""
-    from bench import harness
+    from bench import resources
     from bench.cases import cases
     from compressors.core.task_kinds import TASK_CLASSIFICATION
     from compressors.machine.hardware import CpuInfo, probe_hardware
@@ -268,27 +268,27 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
             return (7, 5)
 
     machine = probe_hardware(OneT4(), "12.8", None, cpu=CpuInfo("cpu", 1, 1, 1, ()))
-    monkeypatch.setattr(harness, "detect", lambda: machine)
+    monkeypatch.setattr(resources, "detect", lambda: machine)
     released, loads, measured = [], [], []
     monkeypatch.setattr("compressors.machine.gpu_memory.release_cuda_memory",
                         lambda device, cuda: released.append(device) or 0)
     monkeypatch.setattr(
-        harness, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object()
+        resources, "load_predictor", lambda artifact, device: loads.append((artifact, device)) or object()
     )
     monkeypatch.setattr(
-        harness, "measure_isolated", lambda artifact, eval_set, device, timeout=None: measured.append(device) or {}
+        resources, "measure_isolated", lambda artifact, eval_set, device, timeout=None: measured.append(device) or {}
     )
-    monkeypatch.setattr(harness, "stored_measurement", lambda root, art, ev, dev, cpu, compute, **_: compute())
-    session = harness.BenchSession(ctx, types.SimpleNamespace(compressbench_device=None))
-    monkeypatch.setattr(session, "artifact", lambda case: case.chain.name)
-    monkeypatch.setattr(session, "eval_data", lambda case: None)
+    monkeypatch.setattr(resources, "stored_measurement", lambda root, art, ev, dev, cpu, compute, **_: compute())
+    loaders = resources.Resources(ctx, types.SimpleNamespace(compressbench_device=None))
+    monkeypatch.setattr(loaders, "artifact", lambda case: case.chain.name)
+    monkeypatch.setattr(loaders, "eval_data", lambda case: None)
     fp32_bs1, fp32_bs32, bf16_bs1, _ = cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32", "bf16"], tiers=("t4",))
 
-    first = session.predictor(fp32_bs1)
-    assert session.predictor(fp32_bs32) is first and released == [] and loads == [("fp32", "cuda:0")]
-    session.predictor(bf16_bs1)
+    first = loaders.predictor(fp32_bs1)
+    assert loaders.predictor(fp32_bs32) is first and released == [] and loads == [("fp32", "cuda:0")]
+    loaders.predictor(bf16_bs1)
     assert released == ["cuda:0"] and loads == [("fp32", "cuda:0"), ("bf16", "cuda:0")]
-    assert [k for k in session._memo if k[0] == "predictor"] == [("predictor", "minilm-sst2-bf16-t4", "cuda:0")]
-    session.measurement(fp32_bs1)  # the measurement process gets the GPU to itself
+    assert [k for k in loaders._memo if k[0] == "predictor"] == [("predictor", "minilm-sst2-bf16-t4", "cuda:0")]
+    loaders.measurement(fp32_bs1)  # the measurement process gets the GPU to itself
     assert measured == ["cuda:0"] and released == ["cuda:0", "cuda:0"]
-    assert not [k for k in session._memo if k[0] == "predictor"]
+    assert not [k for k in loaders._memo if k[0] == "predictor"]

@@ -301,14 +301,15 @@ class FakePredictor:
 
 def check(mode, ctx, measured_placement, timed_placement):
     from bench.cases import cases
-    from bench.harness import BenchSession
+    from bench.resources import Resources
+    from bench.rows import Rows
     from compressors.core.task_kinds import TASK_CLASSIFICATION
 
     case = next(c for c in cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32"], tiers=("t4",), batch_sizes=(32,)))
     from compressors.records.results import Identity, Placement, ResultRow
 
     row = ResultRow(Identity("minilm-sst2", "fp32", "t4", 32), placement=Placement(placement=measured_placement))
-    row = BenchSession(ctx, FakeConfig(mode)).check_placement(case, row, FakePredictor(timed_placement))
+    row = Rows(Resources(ctx, FakeConfig(mode)), {}).check_placement(case, row, FakePredictor(timed_placement))
     return row.placement.fallback, {
         "fallback": row.placement.fallback,
         "timed_placement": row.placement.timed_placement,

@@ -105,11 +105,12 @@ _TIME_CASE_TEST = """
 import time
 from types import SimpleNamespace
 
-from bench.harness import BenchSession
+from bench.resources import Resources
+from bench.timing import Timing
 
 
 def _session(request, order, baseline_s):
-    session = BenchSession(None, request.config)
+    session = Timing(Resources(None, request.config))
 
     def baseline():
         order.append("b")
@@ -203,7 +204,8 @@ def test_the_fp32_median_sizes_only_its_own_scenario():
     # a batch-1 row sized on the batch-32 fp32 median made 1 baseline call of 11 ms per block
     from types import SimpleNamespace
 
-    from bench.harness import BenchSession
+    from bench.resources import Resources
+    from bench.timing import Timing
     from compressors.evaluation.tasks import Scenario
 
     def run(technique, batch_size):
@@ -211,7 +213,7 @@ def test_the_fp32_median_sizes_only_its_own_scenario():
                                scenario=Scenario(batch_size))
         return SimpleNamespace(case=case, timed=lambda: None, args=())
 
-    session = BenchSession(None, None)
+    session = Timing(Resources(None, None))
     interleaved = InterleavedBaseline(_sleep(0.001), 0.001)
     for _ in range(5):
         interleaved()

@@ -273,7 +273,8 @@ def _generous_budgets(tmp_path: Path) -> Path:
 def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
     import types
 
-    from bench.harness import BenchSession, NearChanceWarning
+    from bench.resources import Resources
+    from bench.rows import NearChanceWarning, Rows
     from compressors.builders.context import BuildContext
     from compressors.core.cache import ArtifactCache
     from compressors.quality.data import TextClassificationSplit
@@ -281,17 +282,18 @@ def test_fp32_accuracy_near_chance_warns_once_naming_the_labels(tmp_path):
 
     rows = TextClassificationSplit("eval", ("a",) * 10, (0,) * 6 + (1,) * 4, "mine.csv", "x")
     data = InMemoryData(eval_rows=rows, labels=((0, "negative"), (1, "positive")))
-    session = BenchSession(BuildContext(cache=ArtifactCache(tmp_path), progress=False), types.SimpleNamespace())
+    resources = Resources(BuildContext(cache=ArtifactCache(tmp_path), progress=False), types.SimpleNamespace())
+    checker = Rows(resources, {})
     model = types.SimpleNamespace(name="mine")
     with pytest.warns(NearChanceWarning, match=r"mine: fp32 accuracy 62.00% on mine.csv is within 5 pp of chance "
                                                r"\(60.00%\).*\{0: 'negative', 1: 'positive'\}"):
-        session._warn_near_chance(model, 62.0, data)
+        checker.warn_near_chance(model, 62.0, data)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        session._warn_near_chance(model, 62.0, data)  # once per model
-        session._warn_near_chance(types.SimpleNamespace(name="good"), 90.0, data)  # well above chance: silent
+        checker.warn_near_chance(model, 62.0, data)  # once per model
+        checker.warn_near_chance(types.SimpleNamespace(name="good"), 90.0, data)  # well above chance: silent
 
 
 def test_setting_choices_are_the_ones_their_consumers_know():

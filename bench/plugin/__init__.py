@@ -10,10 +10,18 @@ each a plugin of its own that this one registers:
 - :mod:`bench.plugin.process`: the allocator, threads under pytest-xdist, SIGTERM as Ctrl-C;
 - :mod:`bench.plugin.gating`: skips for absent hardware tiers and reference-fallback kernels;
 - :mod:`bench.plugin.record`: machine info, finished rows and times, the partial file, plan lines;
-- :mod:`bench.plugin.summary`: the results table, the remote cache line and the ``time:`` line.
+- :mod:`bench.plugin.summary`: the results table, the remote cache line and the ``time:`` line;
+- :mod:`bench.plugin.hookspecs`: the suite's own hook, ``pytest_compressbench_timed_call`` (a plugin may wrap
+  a configuration's timed call: ``bench.fault_injection``, which only tests and the A/A check load).
 
 Order matters only in ``pytest_configure``: options (tryfirst) resolves the settings the others read.
 """
+
+def pytest_addhooks(pluginmanager):
+    from bench.plugin import hookspecs
+
+    hookspecs.register(pluginmanager)  # pytest_compressbench_timed_call (bench/fault_injection.py implements it)
+
 
 pytest_plugins = [
     "bench.plugin.options",

@@ -38,16 +38,31 @@ def run_settings(config):
 
 
 def setting(config, name: str):
-    """One resolved setting of this run; on a config the plugin did not configure (a stand-in config in a
-    unit test) the command line's value, else the table's default."""
+    """One resolved setting of this run, by key (``max_build_seconds``) or flag (``--max-build-seconds``); on
+    a config the plugin did not configure (a stand-in config in a unit test) the command line's value, else the
+    table's default."""
+    key = name.lstrip("-").replace("-", "_")
+    if key not in BY_NAME:
+        raise KeyError(f"{name!r} is not a setting of the suite (compressors.core.settings.OPTIONS); "
+                       "read pytest's own options with option_value()")
     state = run_state(config)
     if state is not None and state.settings is not None:
-        return state.settings.values[name]
+        return state.settings.values[key]
     try:
-        value = config.getoption(BY_NAME[name].flag)
+        value = config.getoption(BY_NAME[key].flag)
     except (ValueError, AttributeError):
         value = None
-    return BY_NAME[name].default if value is None else value
+    return BY_NAME[key].default if value is None else value
+
+
+def option_value(config, name: str, stand_in=None):
+    """An option of pytest or of another plugin (``verbose``, ``benchmark_min_rounds``), as the session parsed
+    it, defaults included; ``stand_in`` only for a stand-in config in a unit test, which has no parser."""
+    try:
+        value = config.getoption(name)
+    except (ValueError, AttributeError):
+        return stand_in
+    return stand_in if value is None else value
 
 
 @pytest.hookimpl(tryfirst=True)
