@@ -381,7 +381,11 @@ class FakeBenchSession:
 
 
 def pytest_configure(config):
-    config.compressbench_bench_session = FakeBenchSession()
+    from bench.plugin.state import run_state
+
+    state = run_state(config)  # present when the comparison plugin (and with it the suite's options) is loaded
+    if state is not None:
+        state.bench_session = FakeBenchSession()
 '''
 
 
