@@ -484,7 +484,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"compressbench: run interrupted; the {len(_ROWS)} finished configuration(s) "
                       f"are kept in {kept} (marked partial)", yellow=True)
     if _ROWS:
-        from compressors.records.results import LEGEND, format_table
+        from compressors.records.tables import format_table, terminal_legend
 
         tr.section("compressbench results")
         for line in format_table(_ROWS):
@@ -499,7 +499,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                           "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
             for row in contended:
                 tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
-        tr.write_line(LEGEND)
+        tr.write_line(terminal_legend())
     remote = getattr(config, "compressbench_remote", None)
     if remote is not None:
         tr.write_line(remote.summary_line(), yellow=not remote.enabled)

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.records.results import LEGEND, format_markdown_table, format_table
+from compressors.records.tables import format_markdown_table, format_table, markdown_legend, terminal_legend
 from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, load_run, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
@@ -103,12 +103,12 @@ def _table(args) -> int:
 
         for line in format_markdown_table(rows, budget_verdicts(rows)):
             print(line)
-        print(f"\n{LEGEND}")
+        print(f"\n{markdown_legend(rows)}")
         return 0
     print(f"{path}" + (f"  [PARTIAL RUN: {partial}]" if partial else ""))
     for line in format_table(rows):
         print(line)
-    print(LEGEND)
+    print(terminal_legend())
     if run.time_spent:  # runs saved since they record where their time went
         from compressors.machine.timing import format_breakdown
 

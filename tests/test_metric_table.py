@@ -1,0 +1,73 @@
+"""The table of metrics (compressors/records/metric_table.py): a malformed declaration fails at registration,
+and the legend explains exactly the columns shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from compressors.records import metric_table
+from compressors.records.metric_table import (
+    Budgeted,
+    Compared,
+    HtmlColumn,
+    Metric,
+    MetricTableError,
+    register_metric,
+)
+from compressors.records.results import ResultRow
+from compressors.records.tables import format_markdown_table, format_table, markdown_legend, terminal_legend
+
+BASE = {"model": "m", "technique": "fp32", "tier": "cpu", "batch_size": 32, "accuracy_pct": 90.0,
+        "accuracy_drop_pp": 0.0, "size_bytes": 4 * 2**20, "size_ratio_vs_fp32": 1.0, "peak_memory_bytes": 3 * 2**20}
+
+
+def fake_metric(**changes) -> Metric:
+    """A metric no code knows: a score in points that rows carry as an extra key, with every view declared."""
+    fields = dict(
+        name="fake-score", unit="pts", higher_is_better=True, value=lambda row: row.extra.get("fake_score"),
+        column="fake pts", width=9, text=lambda v: f"{v:.1f}", legend="the fake score, in points",
+        isolated=True,
+        compare=Compared("fake score", "fake_pct", 5.0, "the fake score falls by more than this %%",
+                         lambda v: f"{v:.1f} pts"),
+        budgets=(Budgeted("max_fake_shortfall", "fake shortfall (pts)", (0.0, 100.0),
+                          lambda value, fp32: 100.0 - value),),
+        html=HtmlColumn("fake pts", ".1f", place="cost"))
+    return Metric(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"name": "accuracy"}, "'accuracy': registered twice"),
+    ({"name": "Fake score"}, "invalid metric name"),
+    ({"higher_is_better": None}, "must be True or False"),
+    ({"tasks": frozenset({"translation"})}, "tasks"),
+    ({"width": 3}, "is 8 wide, its width 3"),
+    ({"legend": ""}, "needs its legend line"),
+    ({"column": "acc/ppl", "width": 9}, "shares column 'acc/ppl' with 'accuracy'"),
+    ({"compare": Compared("fake", "size_pct", 5.0, "x", str)}, "'size_pct' or label 'fake' already belongs"),
+    ({"compare": Compared("fake", "fake_pct", 5.0, "x", str, test="t-test")}, "compare test 't-test'"),
+    ({"compare": Compared("fake", "fake_pct", -1.0, "x", str)}, "a number >= 0"),
+    ({"budgets": (Budgeted("max_peak_memory_mb", "m", (0, 1)),)}, "already belongs to another metric"),
+    ({"budgets": (Budgeted("fake_limit", "m", (0, 1)),)}, "starting with 'max_'"),
+    ({"html": HtmlColumn("fake", ".1f", place="footer")}, "html place 'footer'"),
+])
+def test_a_malformed_or_duplicate_metric_fails_at_registration(changes, match):
+    before = metric_table.metrics()
+    with pytest.raises(MetricTableError, match=match):
+        register_metric(fake_metric(**changes))
+    assert metric_table.metrics() == before
+
+
+def test_the_legend_explains_the_columns_shown_and_which_way_each_ratio_is_better():
+    classifier = [ResultRow.from_extra_info(BASE)]
+    generation = classifier + [ResultRow.from_extra_info({**BASE, "model": "lm", "scenario": "gen32",
+                                                          "per_token_s": 0.01})]
+    terminal_header = format_table(classifier)[0]
+    for header in ("median ms", "ms/tok", "x fp32 [95% CI]", "acc/ppl", "drop", "size MB", "size x", "mem MB"):
+        assert header in terminal_header and f"{header}" in terminal_legend()
+    assert "verdict:" in terminal_legend() and "budget:" not in terminal_legend()
+    # the Markdown table leaves out a column no row has, and so does its legend; it explains the budget column
+    assert "ms/tok" not in format_markdown_table(classifier)[0] and "ms/tok" not in markdown_legend(classifier)
+    assert "ms/tok" in format_markdown_table(generation)[0] and "ms/tok:" in markdown_legend(generation)
+    assert "budget: " in markdown_legend(classifier) and "verdict" not in markdown_legend(classifier)
+    assert "x fp32 [95% CI] (better above 1):" in markdown_legend(classifier)
+    assert "size x (better below 1):" in markdown_legend(classifier)
