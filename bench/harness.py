@@ -29,6 +29,7 @@ from compressors.builders.models import ModelSpec, ModelUnavailable
 from compressors.builders.techniques import build_chain
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.quiet import quiet_libraries
+from compressors.evaluation.probe import measurement_version
 from compressors.evaluation.tasks import BASELINE
 from compressors.execution.runtime import Predictor, load_predictor
 from compressors.machine.hardware import detect
@@ -271,7 +272,7 @@ class BenchSession:
             return stored_measurement(
                 self.ctx.cache.root, artifact, eval_data, device, self.ctx.cpu,
                 lambda: measure_isolated(artifact, eval_data, device, timeout=timeout),
-                refresh=bool(self._option("--remeasure")))
+                version=measurement_version(), refresh=bool(self._option("--remeasure")))
 
         return self._once(key, compute)
 

@@ -1,7 +1,10 @@
 """The table of metrics (compressors/records/metric_table.py): a malformed declaration fails at registration,
-and the legend explains exactly the columns shown."""
+the legend explains exactly the columns shown, and the measurement version follows what the isolated process
+measures."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 
@@ -71,3 +74,25 @@ def test_the_legend_explains_the_columns_shown_and_which_way_each_ratio_is_bette
     assert "budget: " in markdown_legend(classifier) and "verdict" not in markdown_legend(classifier)
     assert "x fp32 [95% CI] (better above 1):" in markdown_legend(classifier)
     assert "size x (better below 1):" in markdown_legend(classifier)
+
+
+def _module(tmp_path, name: str, source: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_measurement_code_identity_ignores_docstrings_and_comments_not_code(tmp_path):
+    from compressors.evaluation.probe import code_identity, measurement_version
+
+    original = _module(tmp_path, "a", '"""Module."""\ndef f(x):\n    """Doc."""\n    return x * 2\n')
+    reworded = _module(tmp_path, "b", '"""Other words."""\n\ndef f(x):\n    # a comment\n    return x * 2  # twice\n')
+    changed = _module(tmp_path, "c", '"""Module."""\ndef f(x):\n    """Doc."""\n    return x * 3\n')
+    assert code_identity(original) == code_identity(reworded) != code_identity(changed)
+    assert code_identity(original.f) == code_identity(reworded.f) != code_identity(changed.f)
+    isolated = metric_table.isolated_metric_names()
+    assert isolated == ["accuracy", "memory", "perplexity"]
+    assert measurement_version(isolated) == measurement_version() != measurement_version(isolated + ["f1"])
