@@ -1,10 +1,11 @@
-"""The table of metrics (compressors/records/metric_table.py): a malformed declaration fails at registration,
-the legend explains exactly the columns shown, and the measurement version follows what the isolated process
-measures."""
+"""The table of metrics (compressors/records/metric_table.py): one declaration puts a metric into every view, a
+malformed one fails at registration, the legend explains exactly the columns shown, and the measurement version
+follows what the isolated process measures."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
@@ -16,6 +17,7 @@ from compressors.records.metric_table import (
     Metric,
     MetricTableError,
     register_metric,
+    registered,
 )
 from compressors.records.results import ResultRow
 from compressors.records.tables import format_markdown_table, format_table, markdown_legend, terminal_legend
@@ -36,6 +38,70 @@ def fake_metric(**changes) -> Metric:
                           lambda value, fp32: 100.0 - value),),
         html=HtmlColumn("fake pts", ".1f", place="cost"))
     return Metric(**{**fields, **changes})
+
+
+def save_run(storage, name: str, infos: list[dict]):
+    """A saved run of pytest-benchmark's shape holding ``infos`` as rows' extra_info."""
+    folder = storage / "Linux-CPython-3.11-64bit"
+    folder.mkdir(parents=True, exist_ok=True)
+    benchmarks = [{"name": f"t[{i}]", "stats": {"median": 0.002}, "extra_info": info} for i, info in enumerate(infos)]
+    (folder / f"{name}.json").write_text(json.dumps({"benchmarks": benchmarks, "machine_info": {"node": "n"}}))
+
+
+def test_one_registration_puts_a_metric_into_every_table_compare_and_budgets(tmp_path, capsys):
+    from bench.budgets import Budget, BudgetError, check_row, load_budgets, saved_budget
+    from compressors.evaluation.probe import measurement_version
+    from reports import pytest_plugin
+    from reports.__main__ import main
+    from reports.compare import Thresholds, add_threshold_options, metric_changes
+    from reports.html import BuildOptions, entries_by_group, table_columns
+    from reports.runs import find_run, load_run
+
+    before_names, before_version = [m.name for m in metric_table.metrics()], measurement_version()
+    save_run(tmp_path, "0001_a", [{**BASE, "fake_score": 42.0}, {**BASE, "technique": "int8", "fake_score": 38.0}])
+    rows = [ResultRow.from_extra_info({**BASE, "fake_score": 42.0}),
+            ResultRow.from_extra_info({**BASE, "technique": "int8", "fake_score": 38.0})]
+    assert "fake pts" not in format_table(rows)[0]
+
+    with registered(fake_metric()):
+        # the terminal table and its legend
+        header, fp32_line = format_table(rows)[0], format_table(rows)[1]
+        assert header.split()[-3:] == ["fake", "pts", "verdict"] and fp32_line.split()[-1] == "42.0"
+        assert "fake pts: the fake score, in points" in terminal_legend()
+        # the Markdown table, as `python -m reports table --markdown` publishes it, and its legend
+        assert main(["table", "--markdown", "0001", "--storage", str(tmp_path)]) == 0
+        printed = capsys.readouterr().out
+        assert "| mem MB | fake pts | budget |" in printed and "| 3.0 | 42.0 | - |" in printed
+        assert "fake pts: the fake score, in points" in printed
+        assert format_markdown_table(rows)[3].endswith("| 38.0 |")  # int8, after fp32
+        # the HTML report's table
+        ((_, group),) = entries_by_group([load_run(find_run("0001", tmp_path))], BuildOptions()).items()
+        html_header, body = table_columns(group)
+        column = html_header.index("fake pts")
+        assert html_header[-1] == "WS" and {cells[column] for cells in body} == {("42.0", 42.0), ("38.0", 38.0)}
+        # compare, between runs and inside pytest
+        changes = {c.metric.name: c for c in metric_changes("x", rows[0], rows[1], Thresholds())}
+        assert changes["fake score"].regressed and "threshold +5%" in changes["fake score"].describe()
+        assert not metric_changes("x", rows[0], rows[1], Thresholds(fake_pct=20.0))[-1].regressed
+        options = []
+        add_threshold_options(lambda flag, **kw: options.append((flag, kw["default"])))
+        assert ("--compare-fake-pct", 5.0) in options and "fake_pct" in pytest_plugin.checked()
+        # budgets: the key is valid in the budgets file, saved with the row and checked against its figure
+        budgets_file = tmp_path / "budgets.toml"
+        budgets_file.write_text("[fp32]\nmax_accuracy_drop_pp = 0.0\nmax_fake_shortfall = 50.0\n")
+        assert load_budgets(budgets_file)["fp32"]["defaults"]["max_fake_shortfall"] == 50.0
+        budget = Budget("fp32", "m", max_accuracy_drop_pp=1.0, max_fake_shortfall=50.0)
+        verdicts = {v.metric: v for v in check_row(budget, rows[1])}
+        assert str(verdicts["max_fake_shortfall"]) == "fake shortfall (pts): measured 62.00 > budget 50.00"
+        assert saved_budget("fp32", "m", budget.to_dict()).max_fake_shortfall == 50.0
+        # the stored measurements: the probe measures one more metric, so they are taken again
+        assert measurement_version() != before_version
+
+    # the table is restored, and the views with it
+    assert [m.name for m in metric_table.metrics()] == before_names and measurement_version() == before_version
+    assert "fake" not in format_table(rows)[0] and "fake" not in terminal_legend()
+    with pytest.raises(BudgetError, match=r"unknown keys \['max_fake_shortfall'\]"):
+        load_budgets(budgets_file)
 
 
 @pytest.mark.parametrize("changes, match", [
