@@ -2,6 +2,7 @@
 
 ``python -m reports table [RUN] [--markdown] [--model NAME]``: the results table of a saved run.
 ``python -m reports techniques --markdown``: the registered techniques as a table.
+``python -m reports metrics --markdown``: the table of metrics (compressors/records/metric_table.py).
 ``python -m reports docs [--check]``: regenerate the generated tables of README.md and docs/ (reports/docs.py).
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
 ``python -m reports compare A B [--confirm C [--confirm-baseline A2]]``: every metric side by side; exit 1
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
     techniques = sub.add_parser("techniques", help="the registered techniques as a table")
     techniques.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
+
+    metrics = sub.add_parser("metrics", help="the table of metrics: columns, compare thresholds, budget keys")
+    metrics.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
 
     docs = sub.add_parser("docs", help="regenerate every generated table in README.md and docs/ from its command")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
@@ -124,6 +128,14 @@ def _techniques(args) -> int:
     return 0
 
 
+def _metrics(args) -> int:
+    from reports.docs import metrics_markdown
+
+    for line in metrics_markdown():
+        print(line)
+    return 0
+
+
 def _docs(args) -> int:
     from reports.docs import stale_pages, write_pages
 
@@ -175,7 +187,7 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"table": _table, "techniques": _techniques, "docs": _docs, "build": _build,
+    command = {"table": _table, "techniques": _techniques, "metrics": _metrics, "docs": _docs, "build": _build,
                "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)

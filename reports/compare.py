@@ -124,6 +124,16 @@ class Metric:
         return self.test == "latency"
 
 
+# What a regression needs beyond the threshold, per test of compressors.records.metric_table.Compared.
+TEST_NOTES = {
+    "threshold": "",
+    "mcnemar": f"exact McNemar test on the sentences that changed, alpha {ACCURACY_ALPHA}",
+    "latency": f"a rank test on the paired block ratios, alpha {LATENCY_ALPHA}, and beyond the between-run spread; "
+               "a contended timing is `inconclusive`, never a regression; inside pytest, judged at the end of the "
+               "session and confirmed by re-timing",
+}
+
+
 def compared_metrics() -> list[Metric]:
     """Every metric of the table of metrics that compare judges, in its order."""
     return [Metric(m.compare.label, m.value, m.compare.threshold, m.higher_is_better, m.compare.absolute,

@@ -54,6 +54,7 @@ def test_one_registration_puts_a_metric_into_every_table_compare_and_budgets(tmp
     from reports import pytest_plugin
     from reports.__main__ import main
     from reports.compare import Thresholds, add_threshold_options, metric_changes
+    from reports.docs import metrics_markdown
     from reports.html import BuildOptions, entries_by_group, table_columns
     from reports.runs import find_run, load_run
 
@@ -94,6 +95,10 @@ def test_one_registration_puts_a_metric_into_every_table_compare_and_budgets(tmp
         verdicts = {v.metric: v for v in check_row(budget, rows[1])}
         assert str(verdicts["max_fake_shortfall"]) == "fake shortfall (pts): measured 62.00 > budget 50.00"
         assert saved_budget("fp32", "m", budget.to_dict()).max_fake_shortfall == 50.0
+        # the generated table of metrics in docs/reports.md
+        line = next(line for line in metrics_markdown() if line.startswith("| `fake-score` (isolated) |"))
+        assert "`fake pts`" in line and "`--compare-fake-pct` (5): falls by more %" in line
+        assert "`max_fake_shortfall`" in line
         # the stored measurements: the probe measures one more metric, so they are taken again
         assert measurement_version() != before_version
 
