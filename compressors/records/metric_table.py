@@ -158,9 +158,6 @@ class Metric:
     budgets: tuple[Budgeted, ...] = ()
     html: HtmlColumn | None = None
 
-    def read(self, row: ResultRow) -> Any:
-        return self.value(row)
-
     def cell_text(self, row: ResultRow) -> str | None:
         """The table cell of ``row``, or None when the row has no value of this metric."""
         if self.cell is not None:
