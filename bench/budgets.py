@@ -7,6 +7,10 @@ value of the metric it exceeds): it still runs and records everything, and is re
 expected failure (:func:`judge`): the run stays green while it stays over budget, and fails when it
 starts meeting the budget (remove the declaration) or gets clearly worse than declared.
 
+Which keys exist, their valid ranges, what a verdict calls them and which figure of a result row each
+limits are declared with the metric they limit, in :mod:`compressors.records.metric_table` (its
+``budgets``); :func:`check_row` iterates them.
+
 Memory: the absolute MiB figures were measured on the registered models. A model given by path or
 hub id is held to ``max_peak_memory_vs_fp32``, its peak memory over the same model's fp32 peak in
 the same run: given in the file, or derived from the registered reference model of its task
@@ -25,17 +29,9 @@ from pathlib import Path
 from compressors import CompressbenchError
 from compressors.builders.models import MODELS
 from compressors.builders.techniques import ChainError, parse_chain
+from compressors.records.metric_table import budget_keys
 
 BUDGETS_FILE = Path(__file__).with_name("budgets.toml")
-BUDGET_KEYS = {
-    "max_accuracy_drop_pp": "accuracy drop (pp)",
-    "max_perplexity_increase_pct": "perplexity increase (%)",
-    "max_peak_memory_mb": "peak memory (MiB)",
-    "max_peak_memory_vs_fp32": "peak memory vs the same model's fp32 (x)",
-}
-# Inclusive valid ranges of each limit (the accuracy drop of a 2-class task cannot exceed 100 pp).
-BUDGET_RANGES = {"max_accuracy_drop_pp": (0.0, 100.0), "max_perplexity_increase_pct": (0.0, 1e6),
-                 "max_peak_memory_mb": (1.0, 1e7), "max_peak_memory_vs_fp32": (0.01, 100.0)}
 # The registered model whose measured budgets a user model's relative memory budget is derived from.
 REFERENCE_MODELS = {"sequence-classification": "minilm-sst2", "causal-lm": "smollm2-135m"}
 # The MiB budgets are measured + ~30% for the technique and fp32 alike; their ratio is divided by the
@@ -51,20 +47,37 @@ class BudgetError(CompressbenchError):
     """The budgets file is malformed or names something that does not exist."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Budget:
+    """The limits of one technique on one model, by budget key (``Budget("fp32", "m", max_peak_memory_mb=470)``,
+    read as ``budget.max_peak_memory_mb``: None where the budget has no such limit), with a declared exception
+    (``known_over_budget``, ``known_figure``) and, for a derived relative memory limit, where it came from."""
+
     technique: str
     model: str
-    max_accuracy_drop_pp: float | None = None
-    max_perplexity_increase_pct: float | None = None
-    max_peak_memory_mb: float | None = None
-    max_peak_memory_vs_fp32: float | None = None
+    limits: dict
     known_over_budget: str | None = None
     known_figure: float | None = None
     memory_basis: str | None = None  # where a derived relative memory budget came from
 
+    def __init__(self, technique: str, model: str, known_over_budget: str | None = None,
+                 known_figure: float | None = None, memory_basis: str | None = None, **limits: float | None):
+        unknown = sorted(set(limits) - set(budget_keys()))
+        if unknown:
+            raise BudgetError(f"unknown budget keys {unknown}; budget keys: {sorted(budget_keys())}")
+        for name, value in (("technique", technique), ("model", model), ("known_over_budget", known_over_budget),
+                            ("known_figure", known_figure), ("memory_basis", memory_basis),
+                            ("limits", {k: limits.get(k) for k in budget_keys()})):
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str):
+        limits = self.__dict__.get("limits")
+        if limits is not None and name in budget_keys():
+            return limits.get(name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
     def to_dict(self) -> dict:
-        values = {k: getattr(self, k) for k in BUDGET_KEYS}
+        values = {k: self.limits.get(k) for k in budget_keys()}
         if self.memory_basis:
             values["memory_basis"] = self.memory_basis
         if self.known_over_budget:
@@ -86,7 +99,7 @@ class Verdict:
 
     def __str__(self) -> str:
         sign = "<=" if self.ok else ">"
-        return f"{BUDGET_KEYS[self.metric]}: measured {self.measured:.2f} {sign} budget {self.limit:.2f}"
+        return f"{budget_keys()[self.metric][1].label}: measured {self.measured:.2f} {sign} budget {self.limit:.2f}"
 
 
 def merge_budgets(base: dict[str, dict], override: dict[str, dict]) -> dict[str, dict]:
@@ -106,9 +119,10 @@ def _check_table(where: str, table: dict, allowed: set[str]) -> None:
     unknown = set(table) - allowed
     if unknown:
         raise BudgetError(f"{where}: unknown keys {sorted(unknown)}; valid keys: {sorted(allowed)}")
+    keys = budget_keys()
     for key, value in table.items():
-        if key in BUDGET_RANGES:
-            low, high = BUDGET_RANGES[key]
+        if key in keys:
+            low, high = keys[key][1].valid
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise BudgetError(f"{where}: {key} = {value!r} is not a number; give a number in [{low:g}, {high:g}]")
             if not low <= value <= high:
@@ -132,7 +146,7 @@ def load_budgets(path: Path = BUDGETS_FILE, extra_models: frozenset[str] = froze
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BudgetError(f"cannot read budgets file {path}: {exc}") from exc
-    allowed = set(BUDGET_KEYS) | set(DECLARATION_KEYS)
+    allowed = set(budget_keys()) | set(DECLARATION_KEYS)
     budgets = {}
     for technique, table in raw.items():
         try:
@@ -185,41 +199,49 @@ def budget_for(budgets: dict[str, dict], technique: str, model: str, task: str |
 
 def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None,
           perplexity_increase_pct: float | None = None, fp32_peak_memory_mb: float | None = None) -> list[Verdict]:
-    """Verdicts for each measured metric the budget limits.
+    """:func:`check_row` on figures given one by one (memory in MiB, as budgets are written)."""
+    from compressors.records.results import Identity, Quality, ResultRow, SizeMemory
 
-    A measured quality metric whose technique has no limit for it fails (a language model
-    benchmarked with a technique budgeted only for accuracy must not pass unchecked).
+    def bytes_(mib):
+        return None if mib is None else mib * 2**20
+
+    row = ResultRow(Identity(budget.model, budget.technique, "-", 0),
+                    quality=Quality(accuracy_drop_pp=accuracy_drop_pp, perplexity_increase_pct=perplexity_increase_pct),
+                    size=SizeMemory(peak_memory_bytes=bytes_(peak_memory_mb)))
+    return check_row(budget, row, bytes_(fp32_peak_memory_mb))
+
+
+def check_row(budget: Budget, row, fp32_peak_memory_bytes: float | None = None,
+              fp32_values: dict[str, float] | None = None) -> list[Verdict]:
+    """Verdicts for each budget key of the table of metrics that the budget limits and the row has a figure for;
+    what a test judges while it runs and what a report judges again from a saved row.
+
+    ``fp32_values``: the same model's fp32 value of each metric, by metric name, for limits relative to fp32
+    (``fp32_peak_memory_bytes``: that of ``memory``). A figure the row has whose key is required (a quality
+    metric) but that the budget does not limit fails (a language model benchmarked with a technique budgeted
+    only for accuracy must not pass unchecked).
     """
+    fp32_values = {**({"memory": fp32_peak_memory_bytes} if fp32_peak_memory_bytes else {}), **(fp32_values or {})}
     verdicts = []
-    for key, measured in (("max_accuracy_drop_pp", accuracy_drop_pp),
-                          ("max_perplexity_increase_pct", perplexity_increase_pct)):
-        if measured is None:
+    for key, (metric, declared) in budget_keys().items():
+        value = metric.value(row)
+        figure = None if value is None else declared.figure(value, fp32_values.get(metric.name))
+        if figure is None:
             continue
-        limit = getattr(budget, key)
+        limit = budget.limits.get(key)
         if limit is None:
-            raise BudgetError(f"{budget.technique!r} on {budget.model!r} has no {key} in {BUDGETS_FILE}: add it to "
-                              f"the [{budget.technique!r}] table (or to [{budget.technique!r}.models.{budget.model}])")
-        verdicts.append(Verdict(key, measured, limit))
-    if budget.max_peak_memory_mb is not None and peak_memory_mb is not None:
-        verdicts.append(Verdict("max_peak_memory_mb", peak_memory_mb, budget.max_peak_memory_mb))
-    if budget.max_peak_memory_vs_fp32 is not None and peak_memory_mb is not None and fp32_peak_memory_mb:
-        verdicts.append(Verdict("max_peak_memory_vs_fp32", peak_memory_mb / fp32_peak_memory_mb,
-                                budget.max_peak_memory_vs_fp32))
+            if declared.required:
+                raise BudgetError(f"{budget.technique!r} on {budget.model!r} has no {key} in {BUDGETS_FILE}: add it "
+                                  f"to the [{budget.technique!r}] table (or to "
+                                  f"[{budget.technique!r}.models.{budget.model}])")
+            continue
+        verdicts.append(Verdict(key, figure, limit))
     return verdicts
-
-
-def check_row(budget: Budget, row, fp32_peak_memory_bytes: float | None = None) -> list[Verdict]:
-    """:func:`check` on a result row's own figures (its peak memory in MiB, as budgets are written); what a test
-    judges while it runs and what a report judges again from a saved row."""
-    peak = row.size.peak_memory_bytes
-    return check(budget, row.quality.accuracy_drop_pp, None if peak is None else peak / 2**20,
-                 perplexity_increase_pct=row.quality.perplexity_increase_pct,
-                 fp32_peak_memory_mb=fp32_peak_memory_bytes / 2**20 if fp32_peak_memory_bytes else None)
 
 
 def saved_budget(technique: str, model: str, saved: dict) -> Budget:
     """The :class:`Budget` a row saved with ``Budget.to_dict()``."""
-    names = {field.name for field in dataclasses.fields(Budget)} - {"technique", "model"}
+    names = set(budget_keys()) | set(DECLARATION_KEYS) | {"memory_basis"}
     return Budget(technique, model, **{k: v for k, v in saved.items() if k in names})
 
 
@@ -244,7 +266,7 @@ def judge(config_id: str, budget: Budget, verdicts: list[Verdict]) -> Judgement:
                                  f"remove known_over_budget from {where}")
     if budget.known_figure is not None:
         absolute, share = WORSE_THAN_DECLARED
-        quality = next((v for v in failed if not v.metric.startswith("max_peak_memory")), failed[0])
+        quality = next((v for v in failed if budget_keys()[v.metric][1].required), failed[0])
         allowed = budget.known_figure + max(absolute, share * abs(budget.known_figure))
         if quality.measured > allowed:
             return Judgement("fail", f"{config_id} is worse than its declared exception: {quality} (declared "

@@ -122,6 +122,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     from compressors.builders.models.user import folder_recipe, local_folder
     from compressors.core.cache import content_key
     from compressors.core.task_kinds import TASK_CAUSAL_LM
+    from compressors.evaluation.probe import measurement_version
     from compressors.quality.metrics import CPU_EVAL_TOKENS, artifact_identity, eval_max_length, measurement_path
 
     folder = local_folder(model)
@@ -192,7 +193,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
         if key is None:
             continue
         stored = eval_checksum is not None and manifest is not None and measurement_path(
-            cache.root, artifact_identity(manifest), eval_checksum, "cpu", cpu).is_file()
+            cache.root, artifact_identity(manifest), eval_checksum, "cpu", cpu, measurement_version()).is_file()
         if case.config_id not in measurements and not stored:
             measurements.append(case.config_id)
             seconds["measuring"] += MEASURE_FIXED_S + 2 * dense * eval_tokens / (gemm * EVAL_EFFICIENCY)

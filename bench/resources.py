@@ -28,6 +28,7 @@ from compressors.builders.models import ModelSpec, ModelUnavailable
 from compressors.builders.techniques import build_chain
 from compressors.core.cache import Artifact
 from compressors.core.quiet import quiet_libraries
+from compressors.evaluation.probe import measurement_version
 from compressors.execution.runtime import Predictor, load_predictor
 from compressors.machine.hardware import detect
 from compressors.machine.timing import TimeAccount, time_limit
@@ -232,7 +233,7 @@ class Resources:
             return stored_measurement(
                 self.ctx.cache.root, artifact, eval_data, device, self.ctx.cpu,
                 lambda: measure_isolated(artifact, eval_data, device, timeout=timeout),
-                refresh=bool(setting(self.pytest_config, "remeasure")))
+                version=measurement_version(), refresh=bool(setting(self.pytest_config, "remeasure")))
 
         return self.once(key, compute)
 

@@ -2,6 +2,7 @@
 
 ``python -m reports table [RUN] [--markdown] [--model NAME]``: the results table of a saved run.
 ``python -m reports techniques --markdown``: the registered techniques as a table.
+``python -m reports metrics --markdown``: the table of metrics (compressors/records/metric_table.py).
 ``python -m reports docs [--check]``: regenerate the generated tables of README.md and docs/ (reports/docs.py).
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
 ``python -m reports screenshot [RUN ...] --out PNG``: a PNG of that page in headless chromium (reports/screenshot.py).
@@ -17,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from compressors import CompressbenchError
-from compressors.records.results import LEGEND, format_markdown_table, format_table
+from compressors.records.tables import format_markdown_table, format_table, markdown_legend, terminal_legend
 from reports.runs import DEFAULT_STORAGE, SkippedRunWarning, find_run, find_runs, load_run, rows_from_run
 
 RUN_HELP = "run number (0001), save name (run1) or JSON path"
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     options = sub.add_parser("options", help="the suite's options (flags, settings-table keys, variables) as a table")
     options.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
+
+    metrics = sub.add_parser("metrics", help="the table of metrics: columns, compare thresholds, budget keys")
+    metrics.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
 
     docs = sub.add_parser("docs", help="regenerate every generated table in README.md and docs/ from its command")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
@@ -116,12 +120,12 @@ def _table(args) -> int:
 
         for line in format_markdown_table(rows, budget_verdicts(rows)):
             print(line)
-        print(f"\n{LEGEND}")
+        print(f"\n{markdown_legend(rows)}")
         return 0
     print(f"{path}" + (f"  [PARTIAL RUN: {partial}]" if partial else ""))
     for line in format_table(rows):
         print(line)
-    print(LEGEND)
+    print(terminal_legend())
     if run.time_spent:  # runs saved since they record where their time went
         from compressors.machine.timing import format_breakdown
 
@@ -141,6 +145,14 @@ def _options(args) -> int:
     from reports.docs import options_markdown
 
     for line in options_markdown():
+        print(line)
+    return 0
+
+
+def _metrics(args) -> int:
+    from reports.docs import metrics_markdown
+
+    for line in metrics_markdown():
         print(line)
     return 0
 
@@ -216,8 +228,8 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"table": _table, "techniques": _techniques, "options": _options, "docs": _docs, "build": _build,
-               "screenshot": _screenshot, "compare": _compare}[args.command]
+    command = {"table": _table, "techniques": _techniques, "options": _options, "metrics": _metrics, "docs": _docs,
+               "build": _build, "screenshot": _screenshot, "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)
         try:

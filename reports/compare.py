@@ -20,14 +20,11 @@ compressors/decisions/verdict-statistics.md says why):
 Rows without the raw data (runs saved before schema 3) fall back to the threshold alone, and the
 comparison says so.
 
-| metric | threshold (default) |
-| --- | --- |
-| accuracy | falls by more than 0.5 pp (absolute) |
-| perplexity | rises by more than 2% |
-| size | rises by more than 5% |
-| memory (peak) | rises by more than 10% |
-| latency median | rises by more than 10% (``reports compare`` only: inside pytest,            |
-|                | ``--benchmark-compare-fail`` owns timings)                                  |
+Which metrics are compared, with which threshold option, default and test, is declared once per metric in
+:mod:`compressors.records.metric_table` (its ``compare``): :func:`compared_metrics` reads it, and
+``python -m reports compare --help`` lists the options with their defaults. Inside pytest
+(``--benchmark-compare``), ``--benchmark-compare-fail`` owns the medians; latency is judged once the run
+has finished (reports/pytest_plugin.py).
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compressors import CompressbenchError
-from compressors.core.settings import BY_NAME as SETTINGS_BY_NAME
+from compressors.records.metric_table import compared
 from compressors.records.results import ResultRow
 from compressors.records.stats import (
     ACCURACY_ALPHA,
@@ -57,82 +54,90 @@ class BadThreshold(CompressbenchError):
     pass
 
 
-
-
-
-@dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """How far a metric may move the wrong way before it is a regression.
+    """How far each compared metric may move the wrong way before it is a regression, by threshold name
+    (``Thresholds(accuracy_pp=1.0)``, read as ``thresholds.accuracy_pp``): in the metric's own unit for an
+    absolute metric (accuracy: pp), else in percent of the earlier value. Names and defaults come from the
+    table of metrics; an unknown name or a value that is not a number >= 0 raises :class:`BadThreshold`."""
 
-    accuracy_pp: allowed accuracy fall, percentage points. The others are allowed rises in
-    percent of the earlier value: perplexity_pct, size_pct, memory_pct, latency_pct.
-    """
+    def __init__(self, **limits: float):
+        defaults = {m.compare.threshold: m.compare.default for m in compared()}
+        unknown = sorted(set(limits) - set(defaults))
+        if unknown:
+            raise BadThreshold(f"unknown threshold {', '.join(unknown)}; thresholds: {', '.join(defaults)}")
+        values = {**defaults, **limits}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise BadThreshold(f"threshold {name}={value!r}: must be a number >= 0")
+        object.__setattr__(self, "_limits", values)
 
-    # The defaults are the suite's options table's (compressors.core.settings: --compare-*), one source for
-    # `python -m reports compare` and the in-run comparison alike.
-    accuracy_pp: float = SETTINGS_BY_NAME["compare_accuracy_pp"].default
-    perplexity_pct: float = SETTINGS_BY_NAME["compare_perplexity_pct"].default
-    size_pct: float = SETTINGS_BY_NAME["compare_size_pct"].default
-    memory_pct: float = SETTINGS_BY_NAME["compare_memory_pct"].default
-    latency_pct: float = SETTINGS_BY_NAME["compare_latency_pct"].default
+    def __getattr__(self, name: str) -> float:
+        limits = self.__dict__.get("_limits", {})
+        if name in limits:
+            return limits[name]
+        raise AttributeError(f"no threshold {name!r}; thresholds: {', '.join(limits)}")
 
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise BadThreshold(f"threshold {field.name}={value!r}: must be a number >= 0")
+    def __setattr__(self, name, value):
+        raise AttributeError("Thresholds are frozen")
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Thresholds) and self._limits == other._limits
 
-# (option, Thresholds field, what a regression is): shared by `python -m reports compare` and
-# the pytest plugin, which both expose them as --compare-* options.
-THRESHOLD_OPTIONS = (
-    ("--compare-accuracy-pp", "accuracy_pp", "accuracy falls by more than this many pp"),
-    ("--compare-perplexity-pct", "perplexity_pct", "perplexity rises by more than this %%"),
-    ("--compare-size-pct", "size_pct", "artifact size rises by more than this %%"),
-    ("--compare-memory-pct", "memory_pct", "peak memory rises by more than this %%"),
-    ("--compare-latency-pct", "latency_pct", "latency median rises by more than this %%"),
-)
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._limits.items())))
+
+    def __repr__(self) -> str:
+        return "Thresholds(" + ", ".join(f"{k}={v!r}" for k, v in self._limits.items()) + ")"
 
 
 def add_threshold_options(add, fields=None) -> None:
     """Declare the --compare-* options through ``add`` (argparse's ``add_argument`` or pytest's
-    ``addoption``), all of them or only those for ``fields``."""
-    defaults = Thresholds()
-    for flag, field, regression in THRESHOLD_OPTIONS:
-        if fields is None or field in fields:
-            default = getattr(defaults, field)
-            add(flag, type=float, default=default, help=f"regression: {regression} (default {default:g})")
+    ``addoption``), one per compared metric of the table of metrics, or only those for threshold ``fields``;
+    latency's last."""
+    for m in sorted(compared(), key=lambda m: m.compare.timing):
+        rule = m.compare
+        if fields is None or rule.threshold in fields:
+            add(rule.option, type=float, default=rule.default,
+                help=f"regression: {rule.regression} (default {rule.default:g})")
 
 
 def thresholds_from_options(get, fields=None) -> Thresholds:
     """A :class:`Thresholds` from option values; ``get(field)`` returns one (others keep their default)."""
-    return Thresholds(
-        **{field: get(field) for _flag, field, _ in THRESHOLD_OPTIONS if fields is None or field in fields}
-    )
+    return Thresholds(**{m.compare.threshold: get(m.compare.threshold) for m in compared()
+                         if fields is None or m.compare.threshold in fields})
 
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    name: str
-    key: str  # field of compressors.records.results.ResultRow
-    threshold: str  # Thresholds field
+    """A compared metric as the comparison uses it (from :class:`compressors.records.metric_table.Metric`)."""
+
+    name: str  # its label in the comparison
+    value: Callable[[ResultRow], float | None]
+    threshold: str  # Thresholds name
     higher_is_better: bool
     absolute: bool  # threshold in the metric's own unit (pp) rather than percent
     show: Callable[[float], str]
-    timing: bool = False
+    test: str = "threshold"  # threshold, mcnemar, latency (compressors.records.metric_table.Compared)
+
+    @property
+    def timing(self) -> bool:
+        return self.test == "latency"
 
 
-def _mb(value: float) -> str:
-    return f"{value / 2**20:.2f} MB"
+# What a regression needs beyond the threshold, per test of compressors.records.metric_table.Compared.
+TEST_NOTES = {
+    "threshold": "",
+    "mcnemar": f"exact McNemar test on the sentences that changed, alpha {ACCURACY_ALPHA}",
+    "latency": f"a rank test on the paired block ratios, alpha {LATENCY_ALPHA}, and beyond the between-run spread; "
+               "a contended timing is `inconclusive`, never a regression; inside pytest, judged at the end of the "
+               "session and confirmed by re-timing",
+}
 
 
-METRICS = (
-    Metric("latency median", "median_s", "latency_pct", False, False, lambda v: f"{v * 1e3:.3f} ms", timing=True),
-    Metric("accuracy", "accuracy_pct", "accuracy_pp", True, True, lambda v: f"{v:.2f}%"),
-    Metric("perplexity", "perplexity", "perplexity_pct", False, False, lambda v: f"{v:.3f}"),
-    Metric("size", "size_bytes", "size_pct", False, False, _mb),
-    Metric("memory", "peak_memory_bytes", "memory_pct", False, False, _mb),
-)
+def compared_metrics() -> list[Metric]:
+    """Every metric of the table of metrics that compare judges, in its order."""
+    return [Metric(m.compare.label, m.value, m.compare.threshold, m.higher_is_better, m.compare.absolute,
+                   m.compare.show, m.compare.test) for m in compared()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,19 +279,19 @@ def metric_changes(
     """Each metric present in ``before`` or ``after``, with whether it regressed beyond ``thresholds``
     (latency: also beyond the comparison's between-run ``spread``, see :func:`latency_spread`)."""
     changes = []
-    for metric in METRICS:
+    for metric in compared_metrics():
         if metric.timing and not timing:
             continue
-        old, new = before[metric.key], after[metric.key]
+        old, new = metric.value(before), metric.value(after)
         if old is None and new is None:
             continue
         limit = getattr(thresholds, metric.threshold)
         regressed, note = False, None
         if old is not None and new is not None:
             regressed = _moved(metric, old, new) > limit + 1e-9
-            if metric.key == "median_s":
+            if metric.test == "latency":
                 regressed, note = _latency_test(before, after, regressed, limit, spread)
-            elif metric.key == "accuracy_pct":
+            elif metric.test == "mcnemar":
                 regressed, note = _accuracy_test(before, after, regressed)
         changes.append(Change(config, metric, old, new, regressed, limit, note))
     return changes

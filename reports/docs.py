@@ -144,9 +144,9 @@ def techniques_markdown() -> list[str]:
 
 
 def options_markdown() -> list[str]:
-    """The suite's options table (compressors.core.settings.OPTIONS) as Markdown: the flag, its key in
+    """The suite's options table (bench.plugin.options.OPTIONS) as Markdown: the flag, its key in
     ``[tool.compressbench]`` (where it may live there), its environment variable, its default and what it does."""
-    from compressors.core.settings import OPTIONS
+    from bench.plugin.options import OPTIONS
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
@@ -168,6 +168,31 @@ def options_markdown() -> list[str]:
     lines += ["", f"{len(OPTIONS)} options; the last {compare} are the in-run comparison's (with "
               "`--benchmark-compare`). Precedence, lowest first: the default, the environment variable, "
               "`[tool.compressbench]`, the command line."]
+    return lines
+
+
+def metrics_markdown() -> list[str]:
+    """The table of metrics (compressors/records/metric_table.py) as Markdown: what each metric is and where it
+    shows, how compare judges it and which budget keys limit it."""
+    from compressors.records.metric_table import metrics
+    from reports.compare import TEST_NOTES
+
+    lines = ["| metric | unit | better | tasks | results column | HTML column | compare: threshold (default) "
+             "| and | budget keys |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in metrics():
+        tasks = ", ".join(TASK_SHORT.get(task, task) for task in sorted(m.tasks)) if m.tasks else "all"
+        compare = "-"
+        if m.compare:
+            unit = "pp" if m.compare.absolute else "%"
+            moved = "falls" if m.higher_is_better else "rises"
+            compare = f"`{m.compare.option}` ({m.compare.default:g}): {moved} by more {unit}"
+        html = "-" if m.html is None else (f"bsN {m.html.header}" if m.html.place == "batch" else m.html.header)
+        cells = [f"`{m.name}`" + (" (isolated)" if m.isolated else ""), m.unit, "higher" if m.higher_is_better
+                 else "lower", tasks, f"`{m.column}`" if m.column else "-", html, compare,
+                 TEST_NOTES[m.compare.test] if m.compare else "", ", ".join(f"`{b.key}`" for b in m.budgets) or "-"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += ["", "(isolated): measured by the isolated measurement process; its name is part of the measurement "
+              "version, so stored measurements are taken again when such a metric is added."]
     return lines
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from compressors import CompressbenchError
 from compressors.machine.kernels import share_of_peak
 from compressors.machine.timing import format_breakdown
+from compressors.records.metric_table import Metric, metrics
 from compressors.records.results import ResultRow
 from reports.runs import Run, benchmark_rows
 
@@ -180,46 +181,69 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "n/a" if value is None else format(value * scale, spec)
 
 
+def _speed_cell(e: Entry, batch: int | None) -> tuple[str, float | None]:
+    ci = e.speed_ci.get(batch)
+    return _fmt(e.speed.get(batch), ".2f") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""), e.speed.get(batch)
+
+
+def _rise_cell(e: Entry, batch: int | None) -> tuple[str, float | None]:
+    rise = e.drop if e.first("accuracy_drop_pp") is None else None
+    return _fmt(rise, ".2f"), rise
+
+
+# Where the report shows its own figure of a metric instead of the row's (metric -> cell of an entry at a batch
+# size, None for the columns that are not per batch): the speed ratio falls back to the fp32 median / this
+# median of the same run for rows saved before the paired ratio existed; the perplexity rise is recomputed
+# from the perplexities, so rows that lack it show it too.
+REPORT_CELLS = {"speed-vs-fp32": _speed_cell, "perplexity-rise": _rise_cell}
+
+
+def _first(e: Entry, metric: Metric):
+    """``metric``'s value of the first batch size of ``e`` that has it."""
+    return next((v for b in sorted(e.rows) if (v := metric.value(e.rows[b])) is not None), None)
+
+
+def _cell(e: Entry, metric: Metric, batch: int | None) -> tuple[str, float | None]:
+    if metric.name in REPORT_CELLS:
+        return REPORT_CELLS[metric.name](e, batch)
+    if batch is None:
+        value = _first(e, metric)
+    else:
+        row = e.rows.get(batch)
+        value = None if row is None else metric.value(row)
+    return _fmt(value, metric.html.spec, metric.html.scale), value
+
+
+def _shown(metric: Metric, group: list[Entry]) -> bool:
+    """A column is shown when it always is, or some configuration has it (or, for a metric of some tasks,
+    another metric of the same tasks: accuracy's drop with accuracy)."""
+    if metric.html.always or metric.html.place == "batch":
+        return True
+    kin = [m for m in metrics() if m.html and m.tasks == metric.tasks] if metric.tasks else [metric]
+    return any(_first(e, m) is not None for e in group for m in kin)
+
+
 def table_columns(group: list[Entry]) -> tuple[list[str], list[list[tuple[str, float | None]]]]:
-    """Header and cells (text, sort value) of a model/device table; columns only for what any entry has."""
+    """Header and cells (text, sort value) of a model/device table: the table of metrics' HTML columns
+    (compressors.records.metric_table) shown for this group, the batch sizes' between the quality and the cost
+    columns, with each batch size's share of the kernel's probed peak, and the weighted score last."""
     batches = sorted({b for e in group for b in e.rows})
     runs = len({e.run for e in group}) > 1
-    has_acc = any(e.first("accuracy_pct") is not None for e in group)
-    has_ppl = any(e.first("perplexity") is not None for e in group)
-    has_training = any(e.first("training_s") is not None for e in group)
-    header = ["technique"] + (["run"] if runs else [])
-    if has_acc:
-        header += ["accuracy %", "drop pp"]
-    if has_ppl:
-        header += ["perplexity", "ppl rise %"]
+    shown = [m for m in metrics() if m.html is not None and _shown(m, group)]
+    quality, per_batch, cost = ([m for m in shown if m.html.place == place] for place in ("quality", "batch", "cost"))
+    header = ["technique"] + (["run"] if runs else []) + [m.html.header for m in quality]
     for b in batches:
-        header += [f"bs{b} median ms", f"bs{b} p90 ms", f"bs{b} p99 ms", f"bs{b} speed x", f"bs{b} % of peak"]
-    header += ["size MB", "size x", "peak mem MB"] + (["training s"] if has_training else []) + ["WS"]
+        header += [f"bs{b} {m.html.header}" for m in per_batch] + [f"bs{b} % of peak"]
+    header += [m.html.header for m in cost] + ["WS"]
     body = []
     for e in group:
         cells = [(e.technique, None)] + ([(e.run, None)] if runs else [])
-        if has_acc:
-            cells += [(_fmt(e.first("accuracy_pct"), ".2f"), e.first("accuracy_pct")),
-                      (_fmt(e.first("accuracy_drop_pp"), ".2f"), e.first("accuracy_drop_pp"))]
-        if has_ppl:
-            rise = e.drop if e.first("accuracy_drop_pp") is None else None
-            cells += [(_fmt(e.first("perplexity"), ".3f"), e.first("perplexity")), (_fmt(rise, ".2f"), rise)]
+        cells += [_cell(e, m, None) for m in quality]
         for b in batches:
-            row = e.rows.get(b)
-            for key in ("median_s", "p90_s", "p99_s"):
-                value = None if row is None else row[key]
-                cells.append((_fmt(value, ".3f", 1e3), value))
-            ci = e.speed_ci.get(b)
-            text = _fmt(e.speed.get(b), ".2f") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-            cells.append((text, e.speed.get(b)))
+            cells += [_cell(e, m, b) for m in per_batch]
             share = e.share.get(b)
             cells.append((_fmt(share, ".1f", 100), share))
-        size, mem = e.first("size_bytes"), e.first("peak_memory_bytes")
-        cells += [(_fmt(size, ".1f", 2**-20), size), (_fmt(e.first("size_ratio_vs_fp32"), ".3f"),
-                                                      e.first("size_ratio_vs_fp32")),
-                  (_fmt(mem, ".1f", 2**-20), mem)]
-        if has_training:
-            cells.append((_fmt(e.first("training_s"), ".0f"), e.first("training_s")))
+        cells += [_cell(e, m, None) for m in cost]
         cells.append((_fmt(e.score, ".3f"), e.score))
         body.append(cells)
     return header, body

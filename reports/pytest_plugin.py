@@ -2,9 +2,11 @@
 
 pytest-benchmark compares only timings (``--benchmark-compare-fail``). With
 ``--benchmark-compare[=NUM|ID]`` this plugin also takes the run pytest-benchmark loaded for the
-comparison and, after each benchmark test that passed, fails it when its accuracy, perplexity,
-size or memory regressed beyond the thresholds of :class:`reports.compare.Thresholds`
-(options below), with the numbers. A configuration absent from the compared run is not checked.
+comparison and, after each benchmark test that passed, fails it when a compared metric other than
+latency (accuracy, perplexity, size, memory: those with a ``compare`` rule in
+:mod:`compressors.records.metric_table`, :func:`checked`) regressed beyond the thresholds of
+:class:`reports.compare.Thresholds` (options below), with the numbers. A configuration absent from
+the compared run is not checked.
 The root ``conftest.py`` loads it beside ``bench.plugin``; a unit test can load it alone with
 ``-p reports.pytest_plugin`` (it brings the suite's options module, where its flags are declared).
 
@@ -28,6 +30,7 @@ import pytest
 
 from bench.plugin.options import setting
 from bench.plugin.state import run_state
+from compressors.records import metric_table
 from compressors.records.results import ResultRow
 from reports.compare import (
     Thresholds,
@@ -37,15 +40,25 @@ from reports.compare import (
     thresholds_from_options,
 )
 
-# Checked after each test (pytest-benchmark's own --benchmark-compare-fail keeps working too).
-CHECKED = ("accuracy_pp", "perplexity_pct", "size_pct", "memory_pct")
-# Checked once all tests ran (it needs the between-run spread of every row) and confirmed by re-timing.
-LATENCY = ("latency_pct",)
+
+def checked() -> tuple[str, ...]:
+    """The thresholds checked after each test: every compared metric of the table of metrics but latency
+    (pytest-benchmark's own --benchmark-compare-fail keeps working too)."""
+    return tuple(m.compare.threshold for m in metric_table.compared() if not m.compare.timing)
+
+
+def latency() -> tuple[str, ...]:
+    """The thresholds checked once all tests ran (they need the between-run spread of every row) and
+    confirmed by re-timing."""
+    return tuple(m.compare.threshold for m in metric_table.compared() if m.compare.timing)
+
+
 RETIMED_BY = "its re-timing at the end of this session"
 
 
-# The --compare-* and --no-retime flags are in the suite's one options table (compressors.core.settings),
-# registered by bench.plugin.options, so they can live in [tool.compressbench] like every other setting.
+# The --compare-* and --no-retime flags are in the suite's one options table (bench.plugin.options.OPTIONS: the
+# settings, and a --compare-* threshold per compared metric of the table of metrics), registered by
+# bench.plugin.options, so they can live in [tool.compressbench] like every other setting.
 pytest_plugins = ["bench.plugin.options"]
 
 
@@ -63,7 +76,7 @@ COMPARISON = pytest.StashKey[ComparisonState]()
 
 
 def thresholds_from(config) -> Thresholds:
-    return thresholds_from_options(lambda field: setting(config, f"compare_{field}"), CHECKED + LATENCY)
+    return thresholds_from_options(lambda field: setting(config, f"compare_{field}"), checked() + latency())
 
 
 def pytest_configure(config):
@@ -130,9 +143,9 @@ def pytest_runtest_call(item):
     changes = metric_changes(after.config_id, before, after, config.stash[COMPARISON].thresholds, timing=False)
     regressed = [c.describe() for c in changes if c.regressed]
     if regressed:
+        options = ", ".join(m.compare.option for m in metric_table.compared() if not m.compare.timing)
         pytest.fail(f"{after.config_id} regressed against {path}: " + "; ".join(regressed) +
-                    " (thresholds: --compare-accuracy-pp, --compare-perplexity-pct, --compare-size-pct, "
-                    "--compare-memory-pct)", pytrace=False)
+                    f" (thresholds: {options})", pytrace=False)
     return result
 
 

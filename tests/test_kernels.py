@@ -177,9 +177,14 @@ def test_a_stored_measurement_is_reused_until_remeasure(tmp_path, tiny_base, tin
         calls.append(1)
         return {"accuracy": 50.0 + len(calls)}
 
-    first = stored_measurement(tmp_path, tiny_base, tiny_eval_set, "cpu", this_cpu(), compute)
-    again = stored_measurement(tmp_path, tiny_base, tiny_eval_set, "cpu", this_cpu(), compute)
+    def stored(version="v1", **kw):
+        return stored_measurement(tmp_path, tiny_base, tiny_eval_set, "cpu", this_cpu(), compute, version=version, **kw)
+
+    first = stored()
+    again = stored()
     assert len(calls) == 1 and again["accuracy"] == first["accuracy"] == 51.0
     assert again["measurement"]["reused"] is True and first["measurement"]["reused"] is False
-    fresh = stored_measurement(tmp_path, tiny_base, tiny_eval_set, "cpu", this_cpu(), compute, refresh=True)
+    fresh = stored(refresh=True)
     assert len(calls) == 2 and fresh["accuracy"] == 52.0 and fresh["measurement"]["reused"] is False
+    other = stored(version="v2")  # another measurement version (the probe measures more, or otherwise): again
+    assert len(calls) == 3 and other["accuracy"] == 53.0 and other["measurement"]["reused"] is False

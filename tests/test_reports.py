@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from compressors.records.results import format_table
+from compressors.records.tables import format_table
 from reports.__main__ import main
 from reports.runs import RunNotFound, find_run, rows_from_run
 

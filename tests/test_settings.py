@@ -1,4 +1,4 @@
-"""The one options table (compressors.core.settings.OPTIONS): number settings validated wherever they come from,
+"""The one options table (bench.plugin.options.OPTIONS): number settings validated wherever they come from,
 every flag of the suite and of the in-run comparison allowed in [tool.compressbench]."""
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from compressors.core.settings import BY_NAME, OPTIONS, SettingsError, resolve_settings
+from bench.plugin.options import OPTIONS
+from compressors.core.settings import BY_NAME, SettingsError
+from compressors.core.settings import resolve_settings as resolve_core
+
+
+def resolve_settings(cli, table=None, table_file=None):
+    """The suite's resolution: over its whole options table, the comparison thresholds included."""
+    return resolve_core(cli, table, table_file, OPTIONS)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,17 +44,14 @@ def test_a_bad_number_in_the_environment_names_the_variable(monkeypatch):
     # a number option read from a variable: made for the test (the table has none today), read the same way
     import dataclasses
 
-    import compressors.core.settings as settings
-
     with_env = dataclasses.replace(BY_NAME["max_build_seconds"], env="COMPRESSBENCH_TEST_MAX_BUILD")
-    monkeypatch.setattr(settings, "OPTIONS", tuple(with_env if o.name == with_env.name else o for o in OPTIONS))
-    monkeypatch.setitem(settings.BY_NAME, with_env.name, with_env)
+    table = tuple(with_env if o.name == with_env.name else o for o in OPTIONS)
     monkeypatch.setenv("COMPRESSBENCH_TEST_MAX_BUILD", "-3")
     with pytest.raises(SettingsError, match=r"^\$COMPRESSBENCH_TEST_MAX_BUILD: max-build-seconds = '-3': expected a "
                                             r"finite number of seconds > 0$"):
-        settings.resolve_settings({})
+        resolve_core({}, options=table)
     monkeypatch.setenv("COMPRESSBENCH_TEST_MAX_BUILD", "60")
-    resolved = settings.resolve_settings({})
+    resolved = resolve_core({}, options=table)
     assert resolved.max_build_seconds == 60.0
     assert resolved.sources["max_build_seconds"] == "$COMPRESSBENCH_TEST_MAX_BUILD"
 
@@ -75,13 +79,16 @@ def test_the_environment_gives_data_and_cache_folders_and_the_run_records_where_
     assert resolved.cache_dir == str(tmp_path / "flag-cache") and resolved.sources["cache_dir"] == "command line"
 
 
-def test_the_compare_cli_defaults_are_the_options_table_defaults():
+def test_every_compared_metric_has_its_threshold_option_with_the_compare_cli_default():
+    from compressors.records.metric_table import compared
     from reports.compare import Thresholds
 
     thresholds = Thresholds()
-    for option in OPTIONS:
-        if option.name.startswith("compare_"):
-            assert getattr(thresholds, option.name.removeprefix("compare_")) == option.default
+    options = {option.name: option for option in OPTIONS}
+    for metric in compared():
+        option = options[f"compare_{metric.compare.threshold}"]
+        assert option.flag == metric.compare.option
+        assert option.default == getattr(thresholds, metric.compare.threshold) == metric.compare.default
 
 
 def test_a_negative_build_limit_stops_the_suite_before_collection_in_one_line(tmp_path):

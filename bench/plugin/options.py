@@ -1,4 +1,4 @@
-"""The suite's options: every flag from one table (compressors.core.settings.OPTIONS), resolved once per run.
+"""The suite's options: every flag from one table (:data:`OPTIONS`), resolved once per run.
 
 Each flag defaults to None ("not given") on the command line so that the settings table
 (``[tool.compressbench]`` or ``--compressbench-config FILE``) and the environment can stand below it;
@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from bench.plugin.state import RunState, run_state
-from compressors.core.settings import BY_NAME, OPTIONS, SettingsError, find_table_file, read_table, resolve_settings
+from compressors.core import settings as core_settings
+from compressors.core.settings import SettingsError, find_table_file, index_options, read_table, resolve_settings
+from compressors.records.metric_table import compare_options
+
+# The suite's one options table: its settings (compressors.core.settings.OPTIONS) and one --compare-* threshold per
+# compared metric of the table of metrics. --help, [tool.compressbench], the environment and the generated options
+# reference (python -m reports options) all read it.
+OPTIONS = core_settings.OPTIONS + compare_options()
+BY_NAME, _BY_KEY = index_options(OPTIONS)
 
 
 def pytest_addoption(parser):
@@ -32,7 +40,7 @@ def run_settings(config):
     try:
         path = find_table_file(Path(str(config.rootpath)), Path(str(config.invocation_params.dir)), explicit)
         table = read_table(path, required=bool(explicit)) if path else {}
-        return resolve_settings({o.name: config.getoption(o.flag) for o in OPTIONS}, table, path)
+        return resolve_settings({o.name: config.getoption(o.flag) for o in OPTIONS}, table, path, OPTIONS)
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -43,7 +51,7 @@ def setting(config, name: str):
     table's default."""
     key = name.lstrip("-").replace("-", "_")
     if key not in BY_NAME:
-        raise KeyError(f"{name!r} is not a setting of the suite (compressors.core.settings.OPTIONS); "
+        raise KeyError(f"{name!r} is not a setting of the suite (bench.plugin.options.OPTIONS); "
                        "read pytest's own options with option_value()")
     state = run_state(config)
     if state is not None and state.settings is not None:

@@ -20,7 +20,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"compressbench: run interrupted; the {len(rows)} finished configuration(s) "
                       f"are kept in {state.partial_file} (marked partial)", yellow=True)
     if rows:
-        from compressors.records.results import LEGEND, format_table
+        from compressors.records.tables import format_table, terminal_legend
 
         tr.section("compressbench results")
         for line in format_table(rows):
@@ -35,7 +35,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                           "their speeds are not comparable, compare tools call them inconclusive):", yellow=True)
             for row in contended:
                 tr.write_line(f"  {row.config_id}: {row.latency.contention.get('reason')}", yellow=True)
-        tr.write_line(LEGEND)
+        tr.write_line(terminal_legend())
     remote = state.remote
     if remote is not None:
         tr.write_line(remote.summary_line(), yellow=not remote.enabled)

@@ -59,6 +59,9 @@ def _number(value) -> float:
         raise ValueError("a number") from None
 
 
+number = _number  # a number option's parser, for options declared in other modules (its range is the option's)
+
+
 def _range_text(option: Option) -> str:
     """What a number option accepts, in words: ``a finite number of seconds > 0``."""
     unit = f" of {option.unit}" if option.unit else ""
@@ -212,27 +215,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("compressbench_config", "--compressbench-config", None, _text, "a TOML file whose [tool.compressbench] "
            "table (or top level) holds settings and named models (default: the [tool.compressbench] table of "
            "./pyproject.toml); the command line wins over it", path=True, in_table=False),
-    # The in-run comparison with a saved run (--benchmark-compare; reports/pytest_plugin.py). The same thresholds
-    # are the defaults of `python -m reports compare` (reports.compare.Thresholds).
-    Option("compare_accuracy_pp", "--compare-accuracy-pp", 0.5, _number, "regression: accuracy falls by more than "
-           "this", unit="percentage points", minimum=0, group=COMPARE_GROUP),
-    Option("compare_perplexity_pct", "--compare-perplexity-pct", 2.0, _number, "regression: perplexity rises by "
-           "more than this", unit="percent", minimum=0, group=COMPARE_GROUP),
-    Option("compare_size_pct", "--compare-size-pct", 5.0, _number, "regression: artifact size rises by more "
-           "than this", unit="percent", minimum=0, group=COMPARE_GROUP),
-    Option("compare_memory_pct", "--compare-memory-pct", 10.0, _number, "regression: peak memory rises by more "
-           "than this", unit="percent", minimum=0, group=COMPARE_GROUP),
-    Option("compare_latency_pct", "--compare-latency-pct", 10.0, _number, "regression: latency median rises by "
-           "more than this (confirmed by re-timing at the end of the session)", unit="percent", minimum=0,
-           group=COMPARE_GROUP),
+    # The in-run comparison with a saved run (--benchmark-compare; reports/pytest_plugin.py). Its thresholds,
+    # one --compare-* flag per compared metric, come from the table of metrics (compressors.records.metric_table:
+    # compare_options); the suite's whole table is bench.plugin.options.OPTIONS.
     Option("no_retime", "--no-retime", False, _flag, "no latency gate: do not judge latency against the compared "
            "run nor re-time the configurations flagged slower at the end of the session", switch=True,
            group=COMPARE_GROUP),
 )
-BY_NAME = {o.name: o for o in OPTIONS}
-if len(BY_NAME) != len(OPTIONS):
-    raise ValueError("compressors.core.settings.OPTIONS names an option twice")
-BY_KEY = {o.key: o for o in OPTIONS} | {o.name: o for o in OPTIONS}
+
+
+def index_options(options: tuple[Option, ...]) -> tuple[dict[str, Option], dict[str, Option]]:
+    """``(by name, by key or name)`` of an options table; a name given twice is an error."""
+    by_name = {o.name: o for o in options}
+    if len(by_name) != len(options):
+        raise ValueError("an options table names an option twice")
+    return by_name, {o.key: o for o in options} | by_name
+
+
+BY_NAME, BY_KEY = index_options(OPTIONS)
 # Keys of a named model's table ([tool.compressbench.model.NAME]).
 MODEL_KEYS = ("path", "hub", "trust-remote-code", "dataset", "dataset-eval", "dataset-train", "text-column",
               "text-pair-column", "label-column", "label-map", "text-file", "text-file-train")
@@ -296,11 +296,14 @@ def _parse(option: Option, value, where: str) -> Any:
     return parsed
 
 
-def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_file: Path | None = None) -> Settings:
-    """Defaults < ``table`` (from ``table_file``) < ``cli`` (option name -> value, None where not given)."""
-    values = {o.name: o.default for o in OPTIONS}
-    sources = {o.name: "default" for o in OPTIONS}
-    for option in OPTIONS:
+def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_file: Path | None = None,
+                     options: tuple[Option, ...] = OPTIONS) -> Settings:
+    """Defaults < environment < ``table`` (from ``table_file``) < ``cli`` (option name -> value, None where not
+    given), over the options table ``options`` (the suite passes its whole table, bench.plugin.options.OPTIONS)."""
+    by_name, by_key = index_options(options)
+    values = {o.name: o.default for o in options}
+    sources = {o.name: "default" for o in options}
+    for option in options:
         if option.env and os.environ.get(option.env):
             where = f"${option.env}"
             values[option.name], sources[option.name] = _parse(option, os.environ[option.env], where), where
@@ -311,10 +314,10 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
         if key == "model":
             named = _named_models(value, where, base)
             continue
-        option = BY_KEY.get(key) or BY_KEY.get(key.replace("_", "-"))
+        option = by_key.get(key) or by_key.get(key.replace("_", "-"))
         if option is None or not option.in_table:
             raise SettingsError(f"{where}: unknown key {key!r} in [tool.compressbench]; valid keys: "
-                                f"{', '.join(o.key for o in OPTIONS if o.in_table)}, model.<name>")
+                                f"{', '.join(o.key for o in options if o.in_table)}, model.<name>")
         parsed = _parse(option, value, where)
         if option.path and parsed is not None:
             parsed = _resolve(base, parsed)
@@ -322,7 +325,7 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
     for name, value in cli.items():
         if value is None:
             continue
-        option = BY_NAME[name]
+        option = by_name[name]
         values[name] = _parse(option, value, option.flag) if not option.switch else bool(value)
         sources[name] = "command line"
     return Settings(values, sources, named, str(table_file) if table_file else None)

@@ -309,9 +309,6 @@ def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
         return json.loads(result.read_text())
 
 
-MEASUREMENT_VERSION = 3  # bump when what the isolated process measures changes (invalidates stored results)
-
-
 def artifact_identity(manifest: dict) -> str:
     """An artifact's key and the digest of its files: what a stored measurement is of. The files count
     too: an entry adopted from a shared remote cache (another machine's build of the same key) is
@@ -321,22 +318,26 @@ def artifact_identity(manifest: dict) -> str:
     return f"{manifest['key']}:{content_key(manifest['files'])}"
 
 
-def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu) -> Path:
+def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu, version: str) -> Path:
     """Where the isolated measurement of an artifact (:func:`artifact_identity`) on these evaluation
-    inputs, device and CPU is stored."""
+    inputs, device and CPU is stored; ``version``: the measurement version, derived from what the isolated
+    process measures and its code (compressors.evaluation.probe.measurement_version), so a change to either
+    measures again."""
     key_parts = {"artifact": artifact_key, "eval": eval_checksum, "device": device, "cpu": cpu.name,
-                 "flags": list(cpu.flags), "version": MEASUREMENT_VERSION}
+                 "flags": list(cpu.flags), "version": version}
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
     return Path(root) / "measurements" / f"{key}.json"
 
 
-def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cpu, compute, refresh: bool = False):
-    """``compute()`` (an isolated measurement) once per artifact, evaluation inputs, device and CPU:
-    later runs on this machine reuse the stored result (``measurement.reused``), so a warm run times
-    instead of re-evaluating; ``refresh`` (``--remeasure``) measures again and replaces it."""
+def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cpu, compute, *, version: str,
+                       refresh: bool = False):
+    """``compute()`` (an isolated measurement) once per artifact, evaluation inputs, device, CPU and measurement
+    ``version`` (:func:`measurement_path`): later runs on this machine reuse the stored result
+    (``measurement.reused``), so a warm run times instead of re-evaluating; ``refresh`` (``--remeasure``)
+    measures again and replaces it."""
     import datetime
 
-    path = measurement_path(root, artifact_identity(artifact.manifest), eval_set.checksum, device, cpu)
+    path = measurement_path(root, artifact_identity(artifact.manifest), eval_set.checksum, device, cpu, version)
     key = path.stem
     if path.is_file() and not refresh:
         try:

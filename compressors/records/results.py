@@ -5,18 +5,20 @@ placement, provenance). It is saved flat in pytest-benchmark's ``extra_info`` (s
 ``pytest-benchmark compare`` and ``list`` keep reading the files) by :meth:`ResultRow.to_extra_info`
 and read back by :meth:`ResultRow.from_extra_info`, the one reader ``reports`` uses. Flat names
 are declared once, in the sections' fields; ``row["accuracy_pct"]`` reads one by name and an
-unknown name raises, so a typo cannot silently read ``None``.
+unknown name raises, so a typo cannot silently read ``None``. Which of its figures the tables, the
+reports, compare and the budgets show and judge is declared in :mod:`compressors.records.metric_table`;
+the results table itself is :mod:`compressors.records.tables`.
 
 Schema versions: 1 = runs saved before this type existed (no ``schema_version`` key; the same
 flat keys); 2 = the typed row; 3 = adds per-round timings, the paired speed ratio vs fp32, the
 contention record, per-example correctness and the accuracy drop's interval. Keys a version does
-not know are kept in ``extra`` and written back; fields an older row lacks read as ``None``.
+not know are kept in ``extra`` and written back; fields an older row lacks read as ``None``, so a
+new metric's field needs no new version unless it changes what an existing key means.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -276,87 +278,3 @@ def latency_summary(data) -> dict:
         return {"rounds": 0, "p50": None, "p90": None, "p99": None}
     p50, p90, p99 = np.percentile(data, [50, 90, 99])  # numpy's default: linear interpolation
     return {"rounds": int(data.size), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
-
-
-# ------------------------------------------------------------------------------------ the results table
-
-def _mb(value) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f}"
-
-
-def _quality(row: ResultRow) -> tuple[str, str]:
-    """(accuracy % or perplexity, drop in pp or perplexity rise in %) of a row, formatted."""
-    q = row.quality
-    if q.accuracy_pct is not None:
-        drop = "-" if q.accuracy_drop_pp is None else f"{q.accuracy_drop_pp:.2f}"
-        return f"{q.accuracy_pct:.2f}", drop
-    if q.perplexity is not None:
-        rise = "-" if q.perplexity_increase_pct is None else f"{q.perplexity_increase_pct:+.2f}%"
-        return f"{q.perplexity:.3f}", rise
-    return "-", "-"
-
-
-TABLE_COLUMNS = ("configuration", "median ms", "ms/tok", "x fp32 [95% CI]", "acc/ppl", "drop", "size MB", "size x",
-                 "mem MB")
-
-
-def _sorted(rows: list[ResultRow]) -> list[ResultRow]:
-    return sorted(rows, key=lambda r: (r.identity.model, r.identity.tier, r.identity.batch_size,
-                                       r.identity.scenario or "", r.identity.technique))
-
-
-def table_cells(row: ResultRow) -> list[str]:
-    """One row of the results table, a cell per :data:`TABLE_COLUMNS`."""
-    median = "-" if row.latency.median_s is None else f"{row.latency.median_s * 1e3:.2f}"
-    per_token = "" if row.latency.per_token_s is None else f"{row.latency.per_token_s * 1e3:.2f}"
-    quality, drop = _quality(row)
-    ratio = "-" if row.size.size_ratio_vs_fp32 is None else f"{row.size.size_ratio_vs_fp32:.3f}"
-    paired = row.latency.speed_vs_fp32
-    speed = "-"
-    if paired and paired.get("ci95"):
-        speed = f"{paired['ratio']:.2f} [{paired['ci95'][0]:.2f},{paired['ci95'][1]:.2f}]"
-    if row.latency.contended:
-        speed += "!"
-    return [row.config_id, median, per_token, speed, quality, drop, _mb(row.size.size_bytes), ratio,
-            _mb(row.size.peak_memory_bytes)]
-
-
-def format_table(rows: list[ResultRow]) -> list[str]:
-    """The results table the suite prints and ``python -m reports table`` shows.
-
-    Classifiers show accuracy and its drop in pp; language models perplexity and its rise in %,
-    and their generation rows the time per generated token.
-    """
-    width = max([44] + [len(row.config_id) for row in rows])
-    widths = (width, 10, 7, 18, 8, 8, 8, 7, 7)
-
-    def line(cells: list[str], verdict: str) -> str:
-        first, *rest = cells
-        aligned = [f"{c:>{w}}" for c, w in zip(rest, widths[1:], strict=True)]
-        return " ".join([f"{first:<{width}}", *aligned]) + f"  {verdict}"
-
-    return [line(list(TABLE_COLUMNS), "verdict")] + [line(table_cells(row), row.outcome or "") for row in _sorted(rows)]
-
-
-def format_markdown_table(rows: list[ResultRow], verdict: Callable[[ResultRow], str] | None = None) -> list[str]:
-    """The results table as GitHub/MkDocs Markdown, as the README and docs publish it from a saved run:
-    the columns of :func:`format_table`, less ``ms/tok`` where no row has a time per token, and with
-    ``verdict(row)`` as the last column when given (a saved row keeps no test outcome of its own)."""
-    rows = _sorted(rows)
-    cells = [table_cells(row) for row in rows]
-    keep = [i for i, name in enumerate(TABLE_COLUMNS) if name != "ms/tok" or any(c[i] for c in cells)]
-    header = [TABLE_COLUMNS[i] for i in keep] + (["budget"] if verdict else [])
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(keep[1:]) + (" --- |" if verdict else "")]
-    for row, c in zip(rows, cells, strict=True):
-        shown = [c[i] or " " for i in keep] + ([verdict(row)] if verdict else [])
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in shown) + " |")
-    return lines
-
-
-LEGEND = ("x fp32: speed vs fp32 paired in the same time window (fp32 time / this time, median of alternated "
-          "blocks) with its 95% bootstrap interval; '!': another process competed for the CPU while timing. "
-          "acc/ppl: accuracy % on the model's evaluation rows (SST-2 dev, 872 sentences, for the registered "
-          "classifiers; a model given by path: its --dataset), or perplexity (WikiText-2 test, or its --text-file); "
-          "drop: fp32 minus this in pp, or perplexity rise vs fp32 in %; ms/tok: generation median / new tokens; "
-          "size x: vs fp32; "
-          "mem: peak RSS of a fresh process while it loads + evaluates, above its RSS after importing the runtime.")
