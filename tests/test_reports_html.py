@@ -84,6 +84,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
     """Every chart drew something and the console stayed clean (CI installs Debian's chromium)."""
     required = os.environ.get("COMPRESSBENCH_REQUIRE_CHROMIUM") == "1"

@@ -189,6 +189,7 @@ def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
 """
 
 
+@pytest.mark.slow
 def test_time_case_interleaves_slow_calls_with_pytest_benchmark(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
@@ -304,6 +305,7 @@ def test_b(benchmark, record_property):
 """
 
 
+@pytest.mark.slow
 def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
     from tests.conftest import run_saved_suite
 

@@ -28,6 +28,16 @@ from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm, 
 
 NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
 CASES = [(name, task) for name in NAMES for task in TASKS if task in get_technique(name).tasks]
+# Over 5 s each on 2 cores, so out of `pytest -m "not slow"`: a stage that runs torch.compile when loaded
+# (tens of seconds), and the family defaults that re-fine-tune the tiny model for many steps.
+SLOW_TRAINING = {"distill-l3", "layerdrop-2"}
+
+
+def _case(name: str, task: str):
+    chain = parse_chain(name)
+    slow = name in SLOW_TRAINING or any(stage.compiles for stage in chain.build_stages)
+    return pytest.param(name, task, id=f"{name}-{'cls' if task == TASK_CLASSIFICATION else 'lm'}",
+                        marks=[pytest.mark.slow] if slow else [])
 
 
 def _tiny_classifier(folder):
@@ -90,8 +100,7 @@ def _inputs(task, base):
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
-@pytest.mark.parametrize("name, task", CASES, ids=[f"{n}-{'cls' if t == TASK_CLASSIFICATION else 'lm'}"
-                                                   for n, t in CASES])
+@pytest.mark.parametrize("name, task", [_case(name, task) for name, task in CASES])
 def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task, contract_ctx, cache, tmp_path):
     technique = get_technique(name)
     missing = technique.missing_requirements()
