@@ -22,6 +22,7 @@ def _outside_blocks(text: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_every_generated_block_is_the_output_of_its_command():
     stale = []
     for page in pages():

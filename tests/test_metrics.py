@@ -31,6 +31,7 @@ def test_batches_are_padded_per_batch(tiny_eval_set):
     assert sum(b["input_ids"].shape[0] for b in tiny_eval_set.batches) == 8
 
 
+@pytest.mark.slow
 def test_isolated_torch_measurement_matches_in_process_accuracy(tiny_base, tiny_eval_set):
     result = measure_isolated(tiny_base, tiny_eval_set)
     assert result["accuracy"] == pytest.approx(accuracy(load_predictor(tiny_base), tiny_eval_set))
@@ -40,6 +41,7 @@ def test_isolated_torch_measurement_matches_in_process_accuracy(tiny_base, tiny_
     assert result["placement"]["parameter_devices"] == ["cpu"]
 
 
+@pytest.mark.slow
 def test_isolated_onnx_measurement_never_imports_torch(tiny_base, tiny_eval_set, ctx):
     artifact = build_chain(tiny_base, parse_chain("onnx-fp32"), ctx, "tiny")
     result = measure_isolated(artifact, tiny_eval_set)
@@ -48,12 +50,14 @@ def test_isolated_onnx_measurement_never_imports_torch(tiny_base, tiny_eval_set,
     assert result["accuracy"] == pytest.approx(accuracy(load_predictor(tiny_base), tiny_eval_set))
 
 
+@pytest.mark.slow
 def test_corrupted_artifact_fails_measurement_with_reason(tiny_base, tiny_eval_set):
     (tiny_base.path / "model.safetensors").write_bytes(b"broken")
     with pytest.raises(MeasurementError, match="not intact"):
         measure_isolated(tiny_base, tiny_eval_set)
 
 
+@pytest.mark.slow
 def test_memory_grows_with_model_size(tmp_path, cache, tiny_eval_set):
     """A model with ~7 MB more weights must show at least half of that more peak memory."""
     import shutil
@@ -104,6 +108,7 @@ def test_windows_cut_the_token_stream_without_overlap():
         _windows(Tokenizer(), "abc", window=1)
 
 
+@pytest.mark.slow
 def test_perplexity_matches_the_models_own_loss(tiny_lm_base, tmp_path):
     """Independent computation: Hugging Face's built-in causal-LM loss (labels = inputs), one
     window at a time, weighted by the tokens each predicts."""

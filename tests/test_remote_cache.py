@@ -488,6 +488,7 @@ def test_s3_push_pull_and_create_only_conflict(s3_server, tmp_path):
     assert [e.action for e in late.events] == ["adopted"] and _files(adopted) == _files(built)
 
 
+@pytest.mark.slow
 def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
     bucket = f"dropped-{uuid.uuid4().hex[:8]}"  # moto's state is shared by every server in the process
     with moto_s3(bucket) as (server, endpoint):

@@ -11,6 +11,7 @@ from reports.runs import find_run, load_run
 from tests.reports_fixtures import base_cases, case, run_fake_suite, write_fake_suite
 
 
+@pytest.mark.slow
 def test_regressions_fail_with_numbers_and_one_sided_configs_are_listed(saved_runs, capsys):
     assert main(["compare", "0001", "0002", "--storage", str(saved_runs)]) == 1
     out = capsys.readouterr().out
@@ -89,6 +90,7 @@ def test_compare_runs_matches_by_configuration(saved_runs):
     }
 
 
+@pytest.mark.slow
 def test_benchmark_compare_fails_the_regressed_configuration(saved_runs, tmp_path):
     """Inside pytest: --benchmark-compare loads the run; non-timing regressions fail that test with the numbers."""
     storage = tmp_path / "storage"
@@ -393,6 +395,7 @@ def _paired(technique: str, blocks: list[float]) -> dict:
     return case(technique, 1, speed_vs_fp32={"ratio": sorted(blocks)[2], "block_ratios": blocks})
 
 
+@pytest.mark.slow
 def test_latency_flagged_in_pytest_is_re_timed_and_only_a_confirmed_one_fails(tmp_path, monkeypatch, capsys):
     """--benchmark-compare judges latency once every test ran (threshold, rank test, between-run spread),
     re-times what it flagged, and fails the session only when the re-timing is flagged too."""

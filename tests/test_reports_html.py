@@ -100,6 +100,7 @@ def _browser_or_skip():
         pytest.skip("no chromium on PATH: apt-get install chromium (CI installs it and runs this test)")
 
 
+@pytest.mark.slow
 def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
     """Every chart drew something and the console stayed clean (CI installs Debian's chromium)."""
     _browser_or_skip()
@@ -111,6 +112,7 @@ def test_page_renders_in_headless_chromium(saved_runs, tmp_path):
     assert rendered.blank_charts == [], rendered.charts
 
 
+@pytest.mark.slow
 def test_screenshot_of_the_committed_sample_runs_report(tmp_path, capsys):
     """docs/img/report.png is made by this command from docs/runs/cpu-sample.json (docs/reports.md)."""
     _browser_or_skip()

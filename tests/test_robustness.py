@@ -237,6 +237,7 @@ def test_c(benchmark):
 '''
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_what_it_finished_marked_partial(pytester, monkeypatch):
     result, storage = run_saved_suite(pytester, monkeypatch, INTERRUPTED_SUITE, "night")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -257,6 +258,7 @@ def test_an_interrupted_run_keeps_what_it_finished_marked_partial(pytester, monk
         compare_runs(run, run)
 
 
+@pytest.mark.slow
 def test_a_complete_run_leaves_no_partial_file(pytester, monkeypatch):
     complete = INTERRUPTED_SUITE.replace("    os.kill(os.getpid(), signal.SIGTERM)", "")
     result, storage = run_saved_suite(pytester, monkeypatch, complete, "day")

@@ -58,6 +58,7 @@ def test_accuracy_drop_interval_and_mcnemar_on_the_same_sentences():
     assert result["ci_pp"][0] < 0 < result["ci_pp"][1] and result["mcnemar_p"] > 0.5
 
 
+@pytest.mark.slow
 def test_identical_classifiers_are_flagged_in_at_most_alpha_of_trials():
     rng = np.random.default_rng(3)
     flagged = 0

@@ -21,6 +21,7 @@ def run_pytest(*args, cwd=ROOT, env_extra=None):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_ids_name_model_technique_device_and_batch():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -29,6 +30,7 @@ def test_ids_name_model_technique_device_and_batch():
         assert f"[{expected}]" in out.stdout
 
 
+@pytest.mark.slow
 def test_k_and_models_and_techniques_select():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "cpu", "--models", "minilm-sst2",
                      "--techniques", "fp32,onnx-int8", "-k", "bs32")
@@ -39,6 +41,7 @@ def test_k_and_models_and_techniques_select():
     ]
 
 
+@pytest.mark.slow
 def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
     out = run_pytest("bench", "--collect-only", "-q", "-m", "smoke")
     ids = [line for line in out.stdout.splitlines() if "::" in line]
@@ -48,6 +51,7 @@ def test_smoke_subset_includes_an_onnx_and_a_language_model_configuration():
     }
 
 
+@pytest.mark.slow
 def test_language_model_ids_and_markers():
     out = run_pytest(
         "bench/test_language_model.py",
@@ -111,6 +115,7 @@ def test_bad_names_are_usage_errors_listing_choices(args, message):
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
     out = run_pytest(
         "bench",
@@ -126,6 +131,7 @@ def test_missing_data_dir_stops_the_run_with_one_message(tmp_path):
     assert "nowhere" in text and "does not exist" in text and "--data-dir" in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_absent_gpu_tier_is_skipped_with_reason():
     out = run_pytest("bench", "-m", "t4", "--models", "minilm-sst2", "--techniques", "fp32", "-rs", "-q")
     assert out.returncode == 0
@@ -139,6 +145,7 @@ def test_absent_gpu_tier_is_skipped_with_reason():
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -204,6 +211,7 @@ def collect_simulated(tmp_path, gpus, *args) -> dict[str, tuple[str, str]]:
     return cases
 
 
+@pytest.mark.slow
 def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
     from compressors.builders.techniques import default_techniques
     from compressors.core.task_kinds import TASK_CLASSIFICATION
@@ -235,6 +243,7 @@ def test_tier_absent_from_a_gpu_machine_is_skipped_naming_what_was_found(tmp_pat
         )
 
 
+@pytest.mark.slow
 def test_device_option_restricts_tiers(tmp_path):
     cases = collect_simulated(
         tmp_path, "both", "--models", "minilm-sst2", "--techniques", "fp32", "-k", "bs1", "--device", "cuda:0"
@@ -257,6 +266,7 @@ def test_device_option_restricts_tiers(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_saved_runs_are_numbered_never_overwritten(tmp_path):
     # pytest-benchmark numbers every save; a second save with the same name adds a file.
     (tmp_path / "test_x.py").write_text("def test_x(benchmark):\n    benchmark(sum, [1, 2])\n")
@@ -286,6 +296,7 @@ def test_compressbench_errors_are_reported_without_traceback(pytester, monkeypat
     assert "raise DataError" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_machine_info_records_hardware_options_and_versions(pytester, monkeypatch, tmp_path):
     import json
 

@@ -26,23 +26,56 @@ def _sleep(seconds):
     return lambda: time.sleep(seconds)
 
 
-def test_paired_speed_measures_the_ratio_with_an_interval():
-    result = paired_speed(_sleep(0.004), _sleep(0.010), budget_s=0.5, config_estimate_s=0.004)
-    assert 2.0 < result.speed < 3.0 and result.low <= result.speed <= result.high
-    assert MIN_BLOCKS <= result.blocks and result.seconds < 2.0
+class _Clock:
+    """A stand-in for ``time.perf_counter``: time passes only when synthetic work says so, so a timing
+    test is exact however loaded the machine is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = _Clock()
+    # timing.py reads time.perf_counter at each call; the test's own reads (as pytest-benchmark's) see it too
+    monkeypatch.setattr("compressors.machine.timing.time.perf_counter", clock)
+    return clock
+
+
+def _takes(clock, *seconds):
+    """A call that advances ``clock`` by each of ``seconds`` in turn, round and round."""
+    durations = iter(seconds * 1000)
+    return lambda: setattr(clock, "now", clock.now + next(durations))
+
+
+def test_paired_speed_measures_the_ratio_with_an_interval(clock):
+    # the configuration's calls take 4 ms and 5 ms in turn; the baseline's always 10 ms
+    result = paired_speed(_takes(clock, 0.004, 0.005), _takes(clock, 0.010), budget_s=0.5, config_estimate_s=0.004)
+    assert (result.calls_per_block, result.baseline_calls_per_block) == (5, 2)  # 0.02 s a side at least
+    assert result.blocks == 12  # 0.5 s // (5 x 4 ms + 2 x 10 ms)
+    # after the 4 ms sizing call, a block's 5 calls take 23 ms and 22 ms in turn: 10 ms / 4.6 ms, 10 ms / 4.4 ms
+    assert result.block_ratios == pytest.approx([50 / 23, 50 / 22] * 6)
+    assert result.speed == pytest.approx((50 / 23 + 50 / 22) / 2)  # the median of an even count
+    assert (result.low, result.high) == pytest.approx((50 / 23, 50 / 22))
+    assert result.seconds == pytest.approx(0.010 + 0.004 + 12 * 0.020 + 6 * 0.023 + 6 * 0.022)
     assert result.to_dict()["ci95"] == [round(result.low, 4), round(result.high, 4)]
 
 
-def test_paired_speed_runs_its_minimum_blocks_even_on_a_tiny_budget():
-    result = paired_speed(_sleep(0.001), _sleep(0.001), budget_s=0.0, config_estimate_s=0.001)
-    assert result.blocks == MIN_BLOCKS and 0.5 < result.speed < 2.0
+def test_paired_speed_runs_its_minimum_blocks_even_on_a_tiny_budget(clock):
+    result = paired_speed(_takes(clock, 0.001), _takes(clock, 0.001), budget_s=0.0, config_estimate_s=0.001)
+    assert result.blocks == MIN_BLOCKS and result.speed == pytest.approx(1.0)
 
 
 class _Switching:
     """Two synthetic runtimes whose first call after the other one ran costs ``penalty`` more (what
-    switching between torch and ONNX Runtime does to caches and thread pools)."""
+    switching between torch and ONNX Runtime does to caches and thread pools); each call advances
+    ``clock`` by its time."""
 
-    def __init__(self, config_s: float, baseline_s: float, penalty: float):
+    def __init__(self, clock: _Clock, config_s: float, baseline_s: float, penalty: float):
+        self.clock = clock
         self.times = {"config": config_s, "baseline": baseline_s}
         self.penalty, self.last, self.order = penalty, None, []
 
@@ -51,32 +84,34 @@ class _Switching:
             switched = self.last not in (None, side)
             self.last = side
             self.order.append(side)
-            _spin(self.times[side] * (1 + self.penalty * switched))
+            self.clock.now += self.times[side] * (1 + self.penalty * switched)
 
         return run
 
 
-def test_paired_blocks_alternate_strictly_so_a_switching_cost_hits_every_block_alike():
+def test_paired_blocks_alternate_strictly_so_a_switching_cost_hits_every_block_alike(clock):
     # ABBA order made alternate blocks differ by the switching cost (a bimodal set of ratios that a
-    # rank test across runs cannot separate from a real change); strict alternation does not
-    work = _Switching(config_s=0.03, baseline_s=0.06, penalty=0.3)
+    # rank test across runs cannot separate from a real change); strict alternation does not: every
+    # call follows a switch, so each block is 0.078 s / 0.039 s
+    work = _Switching(clock, config_s=0.03, baseline_s=0.06, penalty=0.3)
     result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.03)
     assert work.order == ["baseline", "config"] * (1 + MIN_BLOCKS)  # a sizing call of each first, untimed
-    assert max(result.block_ratios) / min(result.block_ratios) < 1.1
-    assert 1.8 < result.speed < 2.2
+    assert result.block_ratios == pytest.approx([2.0] * MIN_BLOCKS)
+    assert result.speed == pytest.approx(2.0) and (result.low, result.high) == pytest.approx((2.0, 2.0))
+    assert result.seconds == pytest.approx(0.06 + 0.039 + MIN_BLOCKS * (0.078 + 0.039))
 
 
-def test_each_side_of_a_block_is_sized_on_its_own():
-    work = _Switching(config_s=0.002, baseline_s=0.03, penalty=0.0)
+def test_each_side_of_a_block_is_sized_on_its_own(clock):
+    work = _Switching(clock, config_s=0.002, baseline_s=0.03, penalty=0.0)
     result = paired_speed(work.call("config"), work.call("baseline"), budget_s=0.0, config_estimate_s=0.002,
                           baseline_estimate_s=0.03)  # known (the fp32 row's median): no sizing call
     assert (result.calls_per_block, result.baseline_calls_per_block) == (10, 1)  # 0.02 s a side at least
     assert work.order[:11] == ["baseline"] + ["config"] * 10 and len(work.order) == 11 * MIN_BLOCKS
-    assert 10 < result.speed < 20
+    assert result.speed == pytest.approx(15.0)
 
 
-def test_interleaved_baseline_pairs_each_round_with_the_block_before_it():
-    work = _Switching(config_s=0.01, baseline_s=0.03, penalty=0.0)
+def test_interleaved_baseline_pairs_each_round_with_the_block_before_it(clock):
+    work = _Switching(clock, config_s=0.01, baseline_s=0.03, penalty=0.0)
     interleaved, config = InterleavedBaseline(work.call("baseline"), 0.03), work.call("config")
     rounds = []
     for _ in range(5):  # what benchmark.pedantic(config, setup=interleaved, rounds=5) does
@@ -86,15 +121,13 @@ def test_interleaved_baseline_pairs_each_round_with_the_block_before_it():
         rounds.append(time.perf_counter() - start)
     result = interleaved.result(rounds)
     assert work.order == ["baseline", "config"] * 5 and result.blocks == 5 and result.mode == "rounds"
-    unknown = InterleavedBaseline(_sleep(0.006))  # estimate unknown: the first block sizes itself
+    assert result.speed == pytest.approx(3.0) and result.seconds == pytest.approx(5 * 0.03)
+    unknown = InterleavedBaseline(_takes(clock, 0.006))  # estimate unknown: the first block sizes itself
     unknown()
     unknown()
-    # sleeps only overshoot, by the scheduler's delay (milliseconds on a loaded 2-core machine, as
-    # under `pytest -n 2`): lower bounds tight, upper bounds with room for that delay
-    assert unknown.calls == 4 and len(unknown.times) == 2 and 0.04 < unknown.seconds < 0.15
-    assert 2.0 < result.speed < 3.5 and 0.1 < result.seconds < 0.6
-    import pytest
-
+    # 0.02 s needs 4 calls of 6 ms (3 make 18 ms); the second block makes as many
+    assert unknown.calls == 4 and unknown.times == pytest.approx([0.006, 0.006])
+    assert unknown.seconds == pytest.approx(2 * 4 * 0.006)
     from compressors import CompressbenchError
 
     with pytest.raises(CompressbenchError, match="4 timed rounds but 5 baseline blocks"):
@@ -157,6 +190,7 @@ def test_fast_call_gets_calibrated_rounds_then_blocks(benchmark, request):
 """
 
 
+@pytest.mark.slow
 def test_time_case_interleaves_slow_calls_with_pytest_benchmark(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # timing on in the child
@@ -225,14 +259,6 @@ def test_the_fp32_median_sizes_only_its_own_scenario():
 # ------------------------------------------------------------------ where the run's time goes
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_time_account_counts_each_second_once(monkeypatch):
     clock = _Clock()
     monkeypatch.setattr("compressors.machine.timing.time.perf_counter", clock)
@@ -281,6 +307,7 @@ def test_b(benchmark, record_property):
 """
 
 
+@pytest.mark.slow
 def test_the_run_says_and_saves_where_its_time_went(pytester, monkeypatch):
     from tests.conftest import run_saved_suite
 

@@ -63,6 +63,7 @@ def _nli_args(model, data, *extra):
             "--label-column", "gold", *extra)
 
 
+@pytest.mark.slow
 def test_a_folder_and_a_registered_model_are_collected_side_by_side_with_a_plan(nli, tmp_path):
     model, data, _ = nli
     out = run_pytest(*_nli_args(model, data, "--techniques", "fp32,onnx-int8,onnx-int8-static,layerdrop-1",
@@ -75,6 +76,7 @@ def test_a_folder_and_a_registered_model_are_collected_side_by_side_with_a_plan(
     assert "no train rows" in plan and "3 artifact(s) to build (0 training)" in plan and "GFLOP/s" in plan
 
 
+@pytest.mark.slow
 def test_calibrating_and_training_techniques_skip_without_train_rows_and_run_with_them(nli, tmp_path):
     model, data, train = nli
     base = _nli_args(model, data, "--techniques", "onnx-int8-static", "-k", "my-nli and bs32", "-rs",
@@ -85,6 +87,7 @@ def test_calibrating_and_training_techniques_skip_without_train_rows_and_run_wit
     assert "64 train rows" in planned.stdout and "onnx" in planned.stdout, planned.stdout[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("change", "message"), [
     ({"model": "nowhere"}, "no such folder"),
     ({"data": "missing.csv"}, "--dataset {dir}/missing.csv: no such file"),
@@ -188,6 +191,7 @@ def test_bad_settings_tables_name_the_key(tmp_path, table, message):
         resolve_settings({}, table, tmp_path / "pyproject.toml")
 
 
+@pytest.mark.slow
 def test_a_pyproject_table_names_a_model_with_its_data(nli, tmp_path):
     model, data, train = nli
     (tmp_path / "pyproject.toml").write_text(f"""
@@ -214,6 +218,7 @@ label-column = "gold"
     assert [line for line in out.stdout.splitlines() if "::" in line][0].endswith("[nli-fp32-cpu-bs1]")
 
 
+@pytest.mark.slow
 def test_a_three_class_pair_input_model_with_string_labels_runs_end_to_end(nli, tmp_path):
     """fp32, dynamic-int8 and onnx-int8 through the real harness: built, measured in isolated processes,
     timed, paired with fp32, judged (budgets from --budgets FILE, in bench/budgets.toml's form, since a
@@ -241,6 +246,7 @@ def test_a_three_class_pair_input_model_with_string_labels_runs_end_to_end(nli, 
     assert saved["compressbench"]["plans"][0]["model"] == "my-nli-model"
 
 
+@pytest.mark.slow
 def test_a_second_machine_pulls_from_the_remote_cache_and_only_measures(nli, tmp_path):
     """Through the real harness: a rw run builds and pushes to a file:// remote; a run with an empty local
     cache pulls every artifact (no build), measures on its own, and its time line books the pull."""

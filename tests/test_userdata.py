@@ -369,5 +369,37 @@ def test_text_file_matches_the_suites_wikitext_reader():
     assert (mine.text, mine.checksum, mine.rows) == (suite.text, suite.checksum, suite.rows)
 
 
-def test_supported_extensions_are_listed():
-    assert SUPPORTED_EXTENSIONS == (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+def _write_parquet(path: Path, records: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records), path)
+
+
+# How to write each supported type: a type added to SUPPORTED_EXTENSIONS without a writer here fails below.
+WRITERS = {
+    ".csv": lambda path, records: path.write_text(
+        "sentence,label\n" + "".join(f"{r['sentence']},{r['label']}\n" for r in records), encoding="utf-8"),
+    ".tsv": lambda path, records: path.write_text(
+        "sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n" for r in records), encoding="utf-8"),
+    ".json": lambda path, records: path.write_text(json.dumps(records), encoding="utf-8"),
+    ".jsonl": lambda path, records: write_jsonl(path.parent, path.name, records),
+    ".parquet": _write_parquet,
+}
+
+
+def test_every_supported_extension_is_read_and_any_other_refused_naming_them(tmp_path):
+    records = [{"sentence": "up", "label": 1}, {"sentence": "down", "label": 0}]
+    for extension in SUPPORTED_EXTENSIONS:
+        for name in (f"eval{extension}", f"EVAL{extension.upper()}"):  # the extension's case does not matter
+            path = tmp_path / name
+            WRITERS[extension](path, records)
+            rows = read_labelled_file(path, Columns(), OPTION)
+            assert (rows.texts, rows.raw_labels) == (("up", "down"), (1, 0)), name
+    for name in ("eval.txt", "eval.xlsx", "eval.csv.gz", "eval"):
+        path = write(tmp_path, name, "sentence,label\nup,1\ndown,0\n")
+        with pytest.raises(DataError) as info:
+            read_labelled_file(path, Columns(), OPTION)
+        message = str(info.value)
+        assert message.startswith(f"{OPTION} {path}: unsupported file type "), message
+        assert message.split("; use one of ")[1].split(", ") == list(SUPPORTED_EXTENSIONS), message

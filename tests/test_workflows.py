@@ -167,6 +167,7 @@ def test_nightly_fleet_builds_once_on_a_cpu_runner_then_each_tier_pulls():
     assert any(".[bench,remote]" in line for line in run_lines(nightly))
 
 
+@pytest.mark.slow
 def test_nightly_artifacts_arguments_are_accepted_by_the_suite(tmp_path):
     args = ARTIFACTS_COMMAND.split()[1:]
     out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--collect-only", "-q",
@@ -175,6 +176,7 @@ def test_nightly_artifacts_arguments_are_accepted_by_the_suite(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_nightly_pytest_arguments_are_accepted_by_the_suite(tmp_path, monkeypatch):
     """The nightly's command line, with a tier this machine has, collects without a usage error."""
     for name, value in {"TIER": "cpu", "GITHUB_SHA": "abc123", "PREVIOUS_ID": "0001"}.items():

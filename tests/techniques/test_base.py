@@ -6,7 +6,13 @@ from compressors.builders.techniques import ChainError, parse_chain
 def test_single_technique():
     chain = parse_chain("dynamic-int8")
     assert [s.name for s in chain.build_stages] == ["dynamic-int8"]
-    assert chain.devices == {"cpu"}
+
+
+def test_a_chain_runs_only_where_every_stage_can():
+    # layer dropping runs anywhere; the quantized stage after it narrows the chain to its own device
+    assert parse_chain("layerdrop-4+dynamic-int8").devices == {"cpu"}
+    assert parse_chain("layerdrop-4+fp16").devices == {"cuda"}
+    assert parse_chain("layerdrop-4").devices >= {"cpu", "cuda"}
 
 
 def test_implied_stage_is_added_once():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from compressors.builders.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
-from compressors.builders.techniques.base import FAMILY_DEFAULTS
+from compressors.builders.techniques.base import FAMILY_DEFAULTS, ONNX_GRAPH, OPENVINO_IR
 from compressors.core.cache import verify_entry
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 from compressors.execution.runtime import ARTIFACT_LOADERS, load_predictor
@@ -28,6 +28,18 @@ from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm, 
 
 NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
 CASES = [(name, task) for name in NAMES for task in TASKS if task in get_technique(name).tasks]
+# Over 5 s each on 2 cores, so out of `pytest -m "not slow"`: a stage that runs torch.compile when loaded
+# (tens of seconds), an export to another runtime (ONNX Runtime, OpenVINO: 4-8 s of CPU each, even for
+# the tiny model), and the family defaults that re-fine-tune the tiny model for many steps.
+SLOW_TRAINING = {"distill-l3", "layerdrop-2"}
+EXPORTED = {ONNX_GRAPH, OPENVINO_IR}
+
+
+def _case(name: str, task: str):
+    chain = parse_chain(name)
+    slow = name in SLOW_TRAINING or any(stage.compiles or stage.produces in EXPORTED for stage in chain.build_stages)
+    return pytest.param(name, task, id=f"{name}-{'cls' if task == TASK_CLASSIFICATION else 'lm'}",
+                        marks=[pytest.mark.slow] if slow else [])
 
 
 def _tiny_classifier(folder):
@@ -90,8 +102,7 @@ def _inputs(task, base):
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
-@pytest.mark.parametrize("name, task", CASES, ids=[f"{n}-{'cls' if t == TASK_CLASSIFICATION else 'lm'}"
-                                                   for n, t in CASES])
+@pytest.mark.parametrize("name, task", [_case(name, task) for name, task in CASES])
 def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task, contract_ctx, cache, tmp_path):
     technique = get_technique(name)
     missing = technique.missing_requirements()

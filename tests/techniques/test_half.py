@@ -19,5 +19,21 @@ def test_fp32_artifact_still_loads_in_fp32(tiny_base):
     assert load_predictor(tiny_base).placement()["parameter_dtypes"] == ["float32"]
 
 
-def test_fp16_is_cuda_only():
-    assert parse_chain("fp16").devices == {"cuda"}
+def test_fp16_is_skipped_on_a_cpu_only_machine_with_a_reason_where_bf16_runs():
+    from bench.cases import cases
+    from compressors.core.task_kinds import TASK_CLASSIFICATION
+    from compressors.machine.hardware import CpuInfo, probe_hardware
+
+    cpu_only = probe_hardware(None, None, cpu=CpuInfo("Test CPU", 2, 4, 4, ("avx2",)))
+
+    def skip_reasons(technique):
+        # the two gates a case passes: can it run on its tier at all, and is the tier on this machine
+        return {(case.tier, case.batch_size): case.unsupported_reason() or cpu_only.device_for(case.tier)[1]
+                for case in cases(TASK_CLASSIFICATION, ["minilm-sst2"], [technique])}
+
+    fp16, bf16 = skip_reasons("fp16"), skip_reasons("bf16")
+    assert fp16["cpu", 32] == "fp16 runs on ['cuda'], not on cpu (cpu)"
+    assert all(reason for reason in fp16.values()), fp16  # not one fp16 case runs here, and each says why
+    for (tier, _), reason in fp16.items():
+        assert tier == "cpu" or reason.startswith(f"{tier}: no NVIDIA GPU"), reason
+    assert bf16["cpu", 32] is None and bf16["t4", 32] == fp16["t4", 32]  # bf16 runs on the CPU tier

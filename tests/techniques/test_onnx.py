@@ -26,6 +26,7 @@ from tests import cpus
 INT8_TOLERANCE = 0.1  # relative logit error vs onnx-fp32 on the tiny random BERT
 
 
+@pytest.mark.slow
 def test_onnx_fp32_matches_pytorch(tiny_base, ctx, tiny_batch):
     torch_pred = load_predictor(tiny_base)
     artifact = build_chain(tiny_base, parse_chain("onnx-fp32"), ctx, "tiny")
@@ -36,12 +37,14 @@ def test_onnx_fp32_matches_pytorch(tiny_base, ctx, tiny_batch):
     np.testing.assert_allclose(ort_pred.logits(ort_pred.prepare(tiny_batch)), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_dynamic_axes_accept_other_shapes(tiny_base, ctx, tiny_batch):
     ort_pred = load_predictor(build_chain(tiny_base, parse_chain("onnx-fp32"), ctx, "tiny"))
     one = {k: v[:1, :3] for k, v in tiny_batch.items()}
     assert ort_pred.logits(ort_pred.prepare(one)).shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_onnx_int8_is_smaller_and_close(tiny_base, ctx, tiny_batch):
     fp32 = build_chain(tiny_base, parse_chain("onnx-fp32"), ctx, "tiny")
     int8 = build_chain(tiny_base, parse_chain("onnx-int8"), ctx, "tiny")
@@ -88,6 +91,7 @@ def test_int8_scheme_is_chosen_from_the_cpu(config, kind, reduce_range):
         is (not reduce_range)
 
 
+@pytest.mark.slow
 def test_int8_artifact_built_for_another_cpu_kind_is_not_reused(tiny_base, ctx):
     vnni = build_chain(tiny_base, parse_chain("onnx-int8"), dataclasses.replace(ctx, cpu=cpus.cpu(cpus.ZEN4)), "tiny")
     plain = build_chain(tiny_base, parse_chain("onnx-int8"),
@@ -104,6 +108,7 @@ def test_int8_artifact_built_for_another_cpu_kind_is_not_reused(tiny_base, ctx):
     assert again.key == vnni.key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["onnx-int8", "onnx-opt-int8"])
 @pytest.mark.parametrize("reduce_range", [True, False], ids=["7bit", "8bit"])
 def test_each_int8_scheme_where_this_cpu_runs_it_exactly(tiny_base, ctx, tiny_batch, name, reduce_range):
@@ -163,6 +168,7 @@ def test_int8_schemes_on_an_emulated_cpu_without_vnni(tiny_base, ctx, tiny_batch
     assert other_error > 2 * chosen_error, f"full 8-bit on emulated Haswell: {other_error:.3f} (saturation gone?)"
 
 
+@pytest.mark.slow
 def test_onnx_optimized_graph_matches_and_records_fusions(tiny_base, ctx, tiny_batch):
     fp32 = load_predictor(build_chain(tiny_base, parse_chain("onnx-fp32"), ctx, "tiny"))
     artifact = build_chain(tiny_base, parse_chain("onnx-opt-fp32"), ctx, "tiny")
@@ -178,6 +184,7 @@ def test_onnx_optimized_graph_matches_and_records_fusions(tiny_base, ctx, tiny_b
     assert error < INT8_TOLERANCE, f"{int8.meta['int8_scheme']} on {_isa()}: relative error {error:.3f}"
 
 
+@pytest.mark.slow
 def test_onnx_static_calibrates_on_train_never_dev(tiny_base, ctx, tiny_batch, monkeypatch):
     import onnx
 

@@ -12,6 +12,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 
+@pytest.mark.slow
 def test_classifier_ir_runs_in_float32_and_matches_pytorch_on_other_shapes(tiny_base, ctx, tiny_batch):
     predictor = load_predictor(build_chain(tiny_base, parse_chain("openvino-fp32"), ctx, "tiny"))
     placement = predictor.placement()
@@ -24,6 +25,7 @@ def test_classifier_ir_runs_in_float32_and_matches_pytorch_on_other_shapes(tiny_
         np.testing.assert_allclose(got, torch_pred.logits(torch_pred.prepare(batch)), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stateful_lm_export_matches_pytorch_logits_and_greedy_tokens(tmp_path, cache, ctx):
     import shutil
 

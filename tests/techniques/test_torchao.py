@@ -34,6 +34,7 @@ def test_torchao_artifact_is_smaller_than_fp32(tiny_base, ctx):
     assert artifact.weight_bytes < tiny_base.weight_bytes
 
 
+@pytest.mark.slow
 def test_compiled_variant_records_compile_time_outside_timing(tiny_base, ctx, tiny_batch):
     predictor = load_predictor(build_chain(tiny_base, parse_chain("torchao-int8-wo-compiled"), ctx, "tiny"))
     prepared = predictor.prepare(tiny_batch)  # compiles here

@@ -94,6 +94,7 @@ def test_lora_freezes_base_and_trains_only_adapters_and_head(tmp_path):
             torch.testing.assert_close(param, before[name.replace(".base_layer", "")], msg=name)
 
 
+@pytest.mark.slow
 def test_lora_merged_matches_unmerged(lora_ctx, tiny_batch):
     unmerged_stage = _stage("lora-unmerged", rank=4, recipe=TINY_RECIPE)
     merge = get_technique("lora")
@@ -129,6 +130,7 @@ def _base(ctx):
     return _BASES[key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_qlora_base_is_4bit_packed_adapters_float(tmp_path, ctx, monkeypatch, tiny_batch, kind):
     """DistilBERT: the seed's failure was its 4-bit 2-output head; the head stays float here."""
