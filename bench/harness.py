@@ -29,6 +29,7 @@ from compressors.builders.models import ModelSpec, ModelUnavailable
 from compressors.builders.techniques import build_chain
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.quiet import quiet_libraries
+from compressors.evaluation.isolated import measure_isolated
 from compressors.evaluation.tasks import BASELINE
 from compressors.execution.runtime import Predictor, load_predictor
 from compressors.machine.hardware import detect
@@ -42,7 +43,7 @@ from compressors.machine.timing import (
     time_limit,
 )
 from compressors.quality.data import DataError
-from compressors.quality.metrics import artifact_size_bytes, measure_isolated, stored_measurement
+from compressors.quality.metrics import artifact_size_bytes, stored_measurement
 from compressors.quality.taskdata import MissingTrainData, TaskData, default_data
 from compressors.records.results import Identity, Placement, Provenance, ResultRow, SizeMemory, latency_summary
 

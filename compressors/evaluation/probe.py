@@ -1,6 +1,6 @@
 """Isolated measurement process: ``python -m compressors.evaluation.probe REQUEST.json``.
 
-Run by :func:`compressors.quality.metrics.measure_isolated`, never by hand; the result is written as JSON to
+Run by :func:`compressors.evaluation.isolated.measure_isolated`, never by hand; the result is written as JSON to
 the request's ``result_file`` (library output on stdout/stderr cannot be mistaken for it). In
 ``import-only`` mode it imports the runtime and reports its peak RSS; in
 ``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
