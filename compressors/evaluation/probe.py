@@ -59,7 +59,6 @@ def main(request_path: str) -> None:
 
     import numpy as np
 
-    import compressors.builders.techniques  # noqa: F401  (registers artifact loaders)
     from compressors.core.cache import Artifact, verify_entry
     from compressors.execution.runtime import load_predictor
     from compressors.quality.metrics import EvalSet, TokenWindows, perplexity, predict_labels
