@@ -50,15 +50,17 @@ def pytest_generate_tests(metafunc):
 
 def remote_cache(settings):
     """The shared remote artifact cache the settings name (``--cache-remote`` / $COMPRESSBENCH_CACHE_REMOTE),
-    or None. Kinds whose loader unpickles never travel."""
+    or None. Kinds whose loader unpickles never travel; the others may hold the file types their loader declares."""
     if not settings.cache_remote:
         return None
     from compressors.core.remote_cache import RemoteCache
     from compressors.execution.runtime import ARTIFACT_LOADERS
 
-    pickled = frozenset(kind for kind in ARTIFACT_LOADERS.names() if ARTIFACT_LOADERS.get(kind).pickled)
+    loaders = {kind: ARTIFACT_LOADERS.get(kind) for kind in ARTIFACT_LOADERS.names()}
     return RemoteCache(settings.cache_remote, settings.cache_remote_mode, bool(settings.cache_remote_required),
-                       local_only_kinds=pickled)
+                       local_only_kinds=frozenset(kind for kind, loader in loaders.items() if loader.pickled),
+                       kind_file_types={kind: loader.remote_file_types for kind, loader in loaders.items()
+                                        if loader.remote_file_types})
 
 
 @pytest.fixture(scope="session")

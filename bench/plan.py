@@ -122,7 +122,7 @@ def plan_model(model, cases: list, data, cache, cpu, probe: dict) -> Plan | None
     from compressors.builders.models.user import folder_recipe, local_folder
     from compressors.core.cache import content_key
     from compressors.core.task_kinds import TASK_CAUSAL_LM
-    from compressors.evaluation.probe import measurement_version
+    from compressors.evaluation.isolated import measurement_version
     from compressors.quality.metrics import CPU_EVAL_TOKENS, artifact_identity, eval_max_length, measurement_path
 
     folder = local_folder(model)

@@ -28,12 +28,12 @@ from compressors.builders.models import ModelSpec, ModelUnavailable
 from compressors.builders.techniques import build_chain
 from compressors.core.cache import Artifact
 from compressors.core.quiet import quiet_libraries
-from compressors.evaluation.probe import measurement_version
+from compressors.evaluation.isolated import measure_isolated, measurement_version
 from compressors.execution.runtime import Predictor, load_predictor
 from compressors.machine.hardware import detect
 from compressors.machine.timing import TimeAccount, time_limit
 from compressors.quality.data import DataError
-from compressors.quality.metrics import measure_isolated, stored_measurement
+from compressors.quality.metrics import stored_measurement
 from compressors.quality.taskdata import MissingTrainData, TaskData, default_data
 
 

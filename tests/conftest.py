@@ -235,3 +235,27 @@ def toy_data(task: str = "sequence-classification", name: str = "toy", copies: i
         return InMemoryData(train_rows=TextCorpus("valid", LM_TEXT, 1, "toy", f"{name}-checksum"), name=name)
     rows = dataclasses.replace(toy_train(copies), checksum=f"{name}-checksum")
     return InMemoryData(train_rows=rows, name=name, labels=((0, "negative"), (1, "positive")))
+
+
+def pickled_classes(path: Path) -> set[str]:
+    """The ``module.name`` of every class or function a ``torch.save`` file's pickle names (what unpickling it
+    imports), read from the pickle's opcodes without unpickling anything."""
+    import pickletools
+    import zipfile
+    from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING  # how unpickling reads protocol-2 module names
+
+    def name(module: str, attr: str) -> str:
+        module, attr = NAME_MAPPING.get((module, attr), (IMPORT_MAPPING.get(module, module), attr))
+        return f"{module}.{attr}"
+
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    names, strings = set(), []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name == "GLOBAL":  # protocol <= 3: "module name"
+            names.add(name(*arg.split(" ", 1)))
+        elif opcode.name == "STACK_GLOBAL":  # protocol >= 4: module and name pushed just before
+            names.add(name(strings[-2], strings[-1]))
+        elif isinstance(arg, str) and "UNICODE" in opcode.name:
+            strings.append(arg)
+    return names

@@ -157,7 +157,7 @@ def test_a_build_past_its_guard_stops_and_leaves_nothing(cache):
 
 
 def test_a_measurement_past_its_guard_is_killed_with_its_folder(tiny_base, tiny_eval_set):
-    from compressors.quality.metrics import MeasurementTimeout, measure_isolated
+    from compressors.evaluation.isolated import MeasurementTimeout, measure_isolated
 
     before = {p.name for p in Path(tempfile.gettempdir()).glob("compressbench-probe-*")}
     with pytest.raises(MeasurementTimeout, match=r"stopped after 0.2 s \(--max-measure-seconds=0.2\)"):

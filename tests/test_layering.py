@@ -1,4 +1,5 @@
-"""The packages' one-way layering, checked on the source (function-level imports included).
+"""The packages' one-way layering, checked on the source (function-level imports included, and modules
+started as a process: ``python -m compressors.x`` counts as an import of ``compressors.x``).
 
 compressors (the library) <- bench (the suite) <- reports; compressors imports neither, bench does
 not import reports, and no module imports itself back through any chain of imports.
@@ -10,6 +11,7 @@ Inside compressors, each subpackage is a layer and imports only from its own lay
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +21,10 @@ LAYERS = (
     "core",  # registries, configs, the artifact cache (local, remote), settings, scratch, hashes, task names
     "records",  # result rows, statistics
     "machine",  # hardware identity and tiers, kernel probe, allocator, timing, process/GPU memory, placement
-    "execution",  # loaders and predictors per artifact kind, HF classes, module surgery
+    "execution",  # predictors, the loader of every artifact kind, HF classes, module surgery
     "quality",  # data (the task's rows) and metrics
     "builders",  # build context, training, the model catalog, the techniques
-    "evaluation",  # a task's evaluation of an artifact, the measuring process
+    "evaluation",  # a task's evaluation of an artifact, the measuring process and its launcher
 )
 MAX_ROOT_MODULES = 14
 
@@ -32,22 +34,49 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# A module named to a Python launcher: a string that is a command line ("python -m compressors.x ...", not
+# prose that mentions one), or "-m" then "compressors.x" as neighbouring items of a command list or call.
+LAUNCH_COMMAND = re.compile(r"^\s*\S*python\S*\s+-m\s+((?:compressors|bench|reports)(?:\.\w+)*)")
+
+
+def _strings(nodes) -> list[str | None]:
+    return [n.value if isinstance(n, ast.Constant) and isinstance(n.value, str) else None for n in nodes]
+
+
+def launched_modules(tree: ast.AST) -> set[str]:
+    """Project modules a source starts as a process (``python -m package.module``), which an import
+    statement never shows: a subprocess is a dependency too."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= set(LAUNCH_COMMAND.findall(node.value))
+        items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else getattr(node, "args", None)
+        strings = _strings(items if isinstance(items, list) else [])
+        found |= {b for a, b in zip(strings, strings[1:], strict=False) if a == "-m" and b}
+    return found
+
+
+def imported_modules(source: str, known) -> set[str]:
+    """The modules of ``known`` that ``source`` imports anywhere (function bodies too) or launches with
+    ``python -m``."""
+    targets = set()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        targets |= {c for c in candidates if c in known}
+    return targets | {m for m in launched_modules(tree) if m in known}
+
+
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the project modules it imports anywhere in its source (function bodies too)."""
+    """Module -> the project modules it imports anywhere in its source (function bodies too) or launches
+    as ``python -m``."""
     files = {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
-    graph = {}
-    for name, path in files.items():
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                candidates = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            targets |= {c for c in candidates if c in files}
-        graph[name] = targets - {name}
-    return graph
+    return {name: imported_modules(path.read_text(), files) - {name} for name, path in files.items()}
 
 
 def test_bench_does_not_import_reports_and_compressors_imports_neither():
@@ -114,3 +143,33 @@ def test_the_layer_check_sees_an_upward_import_and_allows_the_root_and_its_own_l
             "compressors.builders.techniques.onnx": {"compressors.builders.models", "compressors.core.cache",
                                                      "bench.x"}}
     assert upward_imports(fake) == [("compressors.core.cache", "compressors.quality.data")]
+
+
+def test_a_module_launched_with_python_dash_m_counts_as_an_import():
+    """A command that starts a higher layer's module is an upward dependency like an import: the check sees
+    it in a command list, in a call's arguments and in a command-line string, not in prose that mentions one."""
+    known = {"compressors.evaluation.probe", "compressors.machine.hardware", "compressors.quality.metrics"}
+    as_list = 'import sys\nsubprocess.run([sys.executable, "-m", "compressors.evaluation.probe", "r.json"])\n'
+    as_args = 'import os\nos.execl(sys.executable, "python", "-m", "compressors.evaluation.probe")\n'
+    as_text = 'import os\nos.system("python -m compressors.evaluation.probe r.json")\n'
+    mention = ('"""Results come from ``python -m compressors.evaluation.probe``."""\n'
+               'raise SystemExit("see compressors.evaluation.probe, or run: python -m compressors.evaluation.probe")\n')
+    for source in (as_list, as_args, as_text):
+        targets = imported_modules(source, known)
+        assert targets == {"compressors.evaluation.probe"}, source
+        assert upward_imports({"compressors.quality.metrics": targets}) == [
+            ("compressors.quality.metrics", "compressors.evaluation.probe")]
+    assert imported_modules(mention, known) == set()
+    # launching a module of its own layer or a lower one is allowed, like importing it
+    lower = imported_modules('cmd = ["python", "-m", "compressors.machine.hardware", "--kernels"]\n', known)
+    assert lower == {"compressors.machine.hardware"}
+    assert upward_imports({"compressors.quality.metrics": lower}) == []
+
+
+def test_the_isolated_measurement_is_launched_from_the_evaluation_layer_by_import():
+    """The measuring process is started by its own layer, which imports it (no module name in a string)."""
+    graph = import_graph()
+    launchers = sorted(m for m, ts in graph.items() if "compressors.evaluation.probe" in ts)
+    assert launchers == ["compressors.evaluation.isolated"], launchers
+    source = (ROOT / "compressors" / "evaluation" / "isolated.py").read_text()
+    assert launched_modules(ast.parse(source)) == set(), "name the probe by importing it, not by a string"

@@ -50,7 +50,7 @@ def save_run(storage, name: str, infos: list[dict]):
 
 def test_one_registration_puts_a_metric_into_every_table_compare_and_budgets(tmp_path, capsys):
     from bench.budgets import Budget, BudgetError, check_row, load_budgets, saved_budget
-    from compressors.evaluation.probe import measurement_version
+    from compressors.evaluation.isolated import measurement_version
     from reports import pytest_plugin
     from reports.__main__ import main
     from reports.compare import Thresholds, add_threshold_options, metric_changes
@@ -157,7 +157,7 @@ def _module(tmp_path, name: str, source: str):
 
 
 def test_the_measurement_code_identity_ignores_docstrings_and_comments_not_code(tmp_path):
-    from compressors.evaluation.probe import code_identity, measurement_version
+    from compressors.evaluation.isolated import code_identity, measurement_version
 
     original = _module(tmp_path, "a", '"""Module."""\ndef f(x):\n    """Doc."""\n    return x * 2\n')
     reworded = _module(tmp_path, "b", '"""Other words."""\n\ndef f(x):\n    # a comment\n    return x * 2  # twice\n')

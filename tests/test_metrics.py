@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from compressors.builders.techniques import build_chain, parse_chain
+from compressors.evaluation.isolated import measure_isolated
 from compressors.execution.runtime import load_predictor
-from compressors.quality.metrics import EvalSet, MeasurementError, accuracy, encode_sentences, measure_isolated
+from compressors.quality.metrics import EvalSet, MeasurementError, accuracy, encode_sentences
 
 
 @pytest.fixture

@@ -528,3 +528,31 @@ def test_s3_rw_run_repairs_a_corrupt_blob_and_sweeps_a_stale_partial(s3_server, 
     fresh = _s3(endpoint, "ro", prefix)
     pulled = build(ArtifactCache(tmp_path / "c", remote=fresh), [])
     assert [e.action for e in fresh.events] == ["pulled"] and _files(pulled) == _files(built)
+
+
+def test_a_kind_pulls_the_file_types_its_loader_declares_and_is_refused_others(url, tmp_path):
+    """File types beyond the common safe ones come from each kind's loader (``ArtifactLoader.remote_file_types``),
+    as the suite builds its remote cache: an OpenVINO IR's ``.bin`` weights are pulled; a remote that was not
+    told refuses the entry and builds it locally; pickled kinds stay local."""
+    import types
+
+    from bench.conftest import remote_cache
+    from compressors.execution.runtime import ARTIFACT_LOADERS
+
+    def build_ir(cache, calls):
+        return cache.get_or_build(artifact_kind="openvino", name="ov", recipe={"x": 1},
+                                  build=writer(calls, files=("openvino_model.xml", "openvino_model.bin")),
+                                  weights=["openvino_model.bin"])
+
+    build_ir(ArtifactCache(tmp_path / "a", remote=RemoteCache(url, "rw")), [])
+    suite = remote_cache(types.SimpleNamespace(cache_remote=url, cache_remote_mode="ro", cache_remote_required=False))
+    assert suite.kind_file_types["openvino"] == ARTIFACT_LOADERS.get("openvino").remote_file_types
+    assert "torch-absmax-int8" in suite.local_only_kinds and "torch-absmax-int8" not in suite.kind_file_types
+    calls: list = []
+    build_ir(ArtifactCache(tmp_path / "b", remote=suite), calls)
+    assert calls == [] and [e.action for e in suite.events] == ["pulled"]
+
+    untold = RemoteCache(url, "ro")
+    with pytest.warns(RemoteCacheWarning, match=r"openvino_model\.bin.*never pulled \(\.bin\)"):
+        build_ir(ArtifactCache(tmp_path / "c", remote=untold), calls)
+    assert len(calls) == 1 and [e.action for e in untold.events] == ["refused", "built"]

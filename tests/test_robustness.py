@@ -64,7 +64,7 @@ def test_measurement_process_dies_with_its_parent_and_its_folder_is_swept(tmp_pa
     parent = _python(f"""
         import subprocess, sys, tempfile
         tempfile.tempdir = {str(tmp_path)!r}
-        from compressors.quality.metrics import die_with_parent
+        from compressors.evaluation.isolated import die_with_parent
         from compressors.core.scratch import scratch_dir
         with scratch_dir("eval") as folder:
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],

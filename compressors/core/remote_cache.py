@@ -37,8 +37,9 @@ and is turned off for the rest of the session; a corrupt or truncated file, or a
 absolute path or ``..``, gives one warning naming the entry, which is then built locally.
 ``required=True`` (``--cache-remote-required``) makes each of these an error instead. Nothing pulled is
 ever unpickled: entries of kinds whose loader unpickles (``local_only_kinds``) never travel, and a
-pulled entry may hold only file types that load without pickle (safetensors, ONNX, OpenVINO IR, JSON,
-tokenizer files; ``.pt`` only for the kind loaded with ``torch.load(weights_only=True)``).
+pulled entry may hold only file types that load without pickle (:data:`SAFE_SUFFIXES`: safetensors, ONNX,
+JSON, tokenizer files, ...; plus the types its kind's loader declares, ``kind_file_types``: OpenVINO's
+``.bin`` weights, the ``.pt`` that torchao's loader reads with ``torch.load(weights_only=True)``).
 
 Credentials and endpoints come from the storage library's usual environment (AWS variables,
 ``FSSPEC_S3_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...); none live in this project.
@@ -67,9 +68,8 @@ MANIFEST = "manifest.json"
 # File types a pulled entry may hold: none of them is read with pickle.
 SAFE_SUFFIXES = frozenset({".safetensors", ".json", ".onnx", ".data", ".xml", ".txt", ".model", ".jinja",
                            ".tiktoken", ".npy"})
-# Kinds whose weights file has another suffix that is still not a pickle.
-KIND_SUFFIXES = {"openvino": frozenset({".bin"}),  # OpenVINO IR weights: raw tensors
-                 "torch-torchao": frozenset({".pt"})}  # loaded with torch.load(weights_only=True)
+# Other suffixes that are still not a pickle are declared per kind by its loader (ArtifactLoader.remote_file_types)
+# and handed to RemoteCache as kind_file_types.
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 PARTIAL_DIR = "partial"
 # A pusher killed mid-push leaves its partial upload behind; rw runs delete those older than this. An upload
@@ -111,15 +111,16 @@ class RemoteEvent:
     note: str | None = None
 
 
-def safe_relpath(rel: str, kind: str) -> str:
-    """``rel`` if it is a plain relative path inside the entry with an allowed suffix, else BadEntry."""
+def safe_relpath(rel: str, kind: str, kind_suffixes: frozenset[str] = frozenset()) -> str:
+    """``rel`` if it is a plain relative path inside the entry with an allowed suffix (:data:`SAFE_SUFFIXES`, or
+    ``kind_suffixes``: those ``kind`` declares), else BadEntry."""
     if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/") or ":" in rel:
         raise BadEntry(f"file name {rel!r} is not a relative path")
     parts = PurePosixPath(rel).parts
     if any(part in ("..", ".", "") for part in parts):
         raise BadEntry(f"file name {rel!r} leaves the entry's folder")
     suffix = PurePosixPath(rel).suffix.lower()
-    if rel != MANIFEST and suffix not in SAFE_SUFFIXES | KIND_SUFFIXES.get(kind, frozenset()):
+    if rel != MANIFEST and suffix not in SAFE_SUFFIXES | kind_suffixes:
         raise BadEntry(f"file {rel!r} is of a type that is never pulled ({suffix or 'no suffix'}): it could "
                        "be read with pickle")
     return rel
@@ -147,15 +148,16 @@ def unusable_reason(url: str) -> str | None:
     return None
 
 
-def check_manifest(manifest, kind: str, key: str) -> dict:
-    """The manifest of a remote entry, checked before any file is fetched."""
+def check_manifest(manifest, kind: str, key: str, kind_suffixes: frozenset[str] = frozenset()) -> dict:
+    """The manifest of a remote entry, checked before any file is fetched (``kind_suffixes``: the file types
+    ``kind`` may hold beyond :data:`SAFE_SUFFIXES`)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise BadEntry("manifest is not an object with a files table")
     if manifest.get("key") != key or manifest.get("artifact_kind") != kind:
         raise BadEntry(f"manifest is for {manifest.get('artifact_kind')!r}/{manifest.get('key')!r}, "
                        f"not {kind!r}/{key!r}")
     for rel, info in manifest["files"].items():
-        safe_relpath(rel, kind)
+        safe_relpath(rel, kind, kind_suffixes)
         if not isinstance(info, dict) or not _SHA256.fullmatch(str(info.get("sha256"))) \
                 or not isinstance(info.get("bytes"), int) or info["bytes"] < 0:
             raise BadEntry(f"manifest entry of {rel!r} has no valid size and sha256")
@@ -171,16 +173,20 @@ class RemoteCache:
         mode: ``ro`` (pull only; the default, for safety) or ``rw`` (pull and push).
         required: a fault is an error instead of a warning (CI jobs that must not silently rebuild).
         local_only_kinds: artifact kinds that never travel (their loader unpickles).
+        kind_file_types: kind -> file suffixes its entries may hold beyond :data:`SAFE_SUFFIXES` (what each
+            kind's loader declares as ``remote_file_types``); an entry holding any other type is refused.
         storage_options: passed to the filesystem (tests, programmatic use); the CLI leaves it to the
             storage library's environment.
     """
 
     def __init__(self, url: str, mode: str = "ro", required: bool = False,
-                 local_only_kinds: frozenset[str] = frozenset(), storage_options: dict | None = None):
+                 local_only_kinds: frozenset[str] = frozenset(), storage_options: dict | None = None,
+                 kind_file_types: dict[str, frozenset[str]] | None = None):
         if mode not in MODES:
             raise ValueError(f"remote cache mode {mode!r}; valid: {', '.join(MODES)}")
         self.url, self.mode, self.required = url, mode, required
         self.local_only_kinds = frozenset(local_only_kinds)
+        self.kind_file_types = {kind: frozenset(types) for kind, types in (kind_file_types or {}).items()}
         self.storage_options = dict(storage_options or {})
         self.enabled = True
         self.disabled_reason: str | None = None
@@ -293,7 +299,7 @@ class RemoteCache:
                 return None
             staging = target.with_name(f".{target.name}.pulling-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             try:
-                manifest = check_manifest(json.loads(raw), kind, key)
+                manifest = check_manifest(json.loads(raw), kind, key, self.kind_file_types.get(kind, frozenset()))
                 staging.mkdir(parents=True)
                 size = self._download_files(manifest, staging)
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

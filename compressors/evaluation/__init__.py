@@ -1,3 +1,4 @@
-"""The evaluation layer: a task's whole evaluation of one artifact (``tasks``) and the fresh process that
-loads and measures it (``probe``). The top of the library; ``bench/`` builds on it.
+"""The evaluation layer: a task's whole evaluation of one artifact (``tasks``), the isolated measurement
+(``isolated``) and the fresh process it starts, which loads and measures the artifact (``probe``). The top of
+the library; ``bench/`` builds on it.
 """

@@ -1,6 +1,6 @@
 """Isolated measurement process: ``python -m compressors.evaluation.probe REQUEST.json``.
 
-Run by :func:`compressors.quality.metrics.measure_isolated`, never by hand; the result is written as JSON to
+Run by :func:`compressors.evaluation.isolated.measure_isolated`, never by hand; the result is written as JSON to
 the request's ``result_file`` (library output on stdout/stderr cannot be mistaken for it). In
 ``import-only`` mode it imports the runtime and reports its peak RSS; in
 ``evaluate`` mode it also loads the artifact, evaluates it on pre-tokenized
@@ -9,19 +9,13 @@ inputs and reports accuracy and predictions' checksum (classifiers) or perplexit
 Only the runtime's own modules are imported (an ONNX probe never imports torch).
 
 Its results are stored per artifact and reused by later runs (:func:`compressors.quality.metrics.stored_measurement`),
-under a key that holds the **measurement version** (:func:`measurement_version`). The version is derived, never
-bumped by hand: a digest of the names of the metrics measured here (those declared ``isolated`` in
-:mod:`compressors.records.metric_table`) and of the code that measures them (:func:`measurement_code`: this
-module and the functions that turn outputs and memory readings into figures), read as syntax trees without
-docstrings, so that a comment or docstring leaves it alone while any change to what is measured or how (a new
-isolated metric, an edited formula) changes it, and every stored measurement is taken again once (so does a
-Python release that writes syntax trees differently: a spare measurement, never a stale one).
+under a key that holds the **measurement version**, derived from the metrics measured here and this code
+(:func:`compressors.evaluation.isolated.measurement_version`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import importlib
 import json
@@ -29,49 +23,6 @@ import sys
 from pathlib import Path
 
 from compressors.machine.process_memory import peak_rss_bytes, reset_peak_rss, status_bytes
-
-
-def code_identity(obj) -> str:
-    """The syntax tree of a module's or function's source without its docstrings: what it does, not how it is
-    commented or laid out."""
-    import ast  # here, not at the top: the measuring process imports as little as it can
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False)
-
-
-def measurement_code() -> list:
-    """The code whose identity is in the measurement version: this module, how peak memory is read and derived,
-    how accuracy and perplexity are computed from a model's outputs."""
-    from compressors.machine import process_memory
-    from compressors.quality import metrics
-
-    return [sys.modules[__name__], process_memory, metrics.measure_isolated, metrics.predict_labels,
-            metrics.perplexity, metrics.sequence_nll]
-
-
-@functools.cache
-def _code_digest() -> str:
-    return hashlib.sha256("\n".join(code_identity(obj) for obj in measurement_code()).encode()).hexdigest()
-
-
-def measurement_version(isolated: list[str] | None = None) -> str:
-    """The version in a stored measurement's key (see the module docstring): the names of the metrics the
-    isolated process measures (``isolated``, default: the table of metrics') and the digest of its code."""
-    if isolated is None:
-        from compressors.records.metric_table import isolated_metric_names
-
-        isolated = isolated_metric_names()
-    text = json.dumps({"metrics": sorted(isolated), "code": _code_digest()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_result(request: dict, result: dict) -> None:
@@ -112,7 +63,6 @@ def main(request_path: str) -> None:
 
     import numpy as np
 
-    import compressors.builders.techniques  # noqa: F401  (registers artifact loaders)
     from compressors.core.cache import Artifact, verify_entry
     from compressors.execution.runtime import load_predictor
     from compressors.quality.metrics import EvalSet, TokenWindows, perplexity, predict_labels

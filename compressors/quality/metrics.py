@@ -29,19 +29,17 @@ Definitions (docs/metrics.md says the same):
   reset (non-Linux) it falls back to the two-process difference of ``ru_maxrss``.
   The import-only process's own peak is reported as ``runtime_rss_bytes``.
   Accuracy is taken from the same process, so it is measured on the model as
-  reloaded from its serialized artifact, not on an in-memory object.
+  reloaded from its serialized artifact, not on an in-memory object. That process is
+  :mod:`compressors.evaluation.probe`, launched by :func:`compressors.evaluation.isolated.measure_isolated`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -49,13 +47,10 @@ import numpy as np
 
 from compressors import CompressbenchError
 from compressors.core.cache import Artifact
-from compressors.core.scratch import scratch_dir
-from compressors.execution.runtime import Encoded, Predictor, loader_for
-from compressors.machine.gpu_memory import nonnegative_delta
+from compressors.execution.runtime import Encoded, Predictor
 
 EVAL_BATCH_SIZE = 32
 EVAL_MAX_LENGTH = 128
-PROBE_TIMEOUT_S = 1800
 # Perplexity: window length (tokens), and the CPU tier's token budget: 32 windows, which
 # keeps one evaluation of smollm2-135m under about a minute on 2 cores.
 PERPLEXITY_WINDOW = 512
@@ -68,23 +63,6 @@ NLL_CHUNK_ROWS = 64
 
 class MeasurementError(CompressbenchError):
     """A measurement process failed; the message carries its stderr."""
-
-
-class MeasurementTimeout(MeasurementError):
-    """A measurement process ran past its time guard and was killed."""
-
-
-def die_with_parent() -> None:
-    """In a child process (``preexec_fn``): ask Linux to SIGKILL it when its parent dies, so a killed
-    pytest (kill -9, SIGTERM from ``timeout`` or a cancelled CI job) leaves no measurement running."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux/glibc: the parent's watchdog in compressors.evaluation.probe covers it
-        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,29 +262,6 @@ def artifact_size_bytes(artifact: Artifact) -> int:
     return artifact.weight_bytes
 
 
-def _run_probe(request: dict, timeout: int = PROBE_TIMEOUT_S) -> dict:
-    with scratch_dir("probe") as tmp:
-        req, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps({**request, "result_file": str(result), "parent_pid": os.getpid()}))
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding compressors/
-        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        try:
-            proc = subprocess.run([sys.executable, "-m", "compressors.evaluation.probe", str(req)], capture_output=True,
-                                  text=True, timeout=timeout, env=env, preexec_fn=die_with_parent)
-        except subprocess.TimeoutExpired:  # run() killed and reaped it; the folder goes with this block
-            raise MeasurementTimeout(f"measurement of {request.get('artifact', request['runtime'])} stopped after "
-                                     f"{timeout:g} s (--max-measure-seconds={timeout:g}): the process was killed; "
-                                     "raise --max-measure-seconds to let it finish") from None
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise MeasurementError(
-                f"measurement process for {request.get('artifact', request['runtime'])} failed "
-                f"(exit {proc.returncode}):\n{tail}"
-            )
-        if not result.is_file():
-            raise MeasurementError(f"measurement process exited 0 but wrote no result; stdout: {proc.stdout[-500:]!r}")
-        return json.loads(result.read_text())
 
 
 def artifact_identity(manifest: dict) -> str:
@@ -321,7 +276,7 @@ def artifact_identity(manifest: dict) -> str:
 def measurement_path(root: Path, artifact_key: str, eval_checksum: str, device: str, cpu, version: str) -> Path:
     """Where the isolated measurement of an artifact (:func:`artifact_identity`) on these evaluation
     inputs, device and CPU is stored; ``version``: the measurement version, derived from what the isolated
-    process measures and its code (compressors.evaluation.probe.measurement_version), so a change to either
+    process measures and its code (compressors.evaluation.isolated.measurement_version), so a change to either
     measures again."""
     key_parts = {"artifact": artifact_key, "eval": eval_checksum, "device": device, "cpu": cpu.name,
                  "flags": list(cpu.flags), "version": version}
@@ -358,46 +313,3 @@ def stored_measurement(root: Path, artifact: Artifact, eval_set, device: str, cp
     return result
 
 
-@functools.cache
-def runtime_baseline_rss(runtime: str, device: str = "cpu") -> int:
-    """Peak RSS (bytes) of a fresh process that only imports ``runtime``."""
-    return int(_run_probe({"mode": "import-only", "runtime": runtime, "device": device})["peak_rss_bytes"])
-
-
-def measure_isolated(artifact: Artifact, eval_set: EvalSet | TokenWindows, device: str = "cpu",
-                     timeout: float = PROBE_TIMEOUT_S) -> dict:
-    """Accuracy (an :class:`EvalSet`) or perplexity (:class:`TokenWindows`) and memory of
-    ``artifact``, measured in a fresh process.
-
-    Returns a dict with ``accuracy`` (%) or ``perplexity`` / ``mean_nll`` / ``predicted_tokens``,
-    ``peak_rss_bytes`` (loaded + evaluated),
-    ``runtime_rss_bytes`` (import-only baseline), ``peak_memory_bytes`` (their
-    difference), ``placement``, and on CUDA ``vram_after_load_bytes`` / ``vram_peak_bytes``.
-    """
-    runtime = loader_for(artifact).runtime
-    with scratch_dir("eval") as tmp:
-        eval_file = Path(tmp) / "eval.npz"
-        eval_set.save(eval_file)
-        result = _run_probe(
-            {
-                "mode": "evaluate",
-                "runtime": runtime,
-                "device": device,
-                "eval_kind": eval_set.kind,
-                "artifact": str(artifact.path),
-                "eval_file": str(eval_file),
-            },
-            timeout=timeout,
-        )
-    baseline = runtime_baseline_rss(runtime, device)
-    result["runtime_rss_bytes"] = baseline
-    flags = result.setdefault("memory_flags", [])  # a negative difference is never reported as memory use
-    if result.get("hwm_reset"):
-        result["peak_memory_bytes"] = nonnegative_delta(
-            "peak_memory", result["peak_rss_since_imports_bytes"], result["rss_after_imports_bytes"], flags
-        )
-        result["memory_method"] = "rss-high-water-mark-after-imports"
-    else:
-        result["peak_memory_bytes"] = nonnegative_delta("peak_memory", result["peak_rss_bytes"], baseline, flags)
-        result["memory_method"] = "peak-rss-minus-import-only-process"
-    return result

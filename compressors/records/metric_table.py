@@ -12,7 +12,7 @@ read it from a :class:`~compressors.records.results.ResultRow`), how each view s
 * ``budgets``: the keys of ``bench/budgets.toml`` that limit it and how a row's figure is checked against
   them (``bench/budgets.py``);
 * ``isolated``: measured by the isolated measurement process; the names of these metrics go into the
-  measurement version (:func:`compressors.evaluation.probe.measurement_version`), so stored measurements
+  measurement version (:func:`compressors.evaluation.isolated.measurement_version`), so stored measurements
   are taken again when the probe measures a new one.
 
 Every view iterates :func:`metrics` (in registration order), so adding a metric is its measurement (what puts

@@ -7,6 +7,7 @@ from compressors.builders.techniques.absmax import AbsmaxInt8Config, absmax_quan
 from compressors.core.config import ConfigError
 from compressors.execution.nn import select_linears
 from compressors.execution.runtime import load_predictor
+from tests.conftest import toy_data
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
@@ -96,21 +97,62 @@ def test_invalid_scope_lists_choices():
         AbsmaxInt8Config(scope="mlp")
 
 
-def test_the_classes_a_technique_pickles_are_named_where_they_live_and_key_its_artifact():
-    """A saved pickle names its classes' modules: each ``pickles`` path must import as that very class (so a
-    move of the class shows here), and it is part of the cache key (so a moved class rebuilds the artifact)."""
+def test_the_classes_a_loader_unpickles_are_named_where_they_live_and_key_its_artifacts():
+    """A saved pickle names its classes' modules: each path a loader declares in ``pickles`` must import as that
+    very class (so a move of the class shows here), and it is part of the cache key of every technique that
+    writes its kind (so a moved class rebuilds the artifact), with the versions of ``pickle_packages``."""
     import importlib
 
     from compressors.builders.techniques import TECHNIQUES
+    from compressors.execution.runtime import ARTIFACT_LOADERS
 
-    declared = {name: TECHNIQUES.get(name).pickles for name in TECHNIQUES.names() if TECHNIQUES.get(name).pickles}
-    assert set(declared) >= {"custom-int8-channel", "custom-int8-tensor", "custom-int8-attn", "custom-int8-ffn"}
-    for name, paths in declared.items():
+    loaders = {kind: ARTIFACT_LOADERS.get(kind) for kind in ARTIFACT_LOADERS.names()}
+    declared = {kind: loader.pickles for kind, loader in loaders.items() if loader.pickles}
+    assert "torch-absmax-int8" in declared
+    for kind, paths in declared.items():
         for path in paths:
             module, _, cls = path.rpartition(".")
             obj = getattr(importlib.import_module(module), cls)
-            assert f"{obj.__module__}.{obj.__qualname__}" == path, (name, path)
-    technique = TECHNIQUES.get("custom-int8-channel")
+            assert f"{obj.__module__}.{obj.__qualname__}" == path, (kind, path)
     parent = type("Parent", (), {"key": "p"})()
-    assert technique.cache_recipe(parent)["pickles"] == list(declared["custom-int8-channel"])
-    assert "pickles" not in TECHNIQUES.get("dynamic-int8").cache_recipe(parent)
+    for name in TECHNIQUES.names():
+        technique = TECHNIQUES.get(name)
+        loader = loaders.get(technique.artifact_kind)
+        recipe = technique.cache_recipe(parent, data=toy_data(next(iter(technique.tasks))))
+        assert recipe.get("pickles", []) == list(loader.pickles if loader else []), name
+        if loader is not None and loader.pickled:
+            assert set(loader.pickle_packages) <= set(recipe["versions"]), name
+
+
+def test_a_moved_pickled_class_rebuilds_the_artifact_once_by_key(tiny_base, ctx, monkeypatch):
+    """Moving Int8Linear to another module (and its loader's declaration with it) gives the absmax artifacts a
+    new key: the next run builds one new artifact, whose pickle names the class where it now lives, and
+    reuses it afterwards; the old entry, whose pickle names the old path, is never handed out for the new key."""
+    import dataclasses
+    import sys
+    import types
+
+    from compressors.execution import int8_linear
+    from compressors.execution.runtime import ARTIFACT_LOADERS
+    from tests.conftest import pickled_classes
+
+    chain = parse_chain("custom-int8-channel")
+    before = build_chain(tiny_base, chain, ctx, "tiny")
+    old_path = "compressors.execution.int8_linear.Int8Linear"
+    assert old_path in pickled_classes(before.file("model_absmax_int8.pt"))
+
+    moved = types.ModuleType("moved_int8_linear")  # the class's new home
+    moved.Int8Linear = type("Int8Linear", (int8_linear.Int8Linear,), {"__module__": moved.__name__})
+    monkeypatch.setitem(sys.modules, moved.__name__, moved)
+    monkeypatch.setattr(int8_linear, "Int8Linear", moved.Int8Linear)
+    loader = ARTIFACT_LOADERS.get("torch-absmax-int8")
+    monkeypatch.setitem(ARTIFACT_LOADERS._entries, "torch-absmax-int8",
+                        dataclasses.replace(loader, pickles=("moved_int8_linear.Int8Linear",)))
+
+    after = build_chain(tiny_base, chain, ctx, "tiny")
+    assert after.key != before.key and after.path != before.path
+    names = pickled_classes(after.file("model_absmax_int8.pt"))
+    assert "moved_int8_linear.Int8Linear" in names and old_path not in names
+    assert type(load_predictor(after).model.bert.encoder.layer[0].attention.self.query) is moved.Int8Linear
+    again = build_chain(tiny_base, chain, ctx, "tiny")
+    assert again.key == after.key and again.path == after.path and again.manifest == after.manifest  # once

@@ -5,8 +5,12 @@ model of every task it applies to: it builds, its artifact reloads from the cach
 verified) through the loader registered for its kind, the predictor runs, its placement is JSON,
 and its logits stay within the technique's stated ``tolerance`` of fp32. Techniques that retrain
 or remove layers state ``tolerance=None`` and are held to finite logits of the right shape.
-Also: every registered technique is in some default matrix, and every artifact kind has a loader
-and a technique that produces it. A plug-in that misses any of this fails here, not in a user's run.
+Its artifact's files can travel through the remote cache (each of a type the remote cache pulls, or declared
+by its kind's loader), or, where its loader unpickles, every class the pickle names is keyed (the library's
+version in the cache key, or the package's own class path in the loader's ``pickles``).
+Also: every registered technique is in some default matrix, and every artifact kind has a loader in the
+execution layer and a technique that produces it. A plug-in that misses any of this fails here, not in a
+user's run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -21,10 +26,11 @@ import pytest
 from compressors.builders.techniques import TECHNIQUES, build_chain, default_techniques, get_technique, parse_chain
 from compressors.builders.techniques.base import FAMILY_DEFAULTS, ONNX_GRAPH, OPENVINO_IR
 from compressors.core.cache import verify_entry
+from compressors.core.remote_cache import safe_relpath
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
 from compressors.execution.runtime import ARTIFACT_LOADERS, load_predictor
 from compressors.machine.hardware import this_cpu
-from tests.conftest import SENTENCES, make_tiny_tokenizer, save_tiny_causal_lm, toy_data
+from tests.conftest import SENTENCES, make_tiny_tokenizer, pickled_classes, save_tiny_causal_lm, toy_data
 
 NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
 CASES = [(name, task) for name in NAMES for task in TASKS if task in get_technique(name).tasks]
@@ -120,6 +126,7 @@ def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task
     manifest, reason = verify_entry(built.path)
     assert manifest is not None, f"{name}: artifact not intact: {reason}"
     assert built.kind in ARTIFACT_LOADERS, f"{name}: no loader for artifact kind {built.kind!r}"
+    _check_files_travel_or_pickles_are_keyed(name, built, manifest, chain.build_stages[-1], contract_ctx)
     again = build_chain(base, chain, contract_ctx, "tiny")
     assert again.key == built.key, f"{name}: rebuilt instead of reusing its cached artifact"
     predictor = load_predictor(again)
@@ -139,6 +146,24 @@ def test_technique_builds_reloads_runs_and_stays_within_its_tolerance(name, task
     if task == TASK_CAUSAL_LM and hasattr(predictor, "generate"):
         generated = predictor.generate(predictor.prepare(inputs), 2)
         assert generated.shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+def _check_files_travel_or_pickles_are_keyed(name, built, manifest, stage, ctx) -> None:
+    loader = ARTIFACT_LOADERS.get(built.kind)
+    if not loader.pickled:  # a file type the remote cache refuses would make every machine rebuild it
+        for rel in manifest["files"]:
+            safe_relpath(rel, built.kind, loader.remote_file_types)  # BadEntry: declare it on the kind's loader
+        return
+    # what unpickling imports: the standard library, the libraries whose versions key the artifact, or the
+    # package's own classes the loader names (in the key too, so a moved class rebuilds instead of failing)
+    recipe = stage.cache_recipe(built, stage.config.for_machine(ctx.cpu), ctx.data)
+    keyed = set(recipe["versions"])
+    for weights in stage.weights:
+        for path in pickled_classes(built.file(weights)):
+            top = path.split(".")[0]
+            assert top in sys.stdlib_module_names or top in keyed or path in recipe.get("pickles", ()), (
+                f"{name}: its pickle names {path}, which its cache key does not hold: add the package to "
+                f"version_packages, or the class to its loader's pickles")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -183,10 +208,29 @@ def test_every_registered_technique_is_in_a_default_matrix(name):
         f"{name} is registered but no task's default matrix runs it: set default_for on its Technique")
 
 
-def test_every_artifact_kind_has_a_loader_and_a_producer():
+def test_every_artifact_kind_has_a_loader_in_the_execution_layer_and_a_producer():
     produced = {get_technique(n).artifact_kind for n in NAMES} - {None}
     assert produced <= set(ARTIFACT_LOADERS.names())
     assert set(ARTIFACT_LOADERS.names()) <= produced, "a loader whose kind no technique writes"
+    for kind in ARTIFACT_LOADERS.names():  # techniques only build; the measuring process never imports them
+        loader = ARTIFACT_LOADERS.get(kind)
+        for function in (loader.load, loader.module):
+            if function is not None:
+                assert function.__module__.startswith("compressors.execution.loaders."), (
+                    f"{kind}: its loader {function.__module__}.{function.__qualname__} is outside "
+                    "compressors.execution.loaders")
+
+
+def test_the_execution_layer_loads_every_kind_without_the_techniques():
+    """The measuring process imports the runtime, not the builders: the loaders alone fill the registry."""
+    import subprocess
+
+    code = ("import sys; from compressors.execution.runtime import ARTIFACT_LOADERS; "
+            "print(sorted(ARTIFACT_LOADERS.names())); "
+            "print(any(m.startswith('compressors.builders') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    produced = sorted({get_technique(n).artifact_kind for n in NAMES} - {None})
+    assert out == [str(produced), "False"]
 
 
 def test_registering_a_kind_without_a_loader_fails_loudly():
@@ -208,3 +252,17 @@ def test_default_matrices_are_derived_from_the_registry():
     cls = default_techniques(TASK_CLASSIFICATION)
     assert {"layerdrop-2", "layerdrop-2-noft", "distill-l3", "layerdrop-2+onnx-int8"} <= set(cls)
     assert "dynamic-int8-attn" not in cls  # registered for causal LMs only
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(remote_file_types=frozenset({"bin"})), "lowercase suffixes with their dot"),
+    (dict(remote_file_types=".bin"), "give a set of suffixes"),
+    (dict(pickled=True), "names the distributions"),
+    (dict(pickles=("compressors.x.Cls",), pickle_packages=("torch",)), "give pickled=True"),
+    (dict(pickled=True, pickle_packages=("torch",), remote_file_types=frozenset({".pt"})), "never travels"),
+])
+def test_a_malformed_loader_declaration_fails_when_declared(fields, message):
+    from compressors.execution.runtime import ArtifactLoader
+
+    with pytest.raises(ValueError, match=message):
+        ArtifactLoader("torch", load_predictor, **fields)

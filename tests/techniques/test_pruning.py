@@ -4,16 +4,14 @@ import torch
 
 from compressors.builders.techniques import build_chain, parse_chain
 from compressors.builders.techniques.pruning import (
-    SPARSE_WEIGHTS,
     L1PruneConfig,
-    _decode_sparse,
     _encode_sparse,
     apply_l1_pruning,
-    load_sparse,
     save_sparse,
     sparsity,
 )
 from compressors.core.config import ConfigError
+from compressors.execution.loaders.sparse import SPARSE_WEIGHTS, decode_sparse, load_sparse
 from compressors.execution.runtime import load_predictor, load_torch_module
 
 
@@ -45,7 +43,7 @@ def test_sparse_encodings_round_trip_and_pick_the_smaller(density):
     weight = rng.standard_normal((64, 48)).astype(np.float32) * (rng.random((64, 48)) < density)
     encoding, parts = _encode_sparse(weight)
     assert encoding == ("bitmask" if density == 0.5 else "csr")
-    np.testing.assert_array_equal(_decode_sparse(encoding, list(weight.shape), parts), weight)
+    np.testing.assert_array_equal(decode_sparse(encoding, list(weight.shape), parts), weight)
 
 
 def test_sparse_file_round_trips_state_dict(tmp_path):

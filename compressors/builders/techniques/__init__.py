@@ -1,7 +1,7 @@
 """Technique registry. Importing this package registers every technique.
 
-Adding a technique = one new module here that calls ``register_technique`` (and
-``ARTIFACT_LOADERS.register`` for a new artifact kind) + one import line below.
+Adding a technique = one new module here that calls ``register_technique`` + one import line below
+(and, for a new artifact kind, its loader in ``compressors.execution.loaders``: techniques only build).
 Modules keep torch/onnxruntime imports inside functions (a unit test checks it),
 so listing techniques and collecting the suite stay fast.
 """

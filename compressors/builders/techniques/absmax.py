@@ -35,17 +35,9 @@ from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files
+from compressors.execution.loaders.absmax import ABSMAX_WEIGHTS
 from compressors.execution.nn import ROLES, conv1d_to_linear, replace_module, select_linears
-from compressors.execution.runtime import (
-    ARTIFACT_LOADERS,
-    ArtifactLoader,
-    TorchPredictor,
-    load_pickled_module,
-    load_torch_module,
-)
-
-ABSMAX_WEIGHTS = "model_absmax_int8.pt"
-
+from compressors.execution.runtime import load_torch_module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +75,7 @@ def absmax_quantize(weight, granularity: str):
 
 def apply_absmax_int8(model, config: AbsmaxInt8Config) -> list[str]:
     """Replace the selected linears of ``model`` in place; returns their names."""
-    from compressors.builders.techniques.absmax_modules import Int8Linear
+    from compressors.execution.int8_linear import Int8Linear
 
     conv1d_to_linear(model)
     names = select_linears(model, role=config.scope)
@@ -104,19 +96,11 @@ def _build_absmax(parent: Artifact, out: Path, config: AbsmaxInt8Config, ctx: Bu
     return {"quantized_linear_modules": len(names), "scope": config.scope}
 
 
-def _load_absmax(artifact: Artifact, device: str) -> TorchPredictor:
-    # Int8Linear, which the pickle references, is INT8_LINEAR (in the cache key, so a move rebuilds).
-    return load_pickled_module(artifact, ABSMAX_WEIGHTS, device)
-
-
-# The class the saved pickle names (a string: importing it would import torch with the registry).
-INT8_LINEAR = "compressors.builders.techniques.absmax_modules.Int8Linear"
-
-ARTIFACT_LOADERS.register("torch-absmax-int8", ArtifactLoader("torch", _load_absmax, pickled=True))
-
+# Its loader (compressors.execution.loaders.absmax) names the pickled Int8Linear's import path: it is in
+# the cache key, so moving the class rebuilds these artifacts once.
 _ABSMAX = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}),
                devices=frozenset({"cpu", "cuda"}), build=_build_absmax, artifact_kind="torch-absmax-int8",
-               weights=(ABSMAX_WEIGHTS,), pickles=(INT8_LINEAR,))
+               weights=(ABSMAX_WEIGHTS,))
 _STORED = "hand-written absmax INT8 weights (int8 + scales stored, dequantized in forward): "
 register_variants(_ABSMAX, [
     dict(name="custom-int8-tensor", config=AbsmaxInt8Config("per-tensor", "all"), tolerance=0.1,

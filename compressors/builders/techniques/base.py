@@ -24,6 +24,7 @@ from compressors.builders.context import BuildContext
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.config import Config
 from compressors.core.registry import Registry
+from compressors.execution.loaders import ARTIFACT_LOADERS
 
 # What flows between stages.
 TORCH_MODEL = "torch"  # an hf-torch artifact: a float PyTorch model that can be compressed further
@@ -61,10 +62,11 @@ class Technique:
         devices: devices its output runs on (``"cpu"``, ``"cuda"``).
         requires: importable module names it needs; absent ones skip with a reason.
         build: ``build(parent, out_dir, config, ctx) -> meta``; None for the identity (``fp32``).
-        artifact_kind: loader kind of what ``build`` writes (see ``compressors.execution.runtime``).
+        artifact_kind: loader kind of what ``build`` writes (its loader is in ``compressors.execution.loaders``).
         weights: files of the artifact counted as its size.
         implies: techniques that must run right before this one (added when absent).
-        version_packages: distributions whose versions go into the cache key.
+        version_packages: distributions whose versions go into the cache key (with those whose classes its
+            kind's pickle names, ``ArtifactLoader.pickle_packages``).
         trains: building it trains (minutes on a cold cache: its cases get the ``slow`` marker).
         compiles: loading it compiles (``torch.compile``: minutes per process, also ``slow``).
         starts_from_pretrained: it trains from the model's pretrained encoder, not from its
@@ -84,9 +86,6 @@ class Technique:
         model_types: the ``model_type`` values (config.json) its recipe knows (the ONNX transformer
             optimizer's fusion patterns, an encoder stack to drop layers from); None: any. A model of
             another type skips its configurations with a reason naming the architecture.
-        pickles: import paths of the package's own classes its artifact pickles (``module.Class``): they go
-            into the cache key, so that moving such a class to another module rebuilds the artifact
-            instead of leaving a cached pickle that no longer loads.
         tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
             tiny random models (tests/techniques/test_contract.py), which amplify weight error
             far more than trained ones. None where closeness to fp32 on random weights says
@@ -117,7 +116,6 @@ class Technique:
     layers_after: Callable[[int], int] | None = None
     uses_data: bool = False
     model_types: frozenset[str] | None = None
-    pickles: tuple[str, ...] = ()
 
     @property
     def default_tasks(self) -> frozenset[str]:
@@ -143,14 +141,17 @@ class Technique:
         """What the artifact's cache key hashes; ``config`` is the one resolved for the machine, ``data``
         the model's :class:`~compressors.quality.taskdata.TaskData` (its train rows' checksum when the technique
         uses data)."""
+        loader = ARTIFACT_LOADERS.get(self.artifact_kind) if self.artifact_kind else None
+        # a kind whose loader unpickles: the libraries whose classes the pickle names key it too
+        packages = dict.fromkeys(self.version_packages + (loader.pickle_packages if loader else ()))
         recipe = {
             "parent": parent.key,
             "technique": self.name,
             "config": (config or self.config).to_dict(),
-            "versions": library_versions(*self.version_packages),
+            "versions": library_versions(*packages),
         }
-        if self.pickles:
-            recipe["pickles"] = list(self.pickles)
+        if loader is not None and loader.pickles:  # the package's own classes it unpickles: a moved class, a new key
+            recipe["pickles"] = list(loader.pickles)
         if self.uses_data:
             if data is None:
                 from compressors.quality.data import DataError
@@ -166,7 +167,6 @@ TECHNIQUES: Registry[Technique] = Registry("technique")
 def check_registrable(technique: Technique) -> None:
     """What registration demands beyond a valid name: implied stages registered first, and a
     registered loader for the artifact kind it builds (so every artifact it writes can be read)."""
-    from compressors.execution.runtime import ARTIFACT_LOADERS
     from compressors.machine.kernels import KERNELS
 
     unknown = [k for k in technique.kernels if k not in KERNELS]
@@ -178,7 +178,7 @@ def check_registrable(technique: Technique) -> None:
             raise ChainError(f"technique {technique.name!r} implies {implied!r}, which is not registered (yet)")
     if technique.artifact_kind is not None and technique.artifact_kind not in ARTIFACT_LOADERS:
         raise ChainError(f"technique {technique.name!r} builds {technique.artifact_kind!r} artifacts, but no loader "
-                         f"is registered for that kind; register it in ARTIFACT_LOADERS first "
+                         f"is registered for that kind; add its loader to compressors.execution.loaders "
                          f"(kinds: {ARTIFACT_LOADERS.describe_names()})")
 
 

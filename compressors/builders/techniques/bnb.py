@@ -36,8 +36,9 @@ from compressors.core.config import Config, ConfigError, check_choice, check_ran
 from compressors.core.scratch import scratch_dir
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files, hf_auto_class
+from compressors.execution.loaders.bnb import quiet_bitsandbytes
 from compressors.execution.nn import head_module_names, keep_float_names, linear_names
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor, load_torch_module
+from compressors.execution.runtime import load_torch_module
 
 BNB_LIBS = ("torch", "transformers", "bitsandbytes", "accelerate")
 CPU_4BIT_IN_MULTIPLE, CPU_4BIT_OUT_MULTIPLE = 64, 32
@@ -72,13 +73,6 @@ class BnbConfig(Config):
         check_choice(name, "quant_type", self.quant_type, {"nf4", "fp4"})
         check_choice(name, "compute_dtype", self.compute_dtype, {"float32", "bfloat16", "float16"})
         check_range(name, "int8_threshold", self.int8_threshold, 0.0)
-
-
-def quiet_bitsandbytes() -> None:
-    """bitsandbytes logs a cast warning on every 8-bit matmul; keep errors only."""
-    import logging
-
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def bnb_quantization_config(config: BnbConfig, skip: list[str]):
@@ -141,47 +135,6 @@ def _build_bnb(parent: Artifact, out: Path, config: BnbConfig, ctx: BuildContext
         "linear_modules_by_type": dict(kinds),
     }
 
-
-def bnb_backend(model) -> dict:
-    """Which bitsandbytes code actually runs the quantized linears."""
-    import collections
-
-    import bitsandbytes
-    import torch
-
-    info = {"bitsandbytes": bitsandbytes.__version__}
-    try:
-        from bitsandbytes import cextension
-
-        info["backend"] = getattr(cextension, "BNB_BACKEND", "unknown")
-        library = getattr(cextension, "lib", None)
-        info["native_library"] = getattr(getattr(library, "_lib", None), "_name", None) or type(library).__name__
-    except Exception as exc:  # noqa: BLE001  (reporting only: never fail a run over it)
-        info["backend"] = f"unknown ({exc})"
-    devices = {str(p.device) for p in model.parameters()}
-    if devices == {"cpu"}:
-        from bitsandbytes import functional
-
-        bf16 = bool(getattr(functional, "has_avx512bf16", lambda: False)())
-        info["cpu_4bit_kernel"] = "native AVX512-BF16 gemv" if bf16 else "dequantize + torch matmul"
-        info["cpu_int8_kernel"] = (
-            "torch._int_mm"
-            if torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-            else "dequantize + torch matmul"
-        )
-    info["quantized_modules"] = dict(
-        collections.Counter(type(m).__name__ for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
-    )
-    return info
-
-
-def _load_bnb(artifact: Artifact, device: str) -> TorchPredictor:
-    quiet_bitsandbytes()
-    model = hf_auto_class(artifact.path).from_pretrained(artifact.path, device_map=device)
-    return TorchPredictor(model, device, {"bitsandbytes": bnb_backend(model)})
-
-
-ARTIFACT_LOADERS.register("torch-bnb", ArtifactLoader("torch", _load_bnb))
 
 _BNB = dict(
     consumes=TORCH_MODEL,

@@ -42,10 +42,10 @@ from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files, save_hf_model
+from compressors.execution.loaders.bnb import quiet_bitsandbytes
+from compressors.execution.loaders.lora import ADAPTER_DIR, BASE_DIR, peft_module
 from compressors.execution.nn import head_module_names
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, TorchPredictor
 
-BASE_DIR, ADAPTER_DIR = "base", "adapter"
 BASE_WEIGHTS, ADAPTER_WEIGHTS = f"{BASE_DIR}/model.safetensors", f"{ADAPTER_DIR}/adapter_model.safetensors"
 PEFT_LIBS = ("torch", "transformers", "peft")
 
@@ -125,12 +125,7 @@ def load_for_training(source: Path, config: LoraTrainConfig, id2label: dict[int,
     torch.manual_seed(config.recipe.seed)  # the new head's initialisation
     if config.base_bits is None:
         return AutoModelForSequenceClassification.from_pretrained(source, **labels), []
-    from compressors.builders.techniques.bnb import (
-        BnbConfig,
-        bnb_quantization_config,
-        modules_kept_float,
-        quiet_bitsandbytes,
-    )
+    from compressors.builders.techniques.bnb import BnbConfig, bnb_quantization_config, modules_kept_float
 
     quiet_bitsandbytes()
     bnb = BnbConfig(bits=4, quant_type="nf4")
@@ -180,39 +175,12 @@ def _build_lora(parent: Artifact, out: Path, config: LoraTrainConfig, ctx: Build
             "base_bits": config.base_bits, "float_linear_modules": kept_float}
 
 
-def peft_module(artifact: Artifact, device: str = "cpu"):
-    """The base + adapter as a PEFT model (unmerged), on ``device``."""
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
-    if artifact.meta.get("base_bits"):
-        from compressors.builders.techniques.bnb import quiet_bitsandbytes
-
-        quiet_bitsandbytes()
-        base = AutoModelForSequenceClassification.from_pretrained(artifact.path / BASE_DIR, device_map=device)
-        return PeftModel.from_pretrained(base, artifact.path / ADAPTER_DIR).eval()
-    base = AutoModelForSequenceClassification.from_pretrained(artifact.path / BASE_DIR)
-    return PeftModel.from_pretrained(base, artifact.path / ADAPTER_DIR).to(device).eval()
-
-
-def _load_peft(artifact: Artifact, device: str) -> TorchPredictor:
-    model = peft_module(artifact, device)
-    extra = {"adapters": "unmerged (PEFT LoRA modules)", "base_bits": artifact.meta.get("base_bits")}
-    if artifact.meta.get("base_bits"):
-        from compressors.builders.techniques.bnb import bnb_backend
-
-        extra["bitsandbytes"] = bnb_backend(model)
-    return TorchPredictor(model, device, extra)
-
-
 def _build_merge(parent: Artifact, out: Path, config: MergeConfig, ctx: BuildContext) -> dict:
     model = peft_module(parent).merge_and_unload()
     save_hf_model(model, parent.path, out)
     return {"merged_from": parent.key, "training": parent.meta.get("training"),
             "target_modules": parent.meta.get("target_modules")}
 
-
-ARTIFACT_LOADERS.register("peft-lora", ArtifactLoader("torch", _load_peft))
 
 _LORA = dict(tasks=frozenset({TASK_CLASSIFICATION}), devices=frozenset({"cpu", "cuda"}), requires=("peft",),
              version_packages=PEFT_LIBS, tolerance=None)

@@ -32,11 +32,10 @@ from compressors.builders.training import REFINETUNE_RECIPE, FineTuneRecipe, ref
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_range
 from compressors.core.task_kinds import TASK_CLASSIFICATION
-from compressors.execution.hf import copy_side_files, hf_auto_class
+from compressors.execution.hf import copy_side_files
+from compressors.execution.loaders.lowrank import LOWRANK_WEIGHTS, factorized_linear
 from compressors.execution.nn import replace_module, select_linears
-from compressors.execution.runtime import ARTIFACT_LOADERS, ArtifactLoader, load_torch_module, torch_module_predictor
-
-LOWRANK_WEIGHTS = "model_lowrank.safetensors"
+from compressors.execution.runtime import load_torch_module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +62,6 @@ class LowRankConfig(Config):
 
 def rank_for(shape: tuple[int, int], keep: float) -> int:
     return max(1, math.ceil(keep * min(shape)))
-
-
-def factorized_linear(in_features: int, out_features: int, rank: int, bias: bool):
-    import torch
-
-    return torch.nn.Sequential(
-        torch.nn.Linear(in_features, rank, bias=False), torch.nn.Linear(rank, out_features, bias=bias)
-    )
 
 
 def svd_factors(weight, rank: int):
@@ -109,21 +100,6 @@ def factorize(model, ranks: dict[str, int]) -> None:
         replace_module(model, name, new)
 
 
-def _lowrank_module(artifact: Artifact):
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
-    ranks = artifact.meta["ranks"]
-    for name, rank in ranks.items():
-        linear = model.get_submodule(name)
-        replace_module(
-            model, name, factorized_linear(linear.in_features, linear.out_features, rank, linear.bias is not None)
-        )
-    model.load_state_dict(load_file(str(artifact.file(LOWRANK_WEIGHTS))), strict=True)
-    return model.eval()
-
-
 def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: BuildContext) -> dict:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
@@ -153,10 +129,6 @@ def _build_lowrank(parent: Artifact, out: Path, config: LowRankConfig, ctx: Buil
     copy_side_files(parent.path, out)
     return meta
 
-
-ARTIFACT_LOADERS.register(
-    "torch-lowrank", ArtifactLoader("torch", torch_module_predictor(_lowrank_module), _lowrank_module)
-)
 
 _LOWRANK = dict(
     consumes=TORCH_MODEL,

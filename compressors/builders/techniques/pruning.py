@@ -38,18 +38,10 @@ from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.scratch import scratch_dir
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
-from compressors.execution.hf import copy_side_files, hf_auto_class
-from compressors.execution.nn import replace_module, select_linears
-from compressors.execution.runtime import (
-    ARTIFACT_LOADERS,
-    ArtifactLoader,
-    TorchPredictor,
-    load_torch_module,
-    torch_module_predictor,
-)
-
-SPARSE_WEIGHTS = "model_sparse.safetensors"
-FORMAT_KEY = "compressbench_sparse_format"
+from compressors.execution.hf import copy_side_files
+from compressors.execution.loaders.sparse import FORMAT_KEY, SPARSE_WEIGHTS
+from compressors.execution.nn import select_linears
+from compressors.execution.runtime import load_torch_module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,19 +115,6 @@ def _encode_sparse(weight: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
     return ("bitmask", bitmask) if size["bitmask"] <= size["csr"] else ("csr", csr)
 
 
-def _decode_sparse(encoding: str, shape: list[int], parts: dict[str, np.ndarray]) -> np.ndarray:
-    dense = np.zeros(shape, dtype=parts["values"].dtype)
-    if encoding == "bitmask":
-        mask = np.unpackbits(parts["bitmask"], count=int(np.prod(shape))).astype(bool).reshape(shape)
-        dense[mask] = parts["values"]
-    elif encoding == "csr":
-        rows = np.repeat(np.arange(shape[0]), np.diff(parts["crow"]))
-        dense[rows, parts["col"].astype(np.int64)] = parts["values"]
-    else:
-        raise ValueError(f"unknown sparse encoding {encoding!r}; valid: bitmask, csr")
-    return dense
-
-
 def save_sparse(state_dict: dict, sparse_names: set[str], path: Path) -> dict[str, str]:
     """Write ``state_dict`` with the ``sparse_names`` tensors in sparse form; returns name -> encoding."""
     from safetensors.numpy import save_file
@@ -151,37 +130,6 @@ def save_sparse(state_dict: dict, sparse_names: set[str], path: Path) -> dict[st
             arrays[name] = np.ascontiguousarray(array)
     save_file(arrays, str(path), metadata={FORMAT_KEY: json.dumps(layout)})
     return {name: spec["encoding"] for name, spec in layout.items()}
-
-
-def load_sparse(path: Path) -> dict:
-    """Read a :func:`save_sparse` file back into a dense ``{name: torch.Tensor}`` state dict."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-
-    with safe_open(str(path), framework="numpy") as handle:
-        layout = json.loads((handle.metadata() or {}).get(FORMAT_KEY, "{}"))
-    arrays = load_file(str(path))
-    state = {name: torch.from_numpy(array) for name, array in arrays.items() if "::" not in name}
-    for name, spec in layout.items():
-        parts = {key.split("::", 1)[1]: arrays[key] for key in arrays if key.startswith(f"{name}::")}
-        state[name] = torch.from_numpy(_decode_sparse(spec["encoding"], spec["shape"], parts))
-    return state
-
-
-def _sparse_module(artifact: Artifact):
-    from transformers import AutoConfig
-
-    model = hf_auto_class(artifact.path).from_config(AutoConfig.from_pretrained(artifact.path))
-    state = load_sparse(artifact.file(SPARSE_WEIGHTS))
-    # strict: every tensor the architecture has must come from the file (tied weights aside).
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or set(missing) - tied:
-        raise ValueError(
-            f"{artifact.path}: sparse weights do not match the config (missing {missing}, unexpected {unexpected})"
-        )
-    return model.eval()
 
 
 def _build_l1(parent: Artifact, out: Path, config: L1PruneConfig, ctx: BuildContext) -> dict:
@@ -217,52 +165,6 @@ def _build_l1(parent: Artifact, out: Path, config: L1PruneConfig, ctx: BuildCont
         else "none: weights are densified at load and run by PyTorch's dense kernels",
     }
 
-
-def pruned_weight_names(path: Path) -> list[str]:
-    """Names of the tensors a :func:`save_sparse` file stores in sparse form."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        return sorted(json.loads((handle.metadata() or {}).get(FORMAT_KEY, "{}")))
-
-
-def _csr_linear_class():
-    import torch
-
-    class CsrLinear(torch.nn.Module):
-        """A linear whose weight is a CSR tensor, multiplied with ``torch.sparse.mm``."""
-
-        def __init__(self, linear: torch.nn.Linear):
-            super().__init__()
-            self.in_features, self.out_features = linear.in_features, linear.out_features
-            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
-            self.bias = linear.bias
-
-        def forward(self, x):
-            flat = x.reshape(-1, self.in_features)
-            out = torch.sparse.mm(self.weight, flat.t()).t()
-            if self.bias is not None:
-                out = out + self.bias
-            return out.reshape(*x.shape[:-1], self.out_features)
-
-    return CsrLinear
-
-
-def _load_csr(artifact: Artifact, device: str) -> TorchPredictor:
-    if device != "cpu":
-        raise RuntimeError(f"l1-*-csr runs PyTorch's CPU CSR kernel only, not {device!r}")
-    model = _sparse_module(artifact)
-    csr_linear = _csr_linear_class()
-    names = [n.removesuffix(".weight") for n in pruned_weight_names(artifact.file(SPARSE_WEIGHTS))]
-    for name in names:
-        replace_module(model, name, csr_linear(model.get_submodule(name)))
-    return TorchPredictor(model, device, {"sparse_kernel": "torch.sparse.mm (CSR)", "csr_linear_modules": len(names)})
-
-
-ARTIFACT_LOADERS.register("torch-sparse-csr", ArtifactLoader("torch", _load_csr))
-ARTIFACT_LOADERS.register(
-    "torch-sparse", ArtifactLoader("torch", torch_module_predictor(_sparse_module), _sparse_module)
-)
 
 _PRUNED = dict(consumes=TORCH_MODEL, devices=frozenset({"cpu", "cuda"}), build=_build_l1, weights=(SPARSE_WEIGHTS,),
                version_packages=("torch", "transformers", "safetensors"),

@@ -29,16 +29,9 @@ from compressors.core.cache import Artifact
 from compressors.core.config import Config, ConfigError, check_choice
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files
+from compressors.execution.loaders.dynamic_int8 import DYNAMIC_INT8_WEIGHTS
 from compressors.execution.nn import conv1d_to_linear, linear_names, select_linears
-from compressors.execution.runtime import (
-    ARTIFACT_LOADERS,
-    ArtifactLoader,
-    TorchPredictor,
-    load_pickled_module,
-    load_torch_module,
-)
-
-DYNAMIC_INT8_WEIGHTS = "model_dynamic_int8.pt"
+from compressors.execution.runtime import load_torch_module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +103,6 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
         "conv1d_converted_to_linear": len(converted),
     }
 
-
-def _load_dynamic_int8(artifact: Artifact, device: str) -> TorchPredictor:
-    if device != "cpu":
-        raise RuntimeError(f"dynamic-int8 kernels run on CPU only, not {device!r}")
-    import torch
-
-    return load_pickled_module(artifact, DYNAMIC_INT8_WEIGHTS, device,
-                               {"quantized_engine": torch.backends.quantized.engine})
-
-
-ARTIFACT_LOADERS.register("torch-dynamic-int8", ArtifactLoader("torch", _load_dynamic_int8, pickled=True))
 
 _DYNAMIC = dict(consumes=TORCH_MODEL, produces=TORCH_FINAL, devices=frozenset({"cpu"}), build=_build_dynamic_int8,
                 artifact_kind="torch-dynamic-int8", weights=(DYNAMIC_INT8_WEIGHTS,), tolerance=0.15,

@@ -1,5 +1,7 @@
-"""``Int8Linear``: the module the absmax quantizer swaps in (kept apart so importing the
-technique registry never imports torch; saved artifacts pickle a reference to this class)."""
+"""``Int8Linear``: the module the absmax quantizer swaps in. Its ``torch-absmax-int8`` artifacts pickle a
+reference to this class, so it lives beside their loader in the execution layer (kept in its own module so
+importing the loaders never imports torch). Its import path is in those artifacts' cache key
+(:mod:`compressors.execution.loaders.absmax`): moving it rebuilds them once."""
 
 from __future__ import annotations
 
