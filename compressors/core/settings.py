@@ -82,6 +82,7 @@ class Option:
     path: bool = False
     switch: bool = False  # a store_true flag
     env: str | None = None  # an environment variable that gives the value where the table and the flag do not
+    words: tuple[str, ...] = ()  # values of a path option that are words, not paths (kept as written)
 
     @property
     def key(self) -> str:
@@ -89,8 +90,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("data_dir", "--data-dir", None, _text, "GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, "
-           "else the Hugging Face Hub)", path=True),
+    Option("data_dir", "--data-dir", None, _text, "where SST-2 and WikiText-2 come from: a GLUE/WikiText mirror "
+           "folder, 'hub' (the Hugging Face Hub) or 'embedded' (default: $COMPRESSBENCH_DATA_DIR, else the copy "
+           "shipped with compressbench)", path=True, words=("hub", "embedded")),
     Option("cache_dir", "--cache-dir", None, _text, "artifact cache folder (default: $COMPRESSBENCH_CACHE, else "
            "~/.cache/compressbench)", path=True),
     Option("models", "--models", None, _comma_list, "comma list of models: registered names, local folders "
@@ -230,7 +232,7 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
             raise SettingsError(f"{where}: unknown key {key!r} in [tool.compressbench]; valid keys: "
                                 f"{', '.join(o.key for o in OPTIONS)}, model.<name>")
         parsed = _parse(option, value, where)
-        if option.path and parsed is not None:
+        if option.path and parsed is not None and parsed not in option.words:
             parsed = _resolve(base, parsed)
         values[option.name], sources[option.name] = parsed, where
     for name, value in cli.items():
