@@ -185,6 +185,7 @@ def test_the_docs_build_is_strict_part_of_tox_and_lists_every_page_and_decision_
 
     nav = set(flatten(config["nav"]))
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
-    records = {f"decisions/{p.name}" for p in (ROOT / "compressors" / "decisions").glob("*.md")}
-    assert nav == pages | records, f"missing from nav: {sorted((pages | records) - nav)}; " \
-                                   f"in nav without a file: {sorted(nav - pages - records)}"
+    records = {page for page in pages if page.startswith("decisions/")}
+    assert len(records) >= 10 and "decisions/README.md" in records  # the records are ordinary pages under docs/
+    assert "hooks" not in config  # nothing is copied in at build time: GitHub shows the same files
+    assert nav == pages, f"missing from nav: {sorted(pages - nav)}; in nav without a file: {sorted(nav - pages)}"
