@@ -181,6 +181,24 @@ def test_the_link_check_finds_a_dead_link_a_dead_anchor_and_ignores_code(tmp_pat
     ]
 
 
+def _two_commands(text: str) -> str:
+    section = text[text.index("## The two commands"):]
+    start = section.index("```bash\n")
+    return section[start:section.index("```\n", start + 8)]
+
+
+def test_the_two_commands_are_the_same_everywhere_and_need_nothing_beside_the_clone():
+    readme = _two_commands((ROOT / "README.md").read_text())
+    for page in ("docs/index.md", "docs/running.md"):
+        assert _two_commands((ROOT / page).read_text()) == readme, f"{page}: the two commands differ from README.md"
+    # a stranger's clone has no ../shared beside it: nothing a user or CI runs may point there
+    for path in ("README.md", "tox.ini", ".ci/run", *sorted(p.relative_to(ROOT).as_posix() for p in pages()),
+                 *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / ".github" / "workflows").glob("*.yml"))):
+        assert "../shared" not in (ROOT / path).read_text(), f"{path} names ../shared"
+    # the CPU build of torch on Linux is said where the install happens
+    assert "export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in readme
+
+
 def test_every_decision_record_the_code_names_exists():
     named = {}
     code = [p for folder in ("compressors", "bench", "reports", "tests") for p in sorted((ROOT / folder).rglob("*"))

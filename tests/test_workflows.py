@@ -7,6 +7,7 @@ import configparser
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,10 @@ def test_ci_runs_on_push_and_pull_request_the_readme_test_command():
     ci_run = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci_run[-1] == ".ci-venv/bin/tox"  # .ci/run ends in the README's test command
     readme = (ROOT / "README.md").read_text()
-    assert re.search(r"# 2\. The tests \(what CI runs: .*\)\ntox\n", readme)
+    # command 2 installs tox as .ci/run does, then runs it
+    installed = re.search(r"\.ci-venv/bin/pip install --quiet \"(tox[^\"]*)\"", "\n".join(ci_run))
+    assert installed and re.search(r"# 2\. The tests \(what CI runs: .*\)\npip install '" + re.escape(installed[1])
+                                   + r"' && tox\n", readme)
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(ROOT / "tox.ini")
     assert tox["testenv"]["commands"].split() == ["pytest", "{posargs}", "pytest", "bench", "-m", "smoke"]
@@ -189,3 +193,16 @@ def test_the_docs_build_is_strict_part_of_tox_and_lists_every_page_and_decision_
     assert len(records) >= 10 and "decisions/README.md" in records  # the records are ordinary pages under docs/
     assert "hooks" not in config  # nothing is copied in at build time: GitHub shows the same files
     assert nav == pages, f"missing from nav: {sorted(pages - nav)}; in nav without a file: {sorted(nav - pages)}"
+
+
+def test_the_docs_tools_install_without_the_suite():
+    """tox -e docs (and whoever builds the site) installs docs/requirements.txt: mkdocs without torch. It is
+    the same requirement as the `docs` extra, which installs the package too."""
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert tox["testenv:docs"]["package"] == "skip" and tox["testenv:docs"]["deps"] == "-r docs/requirements.txt"
+    wanted = [line for line in (ROOT / "docs" / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert wanted == pyproject["project"]["optional-dependencies"]["docs"]
+    assert not any(name in line for line in wanted for name in ("torch", "compressbench", "transformers"))
