@@ -3,7 +3,7 @@
 A configuration is matched across runs by its id (``model-technique-tier-bsN``). A metric
 regressed when it moved the wrong way by more than its threshold, and, where the rows carry the
 raw data, when that move is also significant (compressors.records.stats; the decision record
-compressors/decisions/verdict-statistics.md says why):
+docs/decisions/verdict-statistics.md says why):
 
 * latency: on the paired speed ratios vs fp32 where both rows have them (else the per-round
   timings), one-sided Mann-Whitney U, alpha 0.01, *and* beyond the between-run spread: the move

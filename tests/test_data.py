@@ -1,4 +1,7 @@
 import hashlib
+import lzma
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,119 @@ def test_shared_mirror_matches_published_counts():
     dev = load_sst2("dev", SHARED)
     assert len(dev) == 872 and sum(dev.labels) == 444
     assert hashlib.sha256((SHARED / "glue/SST-2/dev.tsv").read_bytes()).hexdigest() == data.SST2_FILES["dev"].sha256
+    # the shipped copy reads to the very same rows as the mirror, so caches keyed on the checksum are shared
+    assert load_sst2("dev").checksum == dev.checksum
+
+
+# ----------------------------------------------------------------------------- the copy shipped in the package
+
+def test_embedded_sst2_is_the_default_and_has_the_published_counts():
+    dev, train = load_sst2("dev"), load_sst2("train")
+    assert (len(dev), sum(dev.labels)) == (872, 444) and (len(train), sum(train.labels)) == (67349, 37569)
+    assert dev.source == "embedded:glue/SST-2/dev.tsv" and train.source == "embedded:glue/SST-2/train.tsv"
+    # parsed exactly as a mirror file is: the stray carriage returns of GLUE's train file stay out
+    assert not any("\r" in s or s != s.strip() for s in train.sentences)
+
+
+def test_embedded_files_decompress_to_the_published_sha256():
+    for spec in (*data.SST2_FILES.values(), *data.WIKITEXT_FILES.values()):
+        raw = data.embedded_bytes(spec, spec.relpath)
+        assert hashlib.sha256(raw).hexdigest() == spec.sha256
+    # and nothing else ships beside them than the four files and their README
+    shipped = sorted(str(p.relative_to(data.EMBEDDED_DIR)) for p in data.EMBEDDED_DIR.rglob("*") if p.is_file())
+    assert shipped == sorted(["README.md"] + [spec.relpath + ".xz" for spec in
+                                              (*data.SST2_FILES.values(), *data.WIKITEXT_FILES.values())])
+
+
+def test_embedded_wikitext_reads_like_the_mirror_file(tmp_path):
+    test = data.load_wikitext("test")
+    assert test.rows == 2891 and test.source == "embedded:wikitext-2-raw/wiki.test.raw"
+    # the same rows a mirror file gives (universal newlines, blank rows as ""): write the bytes out and compare
+    spec = data.WIKITEXT_FILES["test"]
+    (tmp_path / "wikitext-2-raw").mkdir()
+    (tmp_path / spec.relpath).write_bytes(data.embedded_bytes(spec, "test"))
+    assert data.load_wikitext("test", tmp_path).checksum == test.checksum
+    valid = data.load_wikitext("valid")
+    assert "<unk>" in valid.text and "<unk>" not in test.text
+
+
+def _ship(folder: Path, relpath: str, payload: bytes) -> Path:
+    path = folder / (relpath + ".xz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def test_a_damaged_embedded_file_stops_with_its_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
+    edited = _ship(tmp_path, "glue/SST-2/dev.tsv", lzma.compress(b"sentence\tlabel\nedited\t1\n"))
+    with pytest.raises(DataError) as info:
+        load_sst2("dev")
+    message = str(info.value)
+    assert str(edited) in message and "sha256" in message and data.SST2_FILES["dev"].sha256 in message
+    garbled = _ship(tmp_path, "wikitext-2-raw/wiki.test.raw", b"not xz at all")
+    with pytest.raises(DataError, match="is not a readable xz file") as info:
+        data.load_wikitext("test")
+    assert str(garbled) in str(info.value)
+    with pytest.raises(DataError, match=r"GLUE SST-2 train: .*train\.tsv\.xz, shipped with compressbench, is missing"):
+        load_sst2("train")
+
+
+def test_embedded_file_is_checked_even_when_verify_is_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path)
+    _ship(tmp_path, "glue/SST-2/dev.tsv", lzma.compress(b"sentence\tlabel\nedited\t1\n"))
+    with pytest.raises(DataError, match="does not decompress to the published"):
+        load_sst2("dev", verify=False)
+
+
+def test_precedence_flag_then_variable_then_embedded(tmp_path, monkeypatch):
+    by_flag = write_mirror(tmp_path / "flag", "sentence\tlabel\nx\t1\n", "sentence\tlabel\nfrom the flag\t1\n")
+    by_env = write_mirror(tmp_path / "env", "sentence\tlabel\nx\t1\n", "sentence\tlabel\nfrom the variable\t0\n")
+    assert resolve_data_dir(None) == data.EMBEDDED
+    assert load_sst2("dev", verify=False).source == "embedded:glue/SST-2/dev.tsv"
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(by_env))
+    assert resolve_data_dir(None) == by_env.resolve()
+    assert load_sst2("dev", verify=False).sentences == ("from the variable",)
+    assert resolve_data_dir(by_flag) == by_flag.resolve()
+    assert load_sst2("dev", by_flag, verify=False).sentences == ("from the flag",)
+    # the words choose a source over the variable too, and a resolved value resolves to itself
+    assert resolve_data_dir("embedded") == data.EMBEDDED and resolve_data_dir("hub") == data.HUB
+    assert resolve_data_dir(resolve_data_dir(by_flag)) == by_flag.resolve()
+    monkeypatch.setenv(data.DATA_DIR_ENV, "hub")
+    assert resolve_data_dir(None) == data.HUB
+
+
+def test_hub_is_an_explicit_choice(monkeypatch):
+    calls = []
+
+    def load_dataset(*args, split):
+        calls.append((*args, split))
+        return {"sentence": ["fine"], "label": [1]}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    dev = load_sst2("dev", "hub")
+    assert calls == [("glue", "sst2", "validation")] and dev.source == "hub:glue/sst2/validation"
+    assert dev.sentences == ("fine",)
+
+
+def test_an_explicit_missing_folder_is_an_error_naming_it(tmp_path, monkeypatch):
+    for where in ("flag", "variable"):
+        missing = tmp_path / f"no-such-{where}"
+        if where == "variable":
+            monkeypatch.setenv(data.DATA_DIR_ENV, str(missing))
+        with pytest.raises(DataError, match="does not exist") as info:
+            load_sst2("dev", missing if where == "flag" else None)
+        assert str(missing) in str(info.value)
+
+
+def test_settings_keep_the_source_words_and_resolve_folders(tmp_path):
+    from compressors.core.settings import BY_NAME, resolve_settings
+
+    assert set(BY_NAME["data_dir"].words) == {data.HUB, data.EMBEDDED}
+    for word in (data.HUB, data.EMBEDDED):
+        assert resolve_settings({}, {"data-dir": word}, tmp_path / "pyproject.toml").data_dir == word
+    folder = resolve_settings({}, {"data-dir": "mirror"}, tmp_path / "pyproject.toml").data_dir
+    assert folder == str((tmp_path / "mirror").resolve())
 
 
 def test_held_apart_slice_is_disjoint_from_the_embedded_fine_tune_sample():
@@ -136,3 +252,6 @@ def test_shared_wikitext_mirror_verifies():
     valid = data.load_wikitext("valid", SHARED)
     assert test.rows == 2891 and test.source.endswith("wiki.test.raw")
     assert "<unk>" in valid.text and "<unk>" not in test.text  # calibration text is the tokenized validation split
+    # the shipped copy reads to the same text as the mirror
+    assert data.load_wikitext("test").checksum == test.checksum
+    assert data.load_wikitext("valid").checksum == valid.checksum

@@ -97,3 +97,116 @@ def test_the_technique_table_lists_every_registered_technique_and_family():
     assert {example for _pattern, example, _t in TECHNIQUES.families()} <= listed
     onnx = next(line for line in out.splitlines() if line.startswith("| `onnx-int8` |"))
     assert "ONNX Runtime" in onnx and "onnx-int8" in onnx
+
+
+# ----------------------------------------------------------------------------- links that work on GitHub too
+
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+INLINE_LINK = re.compile(r"\[(?:[^\[\]\n]|\[[^\]\n]*\])*\]\(\s*<?([^()\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^ {0,3}\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s|$)", re.M)
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+
+
+def _prose(text: str) -> str:
+    """``text`` without fenced code blocks and inline code, where brackets are code, not links."""
+    return INLINE_CODE.sub("", FENCE.sub("", text))
+
+
+def _relative_links(text: str) -> list[str]:
+    found = INLINE_LINK.findall(_prose(text)) + REFERENCE_LINK.findall(_prose(text))
+    return [link for link in found if not re.match(r"[a-z][a-z0-9+.-]*:", link, re.I)]  # http:, mailto:, ...
+
+
+def _anchors(text: str) -> set[str]:
+    """The ids Python-Markdown's toc extension gives the headings of ``text`` (its default slugify; an
+    attr_list ``{#id}`` wins; a repeated heading gets ``_1``, ``_2``)."""
+    import unicodedata
+
+    ids: set[str] = set()
+    for heading in HEADING.findall(FENCE.sub("", text)):
+        explicit = re.search(r"\{\s*#([\w-]+)[^}]*\}\s*$", heading)
+        if explicit:
+            ids.add(explicit.group(1))
+            continue
+        words = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
+        words = re.sub(r"(\*\*|__|\*|_)(.+?)\1", r"\2", words)
+        words = unicodedata.normalize("NFKD", words).encode("ascii", "ignore").decode("ascii")
+        slug = re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", words).strip().lower())
+        unique, n = slug, 0
+        while unique in ids:
+            n += 1
+            unique = f"{slug}_{n}"
+        ids.add(unique)
+    return ids
+
+
+def broken_links(root=ROOT) -> list[str]:
+    """Every relative link in README.md and docs/**/*.md whose file is not in the repository, or whose
+    ``#anchor`` names no heading of the Markdown file it points to."""
+    broken = []
+    for page in pages(root):
+        text = page.read_text(encoding="utf-8")
+        for link in _relative_links(text):
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(root).as_posix()}: {link}"
+            if not target.exists() or not target.is_relative_to(root):
+                broken.append(f"{where} (no such file in the repository)")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target.read_text(encoding="utf-8")):
+                broken.append(f"{where} (no heading with that anchor)")
+    return broken
+
+
+def test_every_relative_link_in_the_readme_and_the_docs_names_a_file_in_the_repository():
+    broken = broken_links()
+    assert not broken, "broken links (they are dead on GitHub even where the site builds):\n" + "\n".join(broken)
+
+
+def test_the_link_check_finds_a_dead_link_a_dead_anchor_and_ignores_code(tmp_path):
+    (tmp_path / "docs" / "decisions").mkdir(parents=True)
+    (tmp_path / "docs" / "decisions" / "x.md").write_text("# The `x` record: **why**\n\n## Evidence\n")
+    (tmp_path / "docs" / "page.md").write_text(
+        "[ok](decisions/x.md#the-x-record-why) [ok too](decisions/x.md#evidence) [web](https://example.com/a.md)\n"
+        "[gone](decisions/y.md) [bad anchor](decisions/x.md#nope) ![picture](shot.png)\n"
+        "`[code](not/a/link.md)`\n```\n[fenced](nor/this.md)\n```\n[here](#missing)\n[ref]: ../nowhere.md\n"
+    )
+    (tmp_path / "README.md").write_text("[docs](docs/page.md) [old](compressors/decisions/x.md)\n")
+    assert broken_links(tmp_path) == [
+        "README.md: compressors/decisions/x.md (no such file in the repository)",
+        "docs/page.md: decisions/y.md (no such file in the repository)",
+        "docs/page.md: decisions/x.md#nope (no heading with that anchor)",
+        "docs/page.md: shot.png (no such file in the repository)",
+        "docs/page.md: #missing (no heading with that anchor)",
+        "docs/page.md: ../nowhere.md (no such file in the repository)",
+    ]
+
+
+def _two_commands(text: str) -> str:
+    section = text[text.index("## The two commands"):]
+    start = section.index("```bash\n")
+    return section[start:section.index("```\n", start + 8)]
+
+
+def test_the_two_commands_are_the_same_everywhere_and_need_nothing_beside_the_clone():
+    readme = _two_commands((ROOT / "README.md").read_text())
+    for page in ("docs/index.md", "docs/running.md"):
+        assert _two_commands((ROOT / page).read_text()) == readme, f"{page}: the two commands differ from README.md"
+    # a stranger's clone has no ../shared beside it: nothing a user or CI runs may point there
+    for path in ("README.md", "tox.ini", ".ci/run", *sorted(p.relative_to(ROOT).as_posix() for p in pages()),
+                 *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / ".github" / "workflows").glob("*.yml"))):
+        assert "../shared" not in (ROOT / path).read_text(), f"{path} names ../shared"
+    # the CPU build of torch on Linux is said where the install happens
+    assert "export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in readme
+
+
+def test_every_decision_record_the_code_names_exists():
+    named = {}
+    code = [p for folder in ("compressors", "bench", "reports", "tests") for p in sorted((ROOT / folder).rglob("*"))
+            if p.suffix in (".py", ".toml")]
+    for path in [ROOT / "pyproject.toml", *code]:
+        for record in re.findall(r"docs/decisions/[\w.-]+\.md", path.read_text(encoding="utf-8")):
+            named.setdefault(record, path.relative_to(ROOT).as_posix())
+    assert len(named) >= 10  # the docstrings and comments link their records
+    missing = [f"{source}: {record}" for record, source in named.items() if not (ROOT / record).is_file()]
+    assert not missing, "records named in code that do not exist:\n" + "\n".join(missing)

@@ -18,7 +18,6 @@ from compressors.quality.userdata import (
     resolve_labels,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SENTIMENT = {0: "negative", 1: "positive"}
 UNNAMED = {0: "LABEL_0", 1: "LABEL_1"}
 OPTION = "--dataset-eval"
@@ -361,11 +360,15 @@ def test_text_file_missing_or_folder(tmp_path):
         load_text_file(tmp_path)
 
 
-@pytest.mark.skipif(not (SHARED / "wikitext-2-raw" / "wiki.test.raw").is_file(),
-                    reason="shared/data/wikitext-2-raw/wiki.test.raw is not in this checkout")
-def test_text_file_matches_the_suites_wikitext_reader():
-    mine = load_text_file(SHARED / "wikitext-2-raw" / "wiki.test.raw")
-    suite = load_wikitext("test", SHARED)
+def test_text_file_matches_the_suites_wikitext_reader(tmp_path, monkeypatch):
+    from compressors.quality import data
+
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    spec = data.WIKITEXT_FILES["test"]
+    raw = tmp_path / "wiki.test.raw"  # the published file, as a user would pass it with --text-file
+    raw.write_bytes(data.embedded_bytes(spec, "WikiText-2 test"))
+    mine = load_text_file(raw)
+    suite = load_wikitext("test")
     assert (mine.text, mine.checksum, mine.rows) == (suite.text, suite.checksum, suite.rows)
 
 

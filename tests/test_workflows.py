@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,10 @@ def test_ci_runs_on_push_and_pull_request_the_readme_test_command():
     ci_run = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci_run[-1] == ".ci-venv/bin/tox"  # .ci/run ends in the README's test command
     readme = (ROOT / "README.md").read_text()
-    assert re.search(r"# 2\. The tests \(what CI runs: .*\)\ntox\n", readme)
+    # command 2 installs tox as .ci/run does, then runs it
+    installed = re.search(r"\.ci-venv/bin/pip install --quiet \"(tox[^\"]*)\"", "\n".join(ci_run))
+    assert installed and re.search(r"# 2\. The tests \(what CI runs: .*\)\npip install '" + re.escape(installed[1])
+                                   + r"' && tox\n", readme)
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(ROOT / "tox.ini")
     assert tox["testenv"]["commands"].split() == ["pytest", "{posargs}", "pytest", "bench", "-m", "smoke"]
@@ -229,9 +233,23 @@ def test_the_docs_build_is_strict_part_of_tox_and_lists_every_page_and_decision_
 
     nav = set(flatten(config["nav"]))
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
-    records = {f"decisions/{p.name}" for p in (ROOT / "compressors" / "decisions").glob("*.md")}
-    assert nav == pages | records, f"missing from nav: {sorted((pages | records) - nav)}; " \
-                                   f"in nav without a file: {sorted(nav - pages - records)}"
+    records = {page for page in pages if page.startswith("decisions/")}
+    assert len(records) >= 10 and "decisions/README.md" in records  # the records are ordinary pages under docs/
+    assert "hooks" not in config  # nothing is copied in at build time: GitHub shows the same files
+    assert nav == pages, f"missing from nav: {sorted(pages - nav)}; in nav without a file: {sorted(nav - pages)}"
+
+
+def test_the_docs_tools_install_without_the_suite():
+    """tox -e docs (and whoever builds the site) installs docs/requirements.txt: mkdocs without torch. It is
+    the same requirement as the `docs` extra, which installs the package too."""
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert tox["testenv:docs"]["package"] == "skip" and tox["testenv:docs"]["deps"] == "-r docs/requirements.txt"
+    wanted = [line for line in (ROOT / "docs" / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert wanted == pyproject["project"]["optional-dependencies"]["docs"]
+    assert not any(name in line for line in wanted for name in ("torch", "compressbench", "transformers"))
 
 
 @pytest.mark.parametrize("name", ["ci.yml", "docs.yml", "nightly-gpu.yml"])
@@ -286,7 +304,7 @@ def test_the_site_is_built_strictly_and_deployed_from_main_by_the_only_job_that_
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(ROOT / "tox.ini")
     docs_deps = tox["testenv:docs"]["deps"].strip()
-    assert f'pip install --quiet "{docs_deps}"' in run_lines(docs)  # what tox -e docs builds with
+    assert f"pip install --quiet {docs_deps}" in run_lines(docs)  # what tox -e docs builds with
     upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
     assert upload["with"]["path"] == "site"
     assert deploy["needs"] == "build" and deploy["if"] == "github.ref == 'refs/heads/main'"

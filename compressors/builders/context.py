@@ -17,7 +17,9 @@ class BuildContext:
 
     Args:
         cache: where built artifacts are stored.
-        data_dir: local GLUE/WikiText mirror (None: ``$COMPRESSBENCH_DATA_DIR`` or the hub).
+        data_dir: where SST-2 and WikiText-2 come from: a mirror folder, ``"hub"`` or ``"embedded"``
+            (:func:`~compressors.quality.data.resolve_data_dir`; None: ``$COMPRESSBENCH_DATA_DIR``, else
+            the copy shipped in the package).
         hf_cache_dir: Hugging Face Hub cache to read hub models from (None: the
             library's default, ``$HF_HUB_CACHE``).
         hf_local_only: never contact the hub, use only what the HF cache holds.
@@ -32,7 +34,7 @@ class BuildContext:
     """
 
     cache: ArtifactCache = dataclasses.field(default_factory=ArtifactCache)
-    data_dir: Path | None = None
+    data_dir: Path | str | None = None
     hf_cache_dir: Path | None = None
     hf_local_only: bool = dataclasses.field(
         default_factory=lambda: os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

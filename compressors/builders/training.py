@@ -137,7 +137,7 @@ def adamw(groups: list[dict], lr: float):
     """AdamW over ``groups``, in PyTorch's fused implementation where it has one for these parameters
     (float tensors on the CPU or a CUDA GPU): the same update in one pass over each tensor instead of
     a dozen; a MiniLM-L6 fine-tune step takes 0.81x as long as with the for-loop AdamW on 2 cores
-    (compressors/decisions/minilm-finetune-recipe.md). Results differ from the for-loop
+    (docs/decisions/minilm-finetune-recipe.md). Results differ from the for-loop
     implementation by rounding only (tests/test_training.py), as they do between CPU kinds, so
     cached artifacts stay valid. Returns ``(optimizer, description)``."""
     import torch
@@ -250,7 +250,7 @@ def train_classifier(
 
 # Re-finetune after compressing (layer dropping, low-rank factorization): 16,000 train sentences (of
 # the 66,349 outside the held-apart slice), one epoch, the first fine-tune's peak LR. Chosen on the
-# held-apart slice; see compressors/decisions/refinetune-recipe.md.
+# held-apart slice; see docs/decisions/refinetune-recipe.md.
 REFINETUNE_RECIPE = FineTuneRecipe(n_sentences=16000, epochs=1, lr=8e-5, batch_size=32, max_length=64, seed=1)
 
 

@@ -114,6 +114,7 @@ class Option:
     minimum: float | None = None  # a number option's range (finite always)
     exclusive_minimum: bool = False
     maximum: float | None = None
+    words: tuple[str, ...] = ()  # values of a path option that are words, not paths (kept as written)
 
     def __post_init__(self):
         if not self.flag.startswith("--") or self.name != self.key.replace("-", "_"):
@@ -154,8 +155,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("data_dir", "--data-dir", None, _text, "GLUE/WikiText mirror folder (default: $COMPRESSBENCH_DATA_DIR, "
-           "else the Hugging Face Hub)", path=True, env="COMPRESSBENCH_DATA_DIR"),
+    Option("data_dir", "--data-dir", None, _text, "where SST-2 and WikiText-2 come from: a GLUE/WikiText mirror "
+           "folder, 'hub' (the Hugging Face Hub) or 'embedded' (default: $COMPRESSBENCH_DATA_DIR, else the copy "
+           "shipped with compressbench)", path=True, env="COMPRESSBENCH_DATA_DIR", words=("hub", "embedded")),
     Option("cache_dir", "--cache-dir", None, _text, "artifact cache folder (default: $COMPRESSBENCH_CACHE, else "
            "$XDG_CACHE_HOME/compressbench or ~/.cache/compressbench)", path=True, env="COMPRESSBENCH_CACHE"),
     Option("models", "--models", None, _comma_list, "comma list of models: registered names, local folders "
@@ -319,7 +321,7 @@ def resolve_settings(cli: Mapping[str, Any], table: dict | None = None, table_fi
             raise SettingsError(f"{where}: unknown key {key!r} in [tool.compressbench]; valid keys: "
                                 f"{', '.join(o.key for o in options if o.in_table)}, model.<name>")
         parsed = _parse(option, value, where)
-        if option.path and parsed is not None:
+        if option.path and parsed is not None and parsed not in option.words:
             parsed = _resolve(base, parsed)
         values[option.name], sources[option.name] = parsed, where
     for name, value in cli.items():

@@ -57,7 +57,7 @@ ISA_FEATURES = {
 # int16 and saturates there (255 * 127 * 2 > 32767). ONNX Runtime's u8s8 kernels (MatMulInteger,
 # QLinearMatMul, DynamicQuantizeMatMul) take that path on such CPUs; its documentation's remedy is
 # ``reduce_range`` (7-bit weights: 255 * 63 * 2 < 32767). VNNI (vpdpbusd) and AMX accumulate in
-# int32 and never saturate. Figures: compressors/decisions/int8-scheme-by-cpu.md.
+# int32 and never saturate. Figures: docs/decisions/int8-scheme-by-cpu.md.
 INT8_SATURATION_RULE = (
     "x86 with AVX2/AVX-512 but no VNNI/AMX: u8s8 dot products go through vpmaddubsw (int16, saturating)"
 )

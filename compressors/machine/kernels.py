@@ -10,7 +10,7 @@ What it is for: :func:`slow_kernel_reason` says when a kernel is a reference fal
 machine (``torch._int_mm`` without VNNI/AMX, bf16 without native support), so its configurations
 are skipped at collection with the figures, instead of running for many minutes to measure a
 fallback; and the report's *share of peak* (a configuration's useful operations per second over
-the probed throughput of its kernel). The rule and its figures: compressors/decisions/kernel-probe.md.
+the probed throughput of its kernel). The rule and its figures: docs/decisions/kernel-probe.md.
 
 ``python -m compressors.machine.hardware --kernels`` prints the probe.
 """

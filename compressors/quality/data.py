@@ -1,26 +1,32 @@
 """Datasets: SST-2 (GLUE) for classification, WikiText-2 for language models.
 
-Two sources, in this order:
+Three sources; the first that is chosen wins (``--data-dir`` / ``data_dir``, else the
+``COMPRESSBENCH_DATA_DIR`` environment variable, else the default):
 
-1. a local mirror laid out like the upstream downloads (``glue/SST-2/train.tsv``,
-   ``glue/SST-2/dev.tsv``), given by ``data_dir`` or the ``COMPRESSBENCH_DATA_DIR``
-   environment variable; every file is checked against its published sha256;
-2. ``datasets.load_dataset("glue", "sst2")`` from the Hugging Face Hub (or its
-   local cache) when no mirror is configured.
+1. the files shipped inside this package (``compressors/quality/datafiles/``, xz-compressed,
+   sources and licences in its README.md): the default, so an offline clone runs. Each file is
+   decompressed in memory when first read and its bytes checked against the published sha256;
+2. a local mirror folder laid out like the upstream downloads (``glue/SST-2/train.tsv``,
+   ``glue/SST-2/dev.tsv``, ``wikitext-2-raw/wiki.test.raw``, ``wikitext-2/wiki.valid.tokens``);
+   every file is checked against its published sha256, and a folder that does not exist is an error;
+3. ``hub`` (the word, as folder or variable): ``datasets.load_dataset("glue", "sst2")`` from the
+   Hugging Face Hub (or its local cache).
 
 Evaluation uses the dev split only; training, calibration and distillation use
-train only (see ``shared/data/README.md``).
+train only (see ``compressors/quality/datafiles/README.md``).
 
 WikiText-2 (:func:`load_wikitext`): perplexity is evaluated on the raw *test* split
 (``wikitext-2-raw/wiki.test.raw``); language-model calibration may only use the
-tokenized *validation* split (``wikitext-2/wiki.valid.tokens``), never test. Without
-a mirror, ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1" / "wikitext-2-v1")``.
+tokenized *validation* split (``wikitext-2/wiki.valid.tokens``), never test. From the
+hub, ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1" / "wikitext-2-v1")``.
 """
 
 
 from __future__ import annotations
 
 import hashlib
+import io
+import lzma
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,11 +37,17 @@ from compressors.core.hashing import sha256_file
 
 DATA_DIR_ENV = "COMPRESSBENCH_DATA_DIR"
 
+# The two sources that are not a folder, as --data-dir / $COMPRESSBENCH_DATA_DIR spell them.
+HUB = "hub"
+EMBEDDED = "embedded"
+# The package's own copy of the four files (xz: half gzip's size; decompressing all four takes ~60 ms).
+EMBEDDED_DIR = Path(__file__).resolve().with_name("datafiles")
+EMBEDDED_SUFFIX = ".xz"
+
 HOW_TO_GET = (
-    "Point the suite at a GLUE-format mirror with --data-dir DIR or "
-    f"{DATA_DIR_ENV}=DIR (in this repository's CI that is ../shared/data), "
-    "or unset both to load 'glue/sst2' through the `datasets` library from the "
-    "Hugging Face Hub (needs network or a populated HF cache)."
+    f"Leave --data-dir and {DATA_DIR_ENV} unset to read the copy shipped with compressbench, point either at "
+    "a GLUE-format mirror folder (glue/SST-2/{train,dev}.tsv), or set it to 'hub' to load 'glue/sst2' through "
+    "the `datasets` library from the Hugging Face Hub (needs network or a populated HF cache)."
 )
 
 
@@ -46,7 +58,8 @@ class MirrorFile:
     rows: int | None = None
 
 
-# Published checksums of the files a local mirror must hold (shared/data/README.md).
+# Published checksums of the files a local mirror must hold and the embedded copies decompress to
+# (compressors/quality/datafiles/README.md).
 SST2_FILES = {
     "train": MirrorFile("glue/SST-2/train.tsv",
                         "82c18cac2c19d7d59301f6c468c7a84a2b7ab0aa9b7de7a974ceb9d5d64c61db", 67349),
@@ -65,9 +78,9 @@ WIKITEXT_FILES = {
 }
 WIKITEXT_HUB = {"test": ("wikitext-2-raw-v1", "test"), "valid": ("wikitext-2-v1", "validation")}
 WIKITEXT_HOW_TO = (
-    "Point the suite at a mirror holding wikitext-2-raw/wiki.test.raw and wikitext-2/wiki.valid.tokens "
-    f"with --data-dir DIR or {DATA_DIR_ENV}=DIR (in this repository's CI that is ../shared/data), or unset "
-    "both to load 'wikitext' through the `datasets` library (needs network or a populated HF cache)."
+    f"Leave --data-dir and {DATA_DIR_ENV} unset to read the copy shipped with compressbench, point either at a "
+    "mirror folder holding wikitext-2-raw/wiki.test.raw and wikitext-2/wiki.valid.tokens, or set it to 'hub' to "
+    "load 'wikitext' through the `datasets` library (needs network or a populated HF cache)."
 )
 
 
@@ -99,15 +112,44 @@ class TextClassificationSplit:
         return self.sentences, self.pairs
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The mirror folder to use: the argument, else the environment variable, else None."""
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | str:
+    """Where the data comes from: the argument, else ``$COMPRESSBENCH_DATA_DIR``, else :data:`EMBEDDED`.
+
+    Returns a mirror folder (a :class:`~pathlib.Path`, checked to exist), :data:`HUB` for the word
+    ``hub`` or :data:`EMBEDDED` for ``embedded`` or nothing chosen. Resolving a resolved value
+    returns it unchanged.
+    """
     chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or None
     if chosen is None:
-        return None
+        return EMBEDDED
+    if isinstance(chosen, str) and chosen in (HUB, EMBEDDED):
+        return chosen
     path = Path(chosen).expanduser().resolve()
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist or is not a folder. {HOW_TO_GET}")
     return path
+
+
+def embedded_bytes(spec: MirrorFile, what: str) -> bytes:
+    """The decompressed bytes of the package's copy of ``spec``, checked against its published sha256."""
+    path = EMBEDDED_DIR / (spec.relpath + EMBEDDED_SUFFIX)
+    if not path.is_file():
+        raise DataError(f"{what}: {path}, shipped with compressbench, is missing; reinstall the package, or "
+                        f"choose another source. {HOW_TO_GET}")
+    try:
+        raw = lzma.decompress(path.read_bytes())
+    except lzma.LZMAError as exc:
+        raise DataError(f"{path} (the {what} file shipped with compressbench) is not a readable xz file "
+                        f"({exc}); reinstall the package, or choose another source. {HOW_TO_GET}") from None
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != spec.sha256:
+        raise DataError(f"{path} does not decompress to the published {what} file (sha256 {actual}, expected "
+                        f"{spec.sha256}); reinstall the package, or choose another source. {HOW_TO_GET}")
+    return raw
+
+
+def _embedded_source(spec: MirrorFile) -> str:
+    return f"{EMBEDDED}:{spec.relpath}"
 
 
 def content_checksum(sentences, labels, pairs=None) -> str:
@@ -125,7 +167,13 @@ _content_checksum = content_checksum
 
 
 def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
-    """Parse a GLUE ``sentence<TAB>label`` file.
+    """Parse a GLUE ``sentence<TAB>label`` file (see :func:`_parse_tsv`)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return _parse_tsv(handle.read(), path)
+
+
+def _parse_tsv(content: str, path: Path | str) -> tuple[list[str], list[int]]:
+    """The sentences and labels of a GLUE ``sentence<TAB>label`` file's text; ``path`` names it in errors.
 
     Split on the last tab of each line and on ``\\n`` only: the GLUE train file
     ends many sentences with a stray carriage return before the tab, which
@@ -133,8 +181,7 @@ def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
     """
     sentences: list[str] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        lines = handle.read().split("\n")
+    lines = content.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     header = lines[0].rstrip("\r").split("\t") if lines else None
@@ -188,10 +235,19 @@ def _load_from_hub(split: str) -> TextClassificationSplit:
                                    _content_checksum(sentences, labels))
 
 
+def _load_embedded(split: str) -> TextClassificationSplit:
+    spec = SST2_FILES[split]
+    source = _embedded_source(spec)
+    sentences, labels = _parse_tsv(embedded_bytes(spec, f"GLUE SST-2 {split}").decode("utf-8"), source)
+    return TextClassificationSplit(split, tuple(sentences), tuple(labels), source, _content_checksum(sentences, labels))
+
+
 @lru_cache(maxsize=8)
-def _load_sst2_cached(split: str, root: Path | None, verify: bool) -> TextClassificationSplit:
-    if root is None:
+def _load_sst2_cached(split: str, root: Path | str, verify: bool) -> TextClassificationSplit:
+    if root == HUB:
         return _load_from_hub(split)
+    if root == EMBEDDED:
+        return _load_embedded(split)  # always checked: a damaged install must not pass as the published data
     return _load_from_mirror(split, root, verify)
 
 
@@ -200,9 +256,9 @@ def load_sst2(split: str, data_dir: str | os.PathLike | None = None, *, verify: 
 
     Args:
         split: ``"train"`` or ``"dev"`` (GLUE's validation split, 872 sentences).
-        data_dir: a GLUE-format mirror; defaults to ``$COMPRESSBENCH_DATA_DIR``,
-            and without either the Hugging Face Hub is used.
-        verify: check the mirror file's sha256 against the published one.
+        data_dir: a GLUE-format mirror folder, ``"hub"`` (the Hugging Face Hub) or ``"embedded"``;
+            defaults to ``$COMPRESSBENCH_DATA_DIR``, and without either the copy shipped in the package.
+        verify: check a mirror file's sha256 against the published one (the shipped copy is always checked).
     """
     if split not in SST2_FILES:
         raise DataError(f"unknown SST-2 split {split!r}; valid splits: {', '.join(SPLITS)}")
@@ -269,7 +325,11 @@ def wikitext_rows(path: Path) -> list[str]:
     its newline, and ``""`` for a line of only whitespace. Joining them with ``"\n\n"``
     gives byte for byte the text the reference tooling evaluates."""
     with open(path, encoding="utf-8") as handle:  # universal newlines, like the builder
-        return [row if row.strip() else "" for row in handle]
+        return _wikitext_rows_of(handle)
+
+
+def _wikitext_rows_of(handle) -> list[str]:
+    return [row if row.strip() else "" for row in handle]
 
 
 def _corpus(name: str, rows: list[str], source: str) -> TextCorpus:
@@ -278,8 +338,14 @@ def _corpus(name: str, rows: list[str], source: str) -> TextCorpus:
 
 
 @lru_cache(maxsize=4)
-def _load_wikitext_cached(split: str, root: Path | None, verify: bool) -> TextCorpus:
-    if root is None:
+def _load_wikitext_cached(split: str, root: Path | str, verify: bool) -> TextCorpus:
+    if root == EMBEDDED:  # always checked, like SST-2's shipped copy
+        spec = WIKITEXT_FILES[split]
+        raw = embedded_bytes(spec, f"WikiText-2 {split}")
+        # a text wrapper iterates with universal newlines, exactly as open() does for a mirror file
+        rows = _wikitext_rows_of(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+        return _corpus(f"wikitext-2-{split}", rows, _embedded_source(spec))
+    if root == HUB:
         config, hub_split = WIKITEXT_HUB[split]
         try:
             import datasets
@@ -300,9 +366,9 @@ def load_wikitext(split: str, data_dir: str | os.PathLike | None = None, *, veri
     Args:
         split: ``"test"`` (raw text: what perplexity is evaluated on) or ``"valid"``
             (tokenized validation text: the only split calibration may use).
-        data_dir: a mirror folder; defaults to ``$COMPRESSBENCH_DATA_DIR``, and without
-            either the Hugging Face Hub is used.
-        verify: check the mirror file's sha256 against the published one.
+        data_dir: a mirror folder, ``"hub"`` (the Hugging Face Hub) or ``"embedded"``; defaults to
+            ``$COMPRESSBENCH_DATA_DIR``, and without either the copy shipped in the package.
+        verify: check a mirror file's sha256 against the published one (the shipped copy is always checked).
     """
     if split not in WIKITEXT_FILES:
         raise DataError(f"unknown WikiText-2 split {split!r}; valid splits: {', '.join(WIKITEXT_FILES)}")

@@ -230,9 +230,10 @@ class StageData:
 
 @dataclasses.dataclass(frozen=True)
 class Sst2Data(TaskData):
-    """GLUE SST-2 from the local mirror (or the hub): dev to evaluate, train to build."""
+    """GLUE SST-2 (the shipped copy, a mirror folder or the hub: ``data_dir`` as
+    :func:`~compressors.quality.data.load_sst2` takes it): dev to evaluate, train to build."""
 
-    data_dir: Path | None = None
+    data_dir: Path | str | None = None
     name: str = "sst2"
 
     def eval(self) -> TextClassificationSplit:
@@ -250,7 +251,7 @@ class Sst2Data(TaskData):
 class WikiTextData(TaskData):
     """WikiText-2: raw test to evaluate perplexity on, the tokenized validation text to calibrate on."""
 
-    data_dir: Path | None = None
+    data_dir: Path | str | None = None
     name: str = "wikitext-2"
     train_option: str = "--text-file-train"
 
@@ -419,7 +420,7 @@ class InMemoryData(TaskData):
         return self.train_rows
 
 
-def default_data(task: str, data_dir: Path | None = None) -> TaskData:
+def default_data(task: str, data_dir: Path | str | None = None) -> TaskData:
     """The registered models' data for ``task``: SST-2 for classifiers, WikiText-2 for language models."""
     from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 

@@ -12,7 +12,7 @@
 * :func:`pack_bools` / :func:`unpack_bools`: per-example correctness saved compactly (one bit per
   sentence, base64) in the result row.
 
-Decisions about alphas and thresholds are in compressors/decisions/verdict-statistics.md.
+Decisions about alphas and thresholds are in docs/decisions/verdict-statistics.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from compressors.core.cache import Artifact, library_versions
 from compressors.core.hashing import sha256_file
 
 # Chosen to reach >= 88% SST-2 dev accuracy within the 15-minute budget on 2 cores
-# (see compressors/decisions/minilm-finetune-recipe.md); changing any field retrains (new cache key).
+# (see docs/decisions/minilm-finetune-recipe.md); changing any field retrains (new cache key).
 MINILM_SST2_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=8e-5, batch_size=32, max_length=64, seed=0)
 SST2_LABELS = {0: "negative", 1: "positive"}
 

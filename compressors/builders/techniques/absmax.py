@@ -45,7 +45,7 @@ class AbsmaxInt8Config(Config):
     """Symmetric absmax INT8 weight-only quantization.
 
     Per-channel is the default granularity; per-tensor is kept as a variant with a wider budget
-    (see compressors/decisions/absmax-granularity.md).
+    (see docs/decisions/absmax-granularity.md).
 
     Args:
         granularity: ``per-tensor`` (one scale per weight matrix) or ``per-channel``

@@ -11,7 +11,7 @@ model shares it.
 later layer first), renumbers the rest and shrinks the config (``num_hidden_layers``),
 so the saved model is a smaller model of the same architecture, then re-finetunes it
 briefly with the suite's training loop on train minus the held-apart slice
-(:data:`compressors.builders.training.REFINETUNE_RECIPE`; see compressors/decisions/refinetune-recipe.md).
+(:data:`compressors.builders.training.REFINETUNE_RECIPE`; see docs/decisions/refinetune-recipe.md).
 ``layerdrop-K-noft`` skips the re-finetune, to show what it recovers. K is in the name
 (``layerdrop-3``); ``layerdrop-K`` with K >= the layer count is rejected when the model is built.
 """

@@ -10,7 +10,7 @@ head (every linear outside the encoder: BERT's ``classifier``, DistilBERT's
 (``modules_to_save``). The LoRA paper's query/value-only placement stays one setting away
 (``LoraTrainConfig(target_modules=("query", "value"))``); every encoder linear is the default because
 query/value only missed the 2 pp budget on MiniLM-L6 (see
-compressors/decisions/lora-placement-and-recipe.md). Training uses the suite's one loop on
+docs/decisions/lora-placement-and-recipe.md). Training uses the suite's one loop on
 :data:`LORA_RECIPE` (SST-2 train outside the held-apart slice).
 
 - ``lora-unmerged``: the artifact is the pretrained base + the adapter; inference runs
@@ -50,7 +50,7 @@ BASE_WEIGHTS, ADAPTER_WEIGHTS = f"{BASE_DIR}/model.safetensors", f"{ADAPTER_DIR}
 PEFT_LIBS = ("torch", "transformers", "peft")
 
 # 32,000 SST-2 train sentences outside the held-apart slice, one epoch, lr 1e-3 (with rank 16,
-# alpha 32): chosen on the held-apart slice of train; see compressors/decisions/lora-placement-and-recipe.md.
+# alpha 32): chosen on the held-apart slice of train; see docs/decisions/lora-placement-and-recipe.md.
 LORA_RECIPE = FineTuneRecipe(n_sentences=32000, epochs=1, lr=1e-3, batch_size=32, max_length=64, seed=0)
 
 # Every linear of the encoder's layers, by architecture (peft has no default for DistilBERT):

@@ -8,7 +8,7 @@ Rank rule: r = ceil(keep * min(out, in)), ``keep`` = 0.50 or 0.25 of the full ra
 A matrix is factorized only if that saves parameters, r * (out + in) < out * in: for
 the 384x384 attention matrices of MiniLM at 50% (r = 192, 147,456 parameters either
 way) it does not, so ``lowrank-50`` there factorizes the feed-forward matrices only,
-and ``lowrank-25`` (r = 96) all of them (see compressors/decisions/lowrank-rank-rule.md).
+and ``lowrank-25`` (r = 96) all of them (see docs/decisions/lowrank-rank-rule.md).
 The head and embeddings stay as they are.
 ``-ft`` re-finetunes the factorized model briefly with the suite's training loop
 (:data:`compressors.builders.training.REFINETUNE_RECIPE`).

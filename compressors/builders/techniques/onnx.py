@@ -22,7 +22,7 @@ Percentile calibration. Only MatMul and Gather are quantized, and of the MatMuls
 weight, with their outputs left float (no QDQ pair after each MatMul): the per-tensor requantization
 of every MatMul output was most of the error (1.83 pp on minilm-sst2 before, 0.34 pp after). The
 operator set, unsigned activations, Percentile calibration and these exclusions were each chosen
-against measured alternatives on the held-apart slice (see compressors/decisions/onnx-int8-recipes.md).
+against measured alternatives on the held-apart slice (see docs/decisions/onnx-int8-recipes.md).
 
 ``onnx-opt-fp32`` / ``onnx-opt-int8``: ONNX Runtime's transformer optimizer
 (``onnxruntime.transformers.optimizer.optimize_model``, ``model_type="bert"``) fuses the
@@ -77,7 +77,7 @@ class OrtDynamicQuantConfig(Config):
         weight_type: ``qint8`` or ``quint8`` weights.
         per_channel: one scale per output channel instead of per tensor. On by
             default, the more accurate on minilm-sst2 at the same size; see
-            compressors/decisions/onnx-int8-recipes.md.
+            docs/decisions/onnx-int8-recipes.md.
         reduce_range: 7-bit weights (ONNX Runtime's remedy for CPUs whose uint8 x int8 dot
             products saturate, :data:`compressors.machine.hardware.INT8_SATURATION_RULE`); ``None``
             (default): chosen from the CPU the artifact is built for, see :func:`int8_scheme`.
@@ -104,7 +104,7 @@ INT8_SCHEMES = {
 def int8_scheme(cpu) -> bool:
     """``reduce_range`` for ``cpu``: 7-bit weights where its uint8 x int8 dot products saturate
     (x86 without VNNI/AMX, :data:`compressors.machine.hardware.INT8_SATURATION_RULE`), full 8-bit elsewhere;
-    see compressors/decisions/int8-scheme-by-cpu.md."""
+    see docs/decisions/int8-scheme-by-cpu.md."""
     return bool(cpu.int8_dot_saturates)
 
 
@@ -191,7 +191,7 @@ class OrtStaticQuantConfig(Config):
             scores and context); off: only MatMuls with a weight are quantized.
         quantize_matmul_outputs: put a QDQ pair on every quantized MatMul's output too (ONNX
             Runtime's default); off: outputs stay float, the source of most of the error.
-            Chosen on the held-apart slice: compressors/decisions/onnx-int8-recipes.md.
+            Chosen on the held-apart slice: docs/decisions/onnx-int8-recipes.md.
     """
 
     calibration_sentences: int = CALIBRATION_SENTENCES

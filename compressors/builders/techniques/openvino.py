@@ -20,7 +20,7 @@ runtimes, and **float32 inference precision** set explicitly: on CPUs with AVX51
 plugin otherwise runs in bf16 (and keeps an LM's KV cache in u8). What it really ran with is read
 back from the compiled model into ``placement`` (the loader and predictors:
 ``compressors/execution/loaders/openvino.py``). OpenVINO's GPU plugin is not used: these are CPU
-techniques. Recipes and figures: compressors/decisions/openvino.md.
+techniques. Recipes and figures: docs/decisions/openvino.md.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class NncfQuantizeConfig(Config):
 
     def for_machine(self, cpu) -> NncfQuantizeConfig:
         """``overflow_fix`` None: chosen from the CPU, as ONNX Runtime's ``reduce_range`` is
-        (compressors/decisions/int8-scheme-by-cpu.md): 7-bit weights in every layer ("enable") where
+        (docs/decisions/int8-scheme-by-cpu.md): 7-bit weights in every layer ("enable") where
         uint8 x int8 dot products saturate (x86 without VNNI/AMX), NNCF's default ("first_layer")
         elsewhere."""
         if self.overflow_fix is not None:

@@ -10,7 +10,7 @@ parameters, no ``weight_orig``/``weight_mask`` and no forward pre-hooks (a seed 
 masks, doubling weight memory and slowing inference).
 
 The scope (global, pooler and head not pruned) was chosen on the held-apart SST-2 train slice,
-never dev; see compressors/decisions/l1-pruning-scope.md.
+never dev; see docs/decisions/l1-pruning-scope.md.
 
 What is shipped and counted as size is the sparse storage form (:func:`save_sparse`):
 each pruned weight as a bitmask + its nonzero values or as CSR, whichever is smaller,
@@ -21,7 +21,7 @@ pruning alone changes size, not speed. The dense size is recorded beside it.
 ``l1-50-csr`` runs the same pruned weights with the one CPU sparse kernel in this stack:
 each pruned linear keeps its weight as a CSR tensor and multiplies with
 ``torch.sparse.mm`` (MKL). At 50% sparsity that is slower than dense, which the variant
-measures end to end (see compressors/decisions/l1-sparse-kernel.md).
+measures end to end (see docs/decisions/l1-sparse-kernel.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ kept float, so only the attention projections are quantized: PyTorch's dynamic q
 scales a linear's input with one activation scale per tensor, which cannot cover the massive
 activations entering SmolLM2's MLP. Keeping the whole MLP float is the variant that held the 3%
 perplexity budget, at the cost of a larger artifact (``artifact_meta.float_linear_modules`` lists
-what stayed float); see compressors/decisions/smollm2-massive-activations.md.
+what stayed float); see docs/decisions/smollm2-massive-activations.md.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class DynamicInt8Config(Config):
         dtype: weight dtype (``qint8``; ``float16`` gives dynamic FP16 linears).
         granularity: int8 weight scales ``per-channel`` (one per output row) or
             ``per-tensor``. Per-channel by default, the more accurate of the two on
-            minilm-sst2; see compressors/decisions/dynamic-int8-granularity-and-head.md.
+            minilm-sst2; see docs/decisions/dynamic-int8-granularity-and-head.md.
         quantize_head: also quantize the task head (every ``nn.Linear`` outside
             the encoder). Off by default: a float head costs a few KB and measured no
             worse (same record).

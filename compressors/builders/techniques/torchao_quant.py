@@ -44,7 +44,7 @@ class TorchaoConfig(Config):
         compile: run through ``torch.compile``.
         keep_float: ``fnmatch`` patterns of linears left float besides the head (``*.v_proj``:
             SmolLM2's value projections carry the largest per-token int8 error; see
-            compressors/decisions/smollm2-massive-activations.md).
+            docs/decisions/smollm2-massive-activations.md).
     """
 
     scheme: str = "int8-dynamic"
