@@ -225,6 +225,7 @@ def test_the_run_books_pull_and_push_time_apart(url, tmp_path):
 # ----------------------------------------------------------------------------- a URL that cannot work
 
 
+@pytest.mark.slow
 def test_unknown_protocol_warns_at_start_even_with_warm_local_cache(tmp_path):
     from bench.conftest import remote_cache
     from tests.test_suite_options import run_pytest
@@ -463,6 +464,7 @@ def _s3(endpoint: str, mode: str, prefix: str) -> RemoteCache:
         "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True})
 
 
+@pytest.mark.slow
 def test_s3_push_pull_and_create_only_conflict(s3_server, tmp_path):
     _, endpoint = s3_server
     prefix = uuid.uuid4().hex[:8]
@@ -509,6 +511,7 @@ def test_s3_dropped_connection_builds_locally_with_one_warning(tmp_path):
     assert [e.action for e in remote.events] == ["built", "pushed", "built", "built"]
 
 
+@pytest.mark.slow
 def test_s3_rw_run_repairs_a_corrupt_blob_and_sweeps_a_stale_partial(s3_server, tmp_path):
     """On S3 a move is a server-side copy over the bad object, and ages come from LastModified."""
     _, endpoint = s3_server

@@ -27,6 +27,7 @@ def test_regressions_fail_with_numbers_and_one_sided_configs_are_listed(saved_ru
     assert any("memory" in line and "n/a" in line for line in out.splitlines())
 
 
+@pytest.mark.slow
 def test_thresholds_are_options(saved_runs, capsys):
     args = [
         "compare",

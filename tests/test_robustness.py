@@ -57,6 +57,7 @@ def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
 
 # --------------------------------------------------------------------------------------------- 1, 2
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_measurement_process_dies_with_its_parent_and_its_folder_is_swept(tmp_path, sig):
     """The parent starts the measurement child exactly as compressors.quality.metrics does (parent-death
@@ -81,6 +82,7 @@ def test_measurement_process_dies_with_its_parent_and_its_folder_is_swept(tmp_pa
     assert Path(folder) in removed and not Path(folder).exists()
 
 
+@pytest.mark.slow
 def test_the_probe_exits_when_its_parent_is_gone(tmp_path):
     """The probe's own watchdog (for systems without a parent-death signal)."""
     parent = _python("""

@@ -232,6 +232,7 @@ def test_t4_machine_runs_every_gpu_capable_technique(tmp_path):
     assert cases["minilm-sst2-onnx-int8-t4-bs1"][1] == "onnx-int8 runs on ['cpu'], not on cuda (t4)"
 
 
+@pytest.mark.slow
 def test_tier_absent_from_a_gpu_machine_is_skipped_naming_what_was_found(tmp_path):
     cases = collect_simulated(tmp_path, "t4", "-m", "legacy_gpu", "--models", "minilm-sst2", "--techniques", "fp32")
     assert set(cases) == {"minilm-sst2-fp32-legacy_gpu-bs1", "minilm-sst2-fp32-legacy_gpu-bs32"}

@@ -205,6 +205,7 @@ def _spin(seconds: float) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_competing_processes_mark_the_timing_contended():
     import os
 

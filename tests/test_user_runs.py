@@ -120,6 +120,7 @@ def test_bad_input_is_one_line_at_collection(nli, tmp_path, change, message):
     assert message.format(dir=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_same_folder_twice_is_one_model(nli, tmp_path):
     """``./m,./m/`` and a symlink to ``./m``: one model, its tests and its plan once, each repeat said in one
     warning line (before: benchmarked as m, m-2, m-3, each plan announcing a build that never happened)."""
@@ -139,6 +140,7 @@ def test_same_folder_twice_is_one_model(nli, tmp_path):
                     f"{model} ({model.resolve()}); benchmarked once"], out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_pickle_weights_with_a_payload_stop_the_run_at_collection_in_one_line(nli, tmp_path):
     """Through the command line: before, the weights-only loader refused the file only mid-test (a traceback of
     about 390 lines); now collection stops with the one line, and the payload never runs."""
@@ -181,7 +183,7 @@ def test_settings_precedence_defaults_table_command_line(tmp_path):
 
 @pytest.mark.parametrize(("table", "message"), [
     ({"max-build-second": 1}, "unknown key 'max-build-second'"),
-    ({"max-build-seconds": "soon"}, "expected a number"),
+    ({"max-build-seconds": "soon"}, "expected a finite number of seconds > 0"),
     ({"malloc": "fast"}, "valid choices: steady, as-is"),
     ({"model": {"m": {"path": "x", "hub": "a/b"}}}, "exactly one of path"),
     ({"model": {"m": {"path": "x", "colour": "red"}}}, "unknown keys ['colour']"),

@@ -391,6 +391,7 @@ WRITERS = {
 }
 
 
+@pytest.mark.slow
 def test_every_supported_extension_is_read_and_any_other_refused_naming_them(tmp_path):
     records = [{"sentence": "up", "label": 1}, {"sentence": "down", "label": 0}]
     for extension in SUPPORTED_EXTENSIONS:

@@ -36,8 +36,9 @@ NAMES = [*TECHNIQUES.names(), *FAMILY_DEFAULTS]
 CASES = [(name, task) for name in NAMES for task in TASKS if task in get_technique(name).tasks]
 # Over 5 s each on 2 cores, so out of `pytest -m "not slow"`: a stage that runs torch.compile when loaded
 # (tens of seconds), an export to another runtime (ONNX Runtime, OpenVINO: 4-8 s of CPU each, even for
-# the tiny model), and the family defaults that re-fine-tune the tiny model for many steps.
-SLOW_TRAINING = {"distill-l3", "layerdrop-2"}
+# the tiny model), and the family defaults that re-fine-tune the tiny model for many steps; LoRA and QLoRA train
+# too (over a second each on an idle 2-core AMD EPYC Zen 4, which keeps the quick loop under a minute).
+SLOW_TRAINING = {"distill-l3", "layerdrop-2", "lora", "qlora"}
 EXPORTED = {ONNX_GRAPH, OPENVINO_IR}
 
 
