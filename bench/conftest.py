@@ -1,4 +1,4 @@
-"""Parametrisation of the benchmark matrix, the session fixture, and the suite's hooks for plugins."""
+"""The benchmark matrix's parametrisation and the session fixture (hooks and options: bench/plugin/)."""
 
 from __future__ import annotations
 
