@@ -102,3 +102,11 @@ def test_a_negative_build_limit_stops_the_suite_before_collection_in_one_line(tm
     error_lines = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
     assert error_lines == [f"ERROR: {tmp_path / 'pyproject.toml'}: max-build-seconds = 'nan': expected a finite "
                            "number of seconds > 0"], out.stderr
+
+
+def test_a_named_model_table_resolves_its_path_relative_to_the_file_and_checks_its_keys(tmp_path):
+    table_file = tmp_path / "pyproject.toml"
+    resolved = resolve_settings({}, {"model": {"reviews": {"path": "./models/m", "label-column": "gold"}}}, table_file)
+    assert resolved.named_models["reviews"] == {"path": str(tmp_path / "models" / "m"), "label_column": "gold"}
+    with pytest.raises(SettingsError, match=r"\[tool.compressbench.model.reviews\]: path = 3: expected a non-empty"):
+        resolve_settings({}, {"model": {"reviews": {"path": 3}}}, table_file)

@@ -354,7 +354,7 @@ def _named_models(tables, where: str, base: Path) -> dict[str, dict]:
         resolved = {}
         for key, value in entry.items():
             if key in ("path", "hub"):
-                resolved[key] = _parse(Option(key, key, None, _text, ""), value, at)
+                resolved[key] = _parse(Option(key, f"--{key}", None, _text, ""), value, at)
                 if key == "path":
                     resolved[key] = _resolve(base, value)
                 continue
