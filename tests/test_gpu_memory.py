@@ -279,7 +279,7 @@ def test_bench_session_keeps_one_model_on_the_gpu(ctx, monkeypatch):
         resources, "measure_isolated", lambda artifact, eval_set, device, timeout=None: measured.append(device) or {}
     )
     monkeypatch.setattr(resources, "stored_measurement", lambda root, art, ev, dev, cpu, compute, **_: compute())
-    loaders = resources.Resources(ctx, types.SimpleNamespace(compressbench_device=None))
+    loaders = resources.Resources(ctx, types.SimpleNamespace())  # a stand-in config: no run state, no --device
     monkeypatch.setattr(loaders, "artifact", lambda case: case.chain.name)
     monkeypatch.setattr(loaders, "eval_data", lambda case: None)
     fp32_bs1, fp32_bs32, bf16_bs1, _ = cases(TASK_CLASSIFICATION, ["minilm-sst2"], ["fp32", "bf16"], tiers=("t4",))
