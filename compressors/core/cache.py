@@ -211,7 +211,10 @@ class ArtifactCache:
                     if remote is not None and remote.mode == "rw":  # refresh: a fleet's first builder pushes
                         manifest = self._publish(remote, artifact_kind, final, manifest)
                     return Artifact(final, manifest)
-                aside = final.with_name(f"{final.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+                stamp = time.strftime("%Y%m%d-%H%M%S")  # sortable by age; the suffix keeps two in one second apart
+                aside = final.with_name(f"{final.name}.corrupt-{stamp}-{uuid.uuid4().hex[:8]}")
+                while aside.exists():  # os.replace onto an existing folder fails (ENOTEMPTY): never reuse a name
+                    aside = final.with_name(f"{final.name}.corrupt-{stamp}-{uuid.uuid4().hex[:8]}")
                 os.replace(final, aside)
                 dropped = self._bound_corrupt(final)
                 warnings.warn(

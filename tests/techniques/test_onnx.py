@@ -138,6 +138,7 @@ print(json.dumps({p: float(np.linalg.norm(run(p) - ref) / np.linalg.norm(ref)) f
 """
 
 
+@pytest.mark.slow
 def test_int8_schemes_on_an_emulated_cpu_without_vnni(tiny_base, ctx, tiny_batch, tmp_path):
     """ONNX Runtime on an emulated AVX2 CPU without VNNI (``qemu-x86_64 -cpu Haswell``: its MLAS
     picks the vpmaddubsw u8s8 kernel from the emulated CPUID). The scheme the suite picks for that
