@@ -36,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compressors import CompressbenchError
-from compressors.records.metric_table import compared
+from compressors.records.metric_table import compare_options, compared
 from compressors.records.results import ResultRow
 from compressors.records.stats import (
     ACCURACY_ALPHA,
@@ -91,14 +91,13 @@ class Thresholds:
 
 
 def add_threshold_options(add, fields=None) -> None:
-    """Declare the --compare-* options through ``add`` (argparse's ``add_argument`` or pytest's
-    ``addoption``), one per compared metric of the table of metrics, or only those for threshold ``fields``;
-    latency's last."""
-    for m in sorted(compared(), key=lambda m: m.compare.timing):
-        rule = m.compare
-        if fields is None or rule.threshold in fields:
-            add(rule.option, type=float, default=rule.default,
-                help=f"regression: {rule.regression} (default {rule.default:g})")
+    """Declare the --compare-* options through ``add`` (argparse's ``add_argument``), the same options as the
+    suite's options table has (:func:`compressors.records.metric_table.compare_options`), or only those for
+    threshold ``fields``; latency's last."""
+    for option in compare_options():
+        if fields is None or option.name.removeprefix("compare_") in fields:
+            add(option.flag, type=float, default=option.default,
+                help=f"{option.help.replace('%', '%%')} (default {option.default:g})")
 
 
 def thresholds_from_options(get, fields=None) -> Thresholds:

@@ -20,7 +20,7 @@ from compressors.records.metric_table import compare_options
 # compared metric of the table of metrics. --help, [tool.compressbench], the environment and the generated options
 # reference (python -m reports options) all read it.
 OPTIONS = core_settings.OPTIONS + compare_options()
-BY_NAME, _BY_KEY = index_options(OPTIONS)
+BY_NAME = index_options(OPTIONS)[0]
 
 
 def pytest_addoption(parser):
