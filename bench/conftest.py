@@ -6,6 +6,7 @@ import pytest
 
 from bench.cases import SMOKE, cases
 from bench.harness import BenchSession
+from bench.plugin.gating import case_of
 from bench.plugin.state import run_state
 from compressors.builders.context import BuildContext
 from compressors.core.cache import ArtifactCache
@@ -82,9 +83,7 @@ def bench_session(request, pytestconfig) -> BenchSession:
         state.remote = remote
         remote.sweep_partials()  # rw: uploads that killed pushers left on the remote, a day old or more
     # only the data of the models this run collected is read (a language-model run never needs SST-2)
-    models = {case.model.name: case.model for item in request.session.items
-              for case in [getattr(getattr(item, "callspec", None), "params", {}).get(name)
-                           for name in CASE_FIXTURES] if case is not None}
+    models = {case.model.name: case.model for item in request.session.items if (case := case_of(item)) is not None}
     session.check_data(models.values())
     state.bench_session = session  # re-times flagged configurations (reports/pytest_plugin.py)
     return session
