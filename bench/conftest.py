@@ -41,12 +41,27 @@ def pytest_generate_tests(metafunc):
         if fixture in metafunc.fixturenames:
             state = run_state(metafunc.config)
             selection, extended = state.selection, bool(state.settings.extended)
-            params = []
-            for case in cases(task, selection.models, selection.techniques):
+            params, seen = [], set()
+            for case in cases(task, selection.models, selection.techniques) + searched_cases(state, task):
+                if case.id in seen:  # a search chose a configuration the run benchmarks anyway
+                    continue
+                seen.add(case.id)
                 # a compiling technique named in --techniques is asked for; whole-test-set perplexity needs --extended
                 asked = bool(selection.techniques) and not case.scenario.full_test
                 params.append(pytest.param(case, id=case.id, marks=_case_marks(case, extended or asked)))
             metafunc.parametrize(fixture, params)
+
+
+def searched_cases(state, task: str) -> list:
+    """The configurations ``--search`` chose (bench/plugin/search.py), each for the model it was chosen for."""
+    if not state.search_winners:
+        return []
+    models = {getattr(m, "name", m): m for m in (state.selection.models or state.search_winners)}
+    found = []
+    for model, names in state.search_winners.items():
+        if names and model in models:
+            found += cases(task, [models[model]], names)
+    return found
 
 
 def remote_cache(settings):

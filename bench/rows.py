@@ -44,6 +44,8 @@ def session_budgets(pytest_config) -> dict:
     extra = setting(pytest_config, "budgets")
     if extra:
         budgets = budgets_mod.merge_budgets(budgets, budgets_mod.load_budgets(Path(extra), extra_models=user))
+    if state is not None and state.search_budgets:  # the search's choices: held to the user's limit on the drop
+        budgets = budgets_mod.merge_budgets(budgets, state.search_budgets)
     return budgets
 
 

@@ -25,6 +25,7 @@ LAYERS = (
     "quality",  # data (the task's rows) and metrics
     "builders",  # build context, training, the model catalog, the techniques
     "evaluation",  # a task's evaluation of an artifact, the measuring process and its launcher
+    "search",  # the accuracy-aware search over each family's knob (the suite's --search)
 )
 MAX_ROOT_MODULES = 14
 

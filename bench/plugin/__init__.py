@@ -11,6 +11,7 @@ each a plugin of its own that this one registers:
 - :mod:`bench.plugin.gating`: skips for absent hardware tiers and reference-fallback kernels;
 - :mod:`bench.plugin.record`: machine info, finished rows and times, the partial file, plan lines;
 - :mod:`bench.plugin.summary`: the results table, the remote cache line and the ``time:`` line;
+- :mod:`bench.plugin.search`: ``--search``, the accuracy-aware search before collection (compressors/search/);
 - :mod:`bench.plugin.hookspecs`: the suite's own hook, ``pytest_compressbench_timed_call`` (a plugin may wrap
   a configuration's timed call: ``bench.fault_injection``, which only tests and the A/A check load).
 
@@ -31,4 +32,5 @@ pytest_plugins = [
     "bench.plugin.gating",
     "bench.plugin.record",
     "bench.plugin.summary",
+    "bench.plugin.search",
 ]

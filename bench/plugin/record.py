@@ -154,6 +154,8 @@ class RunRecorder:
             "partial": bool(interrupted), "status": f"interrupted ({interrupted})" if interrupted else "complete",
             "tests_selected": state.selected, "tests_finished": len(state.rows), "time_s": run_time(config),
             "plans": state.plans or None, "remote_cache": None if remote is None else remote.summary()}
+        if state.search_record is not None:
+            output_json["compressbench"]["search"] = state.search_record
 
     def pytest_sessionfinish(self, session, exitstatus):
         state = self.state

@@ -52,6 +52,49 @@ def check_selection(models: list | None, techniques: list[str] | None) -> None:
                     raise pytest.UsageError(f"--techniques: {exc}") from None
 
 
+def replay_names(value: list[str] | None) -> list[str] | None:
+    """``--techniques @FILE``: the names in FILE (one per line, ``#`` comments), as a search wrote them
+    (bench/plugin/search.py); other entries as given."""
+    if value is None:
+        return None
+    names = []
+    for entry in value:
+        if not entry.startswith("@"):
+            names.append(entry)
+            continue
+        path = entry[1:]
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except OSError as exc:
+            raise pytest.UsageError(f"--techniques {entry}: cannot read {path!r} ({exc.strerror or exc}); give the "
+                                    "file a --search run wrote (its path is printed after the search)") from None
+        found = [line.split("#", 1)[0].strip() for line in lines]
+        found = [n for n in found if n]
+        if not found:
+            raise pytest.UsageError(f"--techniques {entry}: {path!r} names no technique")
+        names += [n for n in found if n not in names]
+    return names
+
+
+def search_families(settings, techniques: list[str] | None) -> tuple[list[str] | None, list[str] | None]:
+    """``(techniques, families)``: under ``--search`` the entries that name a searchable family (``layerdrop-K``)
+    are the families to search, the rest techniques to benchmark as they are (only families named: the fp32
+    baseline and what the search finds); without ``--search`` a family pattern is a usage error that says
+    what it needs."""
+    from compressors.search.space import family_named
+
+    if techniques is None:
+        return None, None
+    families = [n for n in techniques if family_named(n)]
+    if families and not settings.values["search"]:
+        raise pytest.UsageError(f"--techniques {','.join(families)}: a family with its knob to search; add --search "
+                                "--max-drop PP (or --max-ppl-rise PCT), or name one value (layerdrop-2)")
+    rest = [n for n in techniques if n not in families]
+    if families and not rest:
+        rest = ["fp32"]
+    return rest, (families or None)
+
+
 def user_selection(settings, names: list[str] | None) -> tuple[list | None, dict]:
     """``(models, user_data)``: registered names stay names; a folder, a hub id (``hub:org/name``) or a model
     named in the settings table becomes a ModelSpec (compressors.builders.models.user), checked now, with its data
@@ -103,10 +146,14 @@ def pytest_configure(config):
     state = run_state(config)
     settings = state.settings
     names = _split("--models", settings.models, MODELS.describe_names())
-    techniques = _split("--techniques", settings.techniques, TECHNIQUES.describe_names())
+    techniques = _split("--techniques", replay_names(settings.techniques), TECHNIQUES.describe_names())
+    techniques, families = search_families(settings, techniques)
     models, state.user_data = user_selection(settings, names)
     check_selection(models, techniques)
     state.selection = Selection(models, techniques)
+    from bench.plugin.search import search_request
+
+    state.search = search_request(settings, families)
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "benchmark_save", None):
         # pytest-benchmark disables timing under xdist and then saves nothing; say so before any work.
         raise pytest.UsageError(

@@ -44,6 +44,10 @@ class RunState:
     selected: int | None = None  # tests collected and selected
     start: float | None = None  # time.perf_counter() at configure
     plans: list | None = None  # plan lines' records (bench/plan.py) of models given by path or hub id
+    search: Any = None  # bench.plugin.search.SearchRequest under --search, else None
+    search_record: dict | None = None  # the whole search (saved with the run)
+    search_winners: dict = dataclasses.field(default_factory=dict)  # model name -> technique names it chose
+    search_budgets: dict = dataclasses.field(default_factory=dict)  # budgets table entries of the winners
 
 
 RUN_STATE = pytest.StashKey[RunState]()

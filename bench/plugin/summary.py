@@ -39,11 +39,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     remote = state.remote
     if remote is not None:
         tr.write_line(remote.summary_line(), yellow=not remote.enabled)
+    record = state.search_record
+    if record is not None:
+        from bench.plugin.search import search_summary_lines
+
+        for line in search_summary_lines(record):
+            tr.write_line(line, yellow=line.startswith("search: no configuration"))
     breakdown = run_time(config)  # also when every benchmark was skipped or failed: the time was spent
+    search_part = None
+    if record is not None:
+        from bench.plugin.search import search_time_part
+
+        search_part = search_time_part(record)
     if breakdown is not None:
         from compressors.machine.timing import format_breakdown
 
-        tr.write_line(format_breakdown(breakdown))
+        tr.write_line(format_breakdown(breakdown) + (f"; {search_part}" if search_part else ""))
+    elif search_part:
+        tr.write_line(f"time: {search_part}")
 
 
 # Errors raised on purpose carry a message meant for the user: show it without a traceback.

@@ -33,6 +33,7 @@ from typing import Any
 from compressors import CompressbenchError
 
 CONFIG_TABLE = ("tool", "compressbench")
+SEARCH_GROUP = "compressbench search"
 COMPARE_GROUP = "compressbench comparison (with --benchmark-compare)"
 
 
@@ -217,6 +218,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("compressbench_config", "--compressbench-config", None, _text, "a TOML file whose [tool.compressbench] "
            "table (or top level) holds settings and named models (default: the [tool.compressbench] table of "
            "./pyproject.toml); the command line wins over it", path=True, in_table=False),
+    # The accuracy-aware search (bench/plugin/search.py, compressors/search/): before the tests, each technique
+    # family's knob is searched under the limit on held-apart rows, and what it finds runs as ordinary tests.
+    Option("search", "--search", False, _flag, "before the tests, search each technique family's knob "
+           "(layerdrop-K, l1-P, dynamic-int8-fbN, ...; --techniques narrows by family) for the fastest (or "
+           "smallest) configuration within --max-drop / --max-ppl-rise on held-apart rows, then benchmark the "
+           "choices, chains and frontier as ordinary tests", switch=True, group=SEARCH_GROUP),
+    Option("max_drop", "--max-drop", None, _number, "the search's limit for classifiers: accuracy drop vs fp32",
+           unit="percentage points", minimum=0, maximum=100, group=SEARCH_GROUP),
+    Option("max_ppl_rise", "--max-ppl-rise", None, _number, "the search's limit for causal LMs: perplexity "
+           "rise vs fp32", unit="percent", minimum=0, group=SEARCH_GROUP),
+    Option("search_objective", "--search-objective", "latency", _text, "what the search minimises within the "
+           "limit: latency (paired speed vs fp32), size (bytes on disk) or memory (resident bytes of the loaded "
+           "model)", choices=("latency", "size", "memory"), group=SEARCH_GROUP),
+    Option("search_budget", "--search-budget", None, _number, "stop the search after this long and benchmark "
+           "what it found so far (saying so)", unit="minutes", minimum=0, exclusive_minimum=True,
+           group=SEARCH_GROUP),
+    Option("search_out", "--search-out", None, _text, "where the search writes the names it chose, for "
+           "--techniques @FILE to replay without searching (default: .compressbench/search-<time>.txt; an "
+           "existing file is never overwritten)", path=True, group=SEARCH_GROUP),
     # The in-run comparison with a saved run (--benchmark-compare; reports/pytest_plugin.py). Its thresholds,
     # one --compare-* flag per compared metric, come from the table of metrics (compressors.records.metric_table:
     # compare_options); the suite's whole table is bench.plugin.options.OPTIONS.

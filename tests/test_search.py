@@ -1,0 +1,300 @@
+"""The accuracy-aware search (compressors/search/, bench/plugin/search.py): the decision rule at its edges,
+early stopping, bisection on a monotone knob, chains, a family where nothing passes (its closest trial kept),
+the frontier, the budget stop, the guard on evaluation rows, the replay file and the record's schema; fake
+runners score made-up per-row outcomes, so every case runs in milliseconds."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pytest
+
+from compressors.core.task_kinds import TASK_CLASSIFICATION
+from compressors.search.engine import (
+    RECORD_VERSION,
+    RULE,
+    Candidate,
+    Goal,
+    Search,
+    decide,
+    expected_trials,
+    frontier,
+    paired_drop,
+    plan,
+)
+from compressors.search.quality import EvaluationRowsGuard, HeldApart, ScoreStore, SearchRows, lazy_scores
+from compressors.search.space import FAMILIES, Family, family_named
+
+ROWS = 1000
+LOOKS = (256, 512, 1000)
+
+
+def outcome(drop_pp: float, seed: int = 0, rows: int = ROWS) -> np.ndarray:
+    """Per-row correctness of a trial whose accuracy is the reference's minus ``drop_pp``: the reference is
+    right on every row, and the trial wrong on a spread-out share of them."""
+    wrong = int(round(drop_pp / 100 * rows))
+    correct = np.ones(rows)
+    correct[np.random.default_rng(seed).permutation(rows)[:wrong]] = 0
+    return correct
+
+
+class FakeRunner:
+    """Techniques named ``<stem>-<value>`` whose drop is ``drops[name]``; counts the rows it scored."""
+
+    def __init__(self, drops: dict[str, float], errors=()):
+        self.drops, self.errors = drops, set(errors)
+        self.looks, self.reference = LOOKS, np.ones(ROWS)
+        self.asked: list[str] = []
+        self.scored: dict[str, int] = {}
+
+    def candidate(self, technique):
+        self.asked.append(technique)
+        if technique in self.errors:
+            return Candidate(technique, error="RuntimeError: it did not build")
+        scores = outcome(self.drops[technique])
+
+        def scores_at(n):
+            self.scored[technique] = max(self.scored.get(technique, 0), n)
+            return scores[:n]
+
+        speed = 1.0 + 0.1 * len(self.asked)
+        return Candidate(technique, scores_at=scores_at, build_s=1.0, cached=False,
+                         figures=lambda: {"speed_ratio": speed, "size_bytes": 1000 - len(technique), "memory_bytes": 5},
+                         finish=lambda: {"cached_scores": False})
+
+    def layers_after(self, technique, layers):
+        return layers - 1 if technique.startswith("drop-") else layers
+
+
+def knob_family(stem: str, values, structural=False, quantizer=False) -> Family:
+    return Family(f"{stem}-K", "a test knob", TASK_CLASSIFICATION, values=lambda layers: list(values),
+                  name=lambda v: f"{stem}-{v}", structural=structural, quantizer=quantizer)
+
+
+GOAL = Goal("max_drop_pp", 0.5)
+
+
+# ------------------------------------------------------------------------- the decision rule
+def test_paired_drop_of_identical_outcomes_is_zero_with_an_interval_around_it():
+    drop, low, high = paired_drop(np.ones(100), np.ones(100), "max_drop_pp")
+    assert drop == 0.0 and low == -high and 0 < high < 5
+
+
+def test_the_limit_itself_passes_and_zero_limit_passes_only_no_loss():
+    zero = Goal("max_drop_pp", 0.0)
+    same = decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, zero)
+    assert same.verdict == "pass" and same.rows == ROWS and same.decided_by == "point estimate"
+    # agreeing on 256 rows is not certainty (one pseudo pair of disagreeing rows in the variance)
+    assert decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, GOAL).rows == ROWS
+    one_row = decide(np.ones(ROWS), lambda n: outcome(0.1)[:n], LOOKS, zero)
+    assert one_row.verdict == "fail" and one_row.rows == ROWS
+    at_limit = decide(np.ones(ROWS), lambda n: outcome(0.5)[:n], LOOKS, GOAL)
+    assert at_limit.drop == pytest.approx(0.5) and at_limit.verdict == "pass"
+    over = decide(np.ones(ROWS), lambda n: outcome(0.6)[:n], LOOKS, GOAL)
+    assert over.verdict == "fail" and not over.early and over.decided_by == "point estimate"
+
+
+def test_a_clear_failure_stops_at_the_first_look():
+    clear = decide(np.ones(ROWS), lambda n: outcome(10.0)[:n], LOOKS, GOAL)
+    assert clear.verdict == "fail" and clear.rows == 256 and clear.early and clear.low > GOAL.limit
+
+
+def test_the_interval_uses_the_shared_level_and_widens_with_fewer_rows():
+    ref, trial = np.ones(ROWS), outcome(2.0)
+    _d, low_small, high_small = paired_drop(ref, trial[:256], "max_drop_pp")
+    _d, low_all, high_all = paired_drop(ref, trial, "max_drop_pp")
+    assert high_small - low_small > high_all - low_all
+    d = np.concatenate([(ref - trial) * 100, [100.0, -100.0]])
+    assert high_all - low_all == pytest.approx(2 * 2.394 * d.std(ddof=1) / math.sqrt(ROWS + 2))
+
+
+def test_perplexity_rise_is_paired_per_window_through_exp():
+    ref = np.full(32, 3.0)
+    trial = ref + np.log(1.02) + np.random.default_rng(0).normal(0, 0.001, 32)
+    rise, low, high = paired_drop(ref, trial, "max_ppl_rise_pct")
+    assert rise == pytest.approx(2.0, abs=0.05) and low < rise < high
+    assert decide(ref, lambda n: trial[:n], (8, 16, 32), Goal("max_ppl_rise_pct", 1.0)).verdict == "fail"
+    assert decide(ref, lambda n: trial[:n], (8, 16, 32), Goal("max_ppl_rise_pct", 3.0)).verdict == "pass"
+
+
+# ------------------------------------------------------------------------- bisection, families, chains
+def test_bisection_finds_the_most_compressed_passing_value_in_log_trials():
+    values = list(range(5, 100, 5))
+    drops = {f"p-{v}": v / 40 for v in values}  # passes up to p-20 (0.5 pp)
+    runner = FakeRunner(drops)
+    search = Search("m", runner, GOAL, layers=6)
+    record = search.run([knob_family("p", values)])
+    assert record["choices"]["p-K"] == {"technique": "p-20", "knob": 20, "passed": True, "drop": 0.5}
+    assert len(runner.asked) <= expected_trials(len(values)) == 5
+    assert "p-20" in record["winners"] and record["none_passed"] == []
+
+
+def test_a_family_where_nothing_passes_keeps_its_closest_trial():
+    drops = {f"q-{v}": 1.0 + v for v in range(4)}
+    record = Search("m", FakeRunner(drops), GOAL, layers=6).run([knob_family("q", range(4))])
+    choice = record["choices"]["q-K"]
+    assert choice["passed"] is False and choice["technique"] is None
+    assert choice["closest"] == {"technique": "q-0", "drop": 1.0}
+    assert record["none_passed"] == ["q-K"] and record["winners"] == []
+
+
+def test_a_trial_that_fails_to_build_counts_as_failing_and_is_recorded():
+    drops = {f"e-{v}": 0.0 for v in range(3)}
+    record = Search("m", FakeRunner(drops, errors={"e-1"}), GOAL, layers=6).run([knob_family("e", range(3))])
+    failed = next(t for t in record["trials"] if t["technique"] == "e-1")
+    assert failed["verdict"] == "fail" and "did not build" in failed["error"]
+    assert record["choices"]["e-K"]["technique"] == "e-0"
+
+
+def test_chains_retune_the_quantizer_on_the_structural_choice():
+    drops = {"drop-1": 0.1, "drop-2": 0.3, "drop-3": 2.0}
+    drops |= {f"fb-{n}": 0.0 for n in range(4)}
+    # on the chain the drops add up: fewer layers kept float (fb-0) pushes it over
+    drops |= {f"drop-2+fb-{n}": 0.3 + (0.4 if n == 0 else 0.1) for n in range(4)}
+    runner = FakeRunner(drops)
+    structural = knob_family("drop", [1, 2, 3], structural=True)
+    quantizer = knob_family("fb", [3, 2, 1, 0], quantizer=True)
+    record = Search("m", runner, GOAL, layers=4).run([structural, quantizer])
+    assert record["choices"]["drop-K"]["technique"] == "drop-2"
+    assert record["choices"]["fb-K"]["technique"] == "fb-0"
+    chain = record["chains"]["drop-2+fb-K"]
+    assert chain["technique"] == "drop-2+fb-1" and chain["passed"]
+    assert all(t["parent"] == "drop-2" for t in record["trials"] if "+" in t["technique"])
+    assert "drop-2+fb-1" in record["winners"]
+
+
+def test_the_budget_stops_the_search_with_what_it_has():
+    clock = iter([0.0, 0.0, 10.0, 10.0, 10.0, 100.0] + [1000.0] * 50)
+    runner = FakeRunner({f"b-{v}": 0.0 for v in range(8)} | {f"c-{v}": 0.0 for v in range(8)})
+    search = Search("m", runner, Goal("max_drop_pp", 0.5, budget_minutes=1), layers=6, deadline=60.0,
+                    clock=lambda: next(clock))
+    record = search.run([knob_family("b", range(8)), knob_family("c", range(8))])
+    assert record["stopped"] and "budget" in record["stopped"]
+    assert record["choices"]["c-K"]["reason"] == "not searched: the budget ran out"
+    assert len(runner.asked) < 6
+
+
+def test_the_frontier_keeps_only_non_dominated_passing_trials():
+    trials = [
+        {"technique": "a", "verdict": "pass", "error": None, "drop": 0.1, "speed_ratio": 1.2, "size_bytes": 100},
+        {"technique": "b", "verdict": "pass", "error": None, "drop": 0.3, "speed_ratio": 2.0, "size_bytes": 100},
+        {"technique": "c", "verdict": "pass", "error": None, "drop": 0.3, "speed_ratio": 1.1, "size_bytes": 100},
+        {"technique": "d", "verdict": "fail", "error": None, "drop": 0.9, "speed_ratio": 5.0, "size_bytes": 10},
+        {"technique": "e", "verdict": "pass", "error": None, "drop": 0.4, "speed_ratio": 1.0, "size_bytes": 50},
+    ]
+    assert frontier(trials, "latency") == ["a", "b", "e"]
+    assert frontier(trials, "size") == ["a", "e"]
+
+
+def test_the_plan_counts_bisection_trials_per_family_and_chain():
+    runner = FakeRunner({})
+    families = [knob_family("drop", [1, 2, 3], structural=True), knob_family("fb", [3, 2, 1, 0], quantizer=True)]
+    estimate = plan(families, 4, runner, lambda name: 10.0)
+    assert estimate == {"trials": 2 + 3 + 3, "estimated_s": 80.0}  # the chain: the middle structural value
+
+
+def test_every_family_is_named_by_its_pattern_only():
+    assert family_named("layerdrop-K")[0].names(6)[:2] == ["layerdrop-1", "layerdrop-2"]
+    assert family_named("dynamic-int8") == [] and len(family_named("dynamic-int8-fbN")) == 2
+    assert len({f.pattern for f in FAMILIES if f.task == TASK_CLASSIFICATION}) == 7
+    int4 = family_named("openvino-int4-wo-rR-gG")[0]
+    assert int4.names(30)[0] == "openvino-int4-wo-r0-g128" and len(int4.names(30)) == 33
+
+
+# ------------------------------------------------------------------------- data: held-apart only
+class _Data:
+    name = "toy"
+
+    def __init__(self):
+        self.eval_reads = 0
+
+    def eval(self):
+        self.eval_reads += 1
+        raise AssertionError("evaluation rows read")
+
+    def held_apart(self):
+        from compressors.quality.data import TextClassificationSplit
+
+        split = TextClassificationSplit("toy-held", [f"s{i}" for i in range(10)], list(range(10)), "toy", "c" * 16)
+        return None, split
+
+
+def test_the_search_never_reads_evaluation_rows():
+    rows = SearchRows(_Data(), TASK_CLASSIFICATION)
+    with pytest.raises(EvaluationRowsGuard, match="held-apart rows only"):
+        rows.eval()
+    ordered = rows.classifier_rows()
+    assert sorted(ordered.sentences) == sorted(f"s{i}" for i in range(10))
+    assert ordered.sentences != [f"s{i}" for i in range(10)]  # a seeded shuffle: every prefix a random subsample
+
+
+def test_scores_are_computed_incrementally_and_stored(tmp_path):
+    batches = [{"x": np.arange(32)}, {"x": np.arange(32)}, {"x": np.arange(4)}]
+    labels = np.zeros(68, np.int64)
+    inputs = HeldApart(TASK_CLASSIFICATION, 68, batches, labels, "sum", "toy")
+    calls = []
+
+    class Predictor:
+        def prepare(self, batch):
+            return batch
+
+        def logits(self, batch):
+            calls.append(len(batch["x"]))
+            return np.tile([1.0, 0.0], (len(batch["x"]), 1))
+
+    scores_at = lazy_scores(Predictor, inputs, None)
+    assert scores_at(32).tolist() == [1.0] * 32 and calls == [32]
+    assert len(scores_at(68)) == 68 and calls == [32, 32, 4]
+    store = ScoreStore(tmp_path)
+    store.put("artifact", "sum", scores_at(68))
+    again = lazy_scores(lambda: pytest.fail("stored scores are read, not recomputed"), inputs,
+                        store.get("artifact", "sum"))
+    assert again(68).sum() == 68
+
+
+# ------------------------------------------------------------------------- the plugin side
+def test_the_replay_file_is_new_every_time_and_replays(tmp_path, monkeypatch):
+    from bench.plugin import search as plugin
+    from bench.plugin.selection import replay_names
+
+    monkeypatch.chdir(tmp_path)
+    record = {"goals": {"sequence-classification": GOAL.to_dict()},
+              "models": {"m": {"winners": ["layerdrop-1", "layerdrop-1+dynamic-int8-fb2"]}}}
+    first, second = plugin.write_replay(record, None), plugin.write_replay(record, None)
+    assert first != second and first.exists() and second.exists()
+    assert replay_names([f"@{first}", "onnx-int8"]) == ["fp32", "layerdrop-1", "layerdrop-1+dynamic-int8-fb2",
+                                                         "onnx-int8"]
+    with pytest.raises(pytest.UsageError, match="never overwrites"):
+        plugin.write_replay(record, str(first))
+    with pytest.raises(pytest.UsageError, match="cannot read"):
+        replay_names(["@missing.txt"])
+
+
+def test_goals_need_search_and_search_needs_a_goal():
+    from bench.plugin.search import search_request
+
+    def settings(**values):
+        base = {"search": False, "max_drop": None, "max_ppl_rise": None, "search_budget": None, "search_out": None,
+                "search_objective": "latency"}
+        return types.SimpleNamespace(values=base | values)
+
+    assert search_request(settings(), None) is None
+    with pytest.raises(pytest.UsageError, match="add --search"):
+        search_request(settings(max_drop=0.5), None)
+    with pytest.raises(pytest.UsageError, match="--max-drop PP"):
+        search_request(settings(search=True), None)
+    request = search_request(settings(search=True, max_ppl_rise=1.0, search_objective="size"), ["l1-P"])
+    assert list(request.goals) == ["causal-lm"] and request.goals["causal-lm"].objective == "size"
+
+
+def test_the_record_has_the_schema_reports_read():
+    drops = {f"p-{v}": v / 10 for v in range(1, 10)}
+    record = Search("m", FakeRunner(drops), GOAL, layers=6).run([knob_family("p", range(1, 10))])
+    assert set(record) >= {"trials", "choices", "chains", "frontier", "none_passed", "winners", "stopped"}
+    trial = record["trials"][0]
+    assert set(trial) >= {"family", "knob", "technique", "parent", "rows", "drop", "drop_low", "drop_high",
+                          "verdict", "early", "build_s", "quality_s", "cached", "speed_ratio", "size_bytes",
+                          "memory_bytes", "error"}
+    assert RECORD_VERSION == 1 and "Bonferroni" in RULE and "closest" in RULE
