@@ -13,7 +13,15 @@ import dataclasses
 
 from compressors import CompressbenchError
 from compressors.records.results import ResultRow
-from compressors.records.search_record import Goal, ModelSearch, SearchRecord, SearchRecordError, Trial, search_record
+from compressors.records.search_record import (
+    SEARCH_KEY,
+    Goal,
+    ModelSearch,
+    SearchRecord,
+    SearchRecordError,
+    Trial,
+    search_record,
+)
 from compressors.records.tables import format_columns
 from reports.runs import Run, benchmark_rows
 
@@ -243,3 +251,72 @@ def format_search(run: Run) -> list[str]:
 
 def _verdict(passed: bool | None) -> str:
     return "n/a" if passed is None else "pass" if passed else "fail"
+
+
+# ---------------------------------------------------------------------------------------------- HTML report
+def agreement_table(model: ModelSearch, goal: Goal, rows: list[ResultRow]) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of each winner's held-apart drop and verdict beside its evaluation drop and verdict."""
+    header = ["technique", f"held-apart drop {goal.unit} [95%]", "held-apart", f"eval drop {goal.unit} [95%]",
+              "eval", "verdicts"]
+    body = []
+    for w in winners(model, goal, rows):
+        batch = f" (bs{w.row.identity.batch_size})" if w.row is not None else ""
+        body.append([w.technique, held_text(w.trial), _verdict(w.held_pass), eval_text(w.row) + batch,
+                     _verdict(w.eval_pass), "n/a" if w.agree is None else "agree" if w.agree else "DISAGREE"])
+    return header, body
+
+
+def frontier_figure(model: ModelSearch, goal: Goal, rows: list[ResultRow]):
+    """Each technique tried (its deciding trial) at x = held-apart drop, y = speed ratio vs fp32 (the run's paired
+    ratio where it has a row, else the search's estimate), marker area = size; the frontier solid and labelled,
+    the dominated faded; a dashed line at the limit. None when no trial has a drop and a speed."""
+    import plotly.graph_objects as go
+
+    points = []
+    for technique in dict.fromkeys(t.technique for t in model.trials):
+        w = Winner(model.name, technique, model.trial_of(technique), evaluation_row(rows, model.name, technique), goal)
+        ratio, paired = w.speed
+        if w.held_drop is None or ratio is None:
+            continue
+        hover = (f"{technique}<br>held-apart drop {held_text(w.trial)} {goal.unit} ({w.trial.verdict})"
+                 f"<br>speed x{ratio:.2f} ({'paired, the run' if paired else 'search estimate'})"
+                 f"<br>size {fmt(w.size_bytes, '.1f', 2**-20)} MB<br>evaluation drop {eval_text(w.row)}")
+        # every point's size from the search's own figure, so markers compare like with like
+        size = (w.trial.size_bytes if w.trial.size_bytes is not None else w.size_bytes) or 0
+        points.append((technique in model.frontier, w, ratio, hover, size / 2**20))
+    if not points:
+        return None
+    biggest = max(p[4] for p in points) or 1
+    fig = go.Figure()
+    for on_front, name, opacity in ((False, "dominated or failed", 0.25), (True, "frontier", 0.9)):
+        shown = [p for p in points if p[0] == on_front]
+        if not shown:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[p[1].held_drop for p in shown], y=[p[2] for p in shown],
+            mode="markers+text" if on_front else "markers", name=name,
+            text=[p[1].technique for p in shown] if on_front else None, textposition="top center",
+            textfont={"size": 10}, hovertext=[p[3] for p in shown], hoverinfo="text",
+            marker={"size": [p[4] for p in shown], "sizemode": "area",
+                    "sizeref": 2 * biggest / 40**2, "sizemin": 5, "opacity": opacity,
+                    "color": "crimson" if on_front else "gray"},
+        ))
+    fig.add_vline(x=goal.limit, line_dash="dash", line_color="gray",
+                  annotation_text=f"limit {goal.limit:g} {goal.unit}", annotation_position="bottom right")
+    fig.update_layout(
+        title=f"{model.name}: speed vs fp32 against held-apart drop (marker area = size; frontier solid and "
+              "labelled, the rest faded)",
+        xaxis_title=f"held-apart drop {goal.unit} vs fp32", yaxis_title="speed vs fp32 x (paired where the run "
+                                                                         "has the row, else the search's estimate)",
+        legend={"itemsizing": "constant"}, height=520,
+    )
+    return fig
+
+
+def search_sections(run: Run) -> list[tuple[ModelSearch, SearchRecord, list[ResultRow]]]:
+    """(model search, record, the run's rows) per model of a run's search record; none for a run without one."""
+    if (run.data.get("compressbench") or {}).get(SEARCH_KEY) is None:
+        return []
+    record = run_search(run)  # errors name the file
+    rows = benchmark_rows(run)
+    return [(model, record, rows) for model in record.models.values()]
