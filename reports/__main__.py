@@ -6,6 +6,8 @@
 ``python -m reports docs [--check]``: regenerate the generated tables of README.md and docs/ (reports/docs.py).
 ``python -m reports build [RUN ...]``: HTML page + Markdown summary (default: the latest run of each machine).
 ``python -m reports screenshot [RUN ...] --out PNG``: a PNG of that page in headless chromium (reports/screenshot.py).
+``python -m reports search [RUN]``: what the accuracy-aware search (pytest bench --search) of a run tried and chose,
+its frontier, and whether its held-apart verdicts held on the evaluation rows (reports/search.py).
 ``python -m reports compare A B [--confirm C [--confirm-baseline A2]]``: every metric side by side; exit 1
 when a configuration regressed (a latency regression, with C, only when C's re-timing is flagged too).
 """
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                             "publish)")
     table.add_argument("--model", action="append", default=None, metavar="NAME",
                        help="only this model's rows (repeatable)")
+
+    search = sub.add_parser("search", help="what the accuracy-aware search of a run (pytest bench --search) tried "
+                                           "and chose: frontier, trials, choices, held-apart vs evaluation drops")
+    search.add_argument("run", nargs="?", help=RUN_HELP + "; default: the latest")
+    search.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
 
     techniques = sub.add_parser("techniques", help="the registered techniques as a table")
     techniques.add_argument("--markdown", action="store_true", required=True, help="as Markdown (the only format)")
@@ -130,6 +137,14 @@ def _table(args) -> int:
         from compressors.machine.timing import format_breakdown
 
         print(format_breakdown(run.time_spent))
+    return 0
+
+
+def _search(args) -> int:
+    from reports.search import format_search
+
+    for line in format_search(load_run(find_run(args.run, args.storage))):
+        print(line)
     return 0
 
 
@@ -228,8 +243,9 @@ def _compare(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"table": _table, "techniques": _techniques, "options": _options, "metrics": _metrics, "docs": _docs,
-               "build": _build, "screenshot": _screenshot, "compare": _compare}[args.command]
+    command = {"table": _table, "search": _search, "techniques": _techniques, "options": _options,
+               "metrics": _metrics, "docs": _docs, "build": _build, "screenshot": _screenshot,
+               "compare": _compare}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRunWarning)
         try:

@@ -36,6 +36,7 @@ from compressors.machine.timing import format_breakdown
 from compressors.records.metric_table import Metric, metrics
 from compressors.records.results import ResultRow
 from reports.runs import Run, benchmark_rows
+from reports.search import search_sections
 
 BASELINE = "fp32"
 RADAR_ALPHA = 0.1
@@ -631,6 +632,12 @@ def render(runs: list[Run], options: BuildOptions) -> tuple[str, str]:
                 + "</div>"
             )
             charts += 1
+    for run in runs:
+        for model, record, rows in search_sections(run):
+            chart, html_part, md_part = _search_section(run, model, record, rows, charts)
+            parts.append(html_part)
+            md += md_part
+            charts += chart
     parts.append("<h2>Runs: machines and library versions</h2>")
     md += ["## Runs: machines and library versions", ""]
     for run in runs:
@@ -646,6 +653,27 @@ def render(runs: list[Run], options: BuildOptions) -> tuple[str, str]:
         f"<p class='note'>plotly {plotly.__version__}</p><script>{SORT_SCRIPT}</script></body></html>"
     )
     return page, "\n".join(md) + "\n"
+
+
+def _search_section(run: Run, model, record, rows, charts: int) -> tuple[int, str, list[str]]:
+    """The accuracy-aware search of one model of ``run`` (reports/search.py): goal and rule, the frontier chart,
+    each winner's held-apart vs evaluation drop; (charts drawn, HTML, Markdown lines)."""
+    from reports.search import agreement_table, frontier_figure, goal_text, totals_text
+
+    title = f"Accuracy-aware search: {model.name} ({run.label})"
+    notes = [f"goal: {goal_text(record.goal)}", f"rule: {record.rule}", f"search: {totals_text(record)}"]
+    part = [f"<h2>{html.escape(title)}</h2>", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
+    md = [f"## {title}", ""] + [f"- {n}" for n in notes] + [""]
+    fig = frontier_figure(model, record.goal, rows)
+    if fig is not None:
+        part.append('<div class="chart">' + fig.to_html(full_html=False, include_plotlyjs=charts == 0,
+                                                         default_height="520px",
+                                                         div_id=f"search-frontier-{charts}") + "</div>")
+    header, body = agreement_table(model, record.goal, rows)
+    part.append("<h3>Held-apart vs evaluation drop of each winner</h3>"
+                + _html_table(header, [[(c, None) for c in cells] for cells in body]))
+    md += ["Held-apart vs evaluation drop of each winner:", ""] + _md_table(header, body) + [""]
+    return (fig is not None), "".join(part), md
 
 
 def default_out(runs: list[Run]) -> Path:

@@ -89,6 +89,18 @@ def format_table(rows: list[ResultRow]) -> list[str]:
     return [header] + [line(table_cells(row, shown), row.outcome or "") for row in _sorted(rows)]
 
 
+def format_columns(header: list[str], body: list[list[str]], left: int = 1) -> list[str]:
+    """A plain terminal table of text cells: each column as wide as its widest cell, the first ``left``
+    columns aligned left and the rest (figures) right, for the tables that are not result rows."""
+    widths = [max(len(str(cells[i])) for cells in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(f"{c:<{w}}" if i < left else f"{c:>{w}}"
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(header)] + [line(cells) for cells in body]
+
+
 def markdown_columns(rows: list[ResultRow]) -> list[Column]:
     """The columns the Markdown table of ``rows`` shows: all but the optional ones no row has (``ms/tok``)."""
     return [column for column in columns()
