@@ -298,3 +298,52 @@ def test_the_record_has_the_schema_reports_read():
                           "verdict", "early", "build_s", "quality_s", "cached", "speed_ratio", "size_bytes",
                           "memory_bytes", "error"}
     assert RECORD_VERSION == 1 and "Bonferroni" in RULE and "closest" in RULE
+    from compressors.records.search_record import SearchRecord
+
+    whole = {"version": RECORD_VERSION, "goal": GOAL.to_dict(), "rule": RULE, "seconds": 1.0, "trials": 4,
+             "models": {"m": record | {"reference": {"technique": "fp32", "quality": 90.0}, "held_apart": {}}}}
+    read = SearchRecord.from_dict(whole)  # what python -m reports search and the HTML report read
+    assert read.models["m"].choices["p-K"].technique == "p-5"
+
+
+@pytest.mark.slow
+def test_a_search_through_the_real_harness_on_a_tiny_model(tmp_path):
+    """A model given by path with --dataset and --dataset-train: its families searched on a slice of the train
+    file, the choices benchmarked as ordinary tests (held to the limit), the record saved and read back by
+    python -m reports search, the replay file written, the search's cost on the time: line."""
+    import json
+
+    from compressors.records.search_record import SearchRecord
+    from tests.test_suite_options import ROOT, run_pytest
+    from tests.test_user_runs import nli_rows, save_nli_model, write_csv
+
+    model = save_nli_model(tmp_path / "tiny")
+    data = write_csv(tmp_path / "dev.csv", ["premise", "hypothesis", "gold"], nli_rows())
+    train = write_csv(tmp_path / "train.csv", ["premise", "hypothesis", "gold"], nli_rows(200))
+    storage = tmp_path / "store"
+    replay = tmp_path / "chosen.txt"
+    out = run_pytest("bench", "-m", "cpu", "--models", str(model), "--dataset-eval", str(data), "--dataset-train",
+                     str(train), "--text-column", "premise", "--text-pair-column", "hypothesis", "--label-column",
+                     "gold", "--search", "--max-drop", "100", "--search-out", str(replay),
+                     "--techniques", "fp32,dynamic-int8-fbN,l1-P", "-k", "bs1",
+                     "--cache-dir", str(tmp_path / "cache"), "--benchmark-min-rounds=1", "--benchmark-max-time=0.02",
+                     f"--benchmark-storage=file://{storage}", "--benchmark-save=searched", cwd=ROOT)
+    text = out.stdout + out.stderr
+    assert "search plan: tiny:" in text and "trials" in text, text[-4000:]
+    assert out.returncode == 0, text[-4000:]
+    saved = json.loads(next(storage.rglob("*_searched.json")).read_text())
+    record = SearchRecord.from_dict(saved["compressbench"]["search"])
+    tiny = record.models["tiny"]
+    assert tiny.held_apart["rows"] < 200 and "train.csv" in tiny.held_apart["source"]
+    techniques = {b["extra_info"]["technique"] for b in saved["benchmarks"]}
+    chosen = [c.technique for c in tiny.choices.values() if c.passed]
+    assert chosen and set(chosen) <= techniques  # the winners ran as ordinary tests
+    assert replay.read_text().splitlines()[2] == "fp32" and all(c in replay.read_text() for c in chosen)
+    assert "search " in [line for line in text.splitlines() if line.startswith("time:")][-1]
+    import subprocess
+    import sys
+
+    path = next(storage.rglob("*_searched.json"))
+    shown = subprocess.run([sys.executable, "-m", "reports", "search", str(path)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and chosen[0] in shown.stdout, shown.stdout + shown.stderr
