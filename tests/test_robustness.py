@@ -159,6 +159,8 @@ def test_a_read_only_cache_serves_what_it_holds_and_says_when_it_cannot_build(tm
     (["--techniques", "layerdrop-99"], "layerdrop-99 would remove 99 of 6 encoder layers; valid: layerdrop-1 to "
                                       "layerdrop-5"),
     (["--techniques", "layerdrop-2+distill-l4"], "distill-l4 needs a student smaller than its 4-layer teacher"),
+    (["--techniques", "l1-99"], "technique 'l1-99': sparsity percent 99 is not an integer from 5 to 95; "
+                                "valid: l1-5 to l1-95"),
     (["--models="], "--models='' has an empty name"),
     (["--models=,"], "--models=',' has an empty name"),
     (["--techniques="], "--techniques='' has an empty name"),

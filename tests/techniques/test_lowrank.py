@@ -53,3 +53,27 @@ def test_lowrank_cannot_be_chained_further():
 
     with pytest.raises(ChainError, match="lowrank-50"):
         parse_chain("lowrank-50+dynamic-int8")
+
+
+@pytest.mark.parametrize("name, keep, ft", [("lowrank-1", 0.01, False), ("lowrank-33", 0.33, False),
+                                            ("lowrank-99-ft", 0.99, True), ("lowrank-10-ft", 0.1, True)])
+def test_lowrank_family_keeps_the_rank_share_in_its_name(name, keep, ft):
+    from compressors.builders.techniques import get_technique
+    from compressors.builders.training import REFINETUNE_RECIPE
+
+    technique = get_technique(name)
+    assert technique.config == LowRankConfig(keep=keep, recipe=REFINETUNE_RECIPE if ft else None)
+    assert technique.trains is ft and technique.uses_data is ft
+    assert f"keeping {round(keep * 100)}% of the rank" in technique.summary
+
+
+@pytest.mark.parametrize("name, valid", [("lowrank-0", "lowrank-1 to lowrank-99"),
+                                         ("lowrank-100", "lowrank-1 to lowrank-99"),
+                                         ("lowrank-0-ft", "lowrank-1-ft to lowrank-99-ft"),
+                                         ("lowrank-150-ft", "lowrank-1-ft to lowrank-99-ft")])
+def test_lowrank_share_out_of_range_names_the_value_and_the_range(name, valid):
+    from compressors.builders.techniques import ChainError
+
+    value = name.split("-")[1]
+    with pytest.raises(ChainError, match=f"kept rank percent {value} is not an integer from 1 to 99; valid: {valid}"):
+        parse_chain(name)

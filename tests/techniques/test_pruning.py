@@ -97,3 +97,33 @@ def test_csr_variant_runs_sparse_kernel_with_same_logits(tiny_base, ctx, tiny_ba
     np.testing.assert_allclose(
         csr.logits(csr.prepare(tiny_batch)), dense.logits(dense.prepare(tiny_batch)), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("percent", [5, 30, 37, 50, 95])
+def test_l1_family_prunes_the_share_in_its_name(percent):
+    from compressors.builders.techniques import get_technique
+
+    technique = get_technique(f"l1-{percent}")
+    assert technique.name == f"l1-{percent}"
+    assert technique.config == L1PruneConfig(amount=percent / 100)
+    assert technique.artifact_kind == "torch-sparse" and f"{percent}%" in technique.summary
+
+
+@pytest.mark.parametrize("name", ["l1-0", "l1-3", "l1-4", "l1-96", "l1-99", "l1-05", "l1-99+dynamic-int8"])
+def test_l1_sparsity_out_of_range_names_the_value_and_the_range(name):
+    from compressors.builders.techniques import ChainError
+
+    value = name.split("+")[0].removeprefix("l1-")
+    with pytest.raises(ChainError, match=f"sparsity percent {value} is not an integer from 5 to 95; "
+                                         "valid: l1-5 to l1-95"):
+        parse_chain(name)
+
+
+def test_l1_50_csr_is_still_its_own_variant_beside_the_family():
+    from compressors.builders.techniques import TECHNIQUES, get_technique
+
+    csr = get_technique("l1-50-csr")
+    assert "l1-50-csr" in TECHNIQUES.names()
+    assert csr.config == L1PruneConfig(amount=0.5, kernel="csr") and csr.artifact_kind == "torch-sparse-csr"
+    assert get_technique("l1-50").config.kernel == "dense"
+    assert "l1-30-csr" not in TECHNIQUES  # only l1-50 has a CSR variant

@@ -184,7 +184,9 @@ def check_registrable(technique: Technique) -> None:
 
 def register_technique(technique: Technique) -> Technique:
     check_registrable(technique)
-    return TECHNIQUES.register(technique.name, technique)
+    TECHNIQUES.register(technique.name, technique)
+    _MATRIX_ORDER.append(technique.name)
+    return technique
 
 
 def register_variants(common: dict, variants: list[dict]) -> list[Technique]:
@@ -193,19 +195,42 @@ def register_variants(common: dict, variants: list[dict]) -> list[Technique]:
     return [register_technique(Technique(**{**common, **row})) for row in variants]
 
 
-def register_technique_family(pattern: str, example: str, factory, defaults: tuple[str, ...] = ()) -> None:
+def register_technique_family(pattern: str, example: str, factory, defaults: tuple[str, ...] = (),
+                              listed_in_place: bool = False) -> None:
     """Techniques parametrised in their name (``layerdrop-K``): ``factory(match) -> Technique``.
-    ``defaults`` are the names of the family that the default matrix benchmarks."""
+
+    ``factory`` raises :class:`ChainError` naming the valid range for a name that matches ``pattern``
+    but whose value is out of range (``l1-99``), so the user reads that rather than "unknown technique".
+    ``defaults`` are the names of the family that the default matrix benchmarks: after every single
+    technique, or with ``listed_in_place`` where the family is registered (a family that replaced a fixed
+    menu of variants, ``l1-30``/``l1-40``/``l1-50``, keeps their place in the matrix and so the order of its
+    cases)."""
     check_registrable(factory(re.fullmatch(pattern, example)))
-    TECHNIQUES.register_family(pattern, example, factory)
     for name in defaults:
-        FAMILY_DEFAULTS.append(name)
+        if not re.fullmatch(pattern, name):
+            raise ChainError(f"technique family {pattern!r}: its default {name!r} does not match it")
+        check_registrable(factory(re.fullmatch(pattern, name)))
+    TECHNIQUES.register_family(pattern, example, factory)
+    FAMILY_DEFAULTS.extend(defaults)
+    if listed_in_place:
+        _MATRIX_ORDER.extend(defaults)
+
+
+def name_knob(name: str, text: str, what: str, low: int, high: int, valid: str) -> int:
+    """The integer ``text`` (a family's parameter in technique ``name``, ``what`` it is) when it lies in
+    ``low..high`` and is written plainly; else :class:`ChainError` naming it and ``valid``."""
+    value = int(text)
+    if text != str(value) or not low <= value <= high:
+        raise ChainError(f"technique {name!r}: {what} {text} is not an integer from {low} to {high}; valid: {valid}")
+    return value
 
 
 # Names of parametrised techniques (families) in the default matrix, and the default chains:
 # chains of registered techniques benchmarked by default, each cached stage by stage.
 FAMILY_DEFAULTS: list[str] = []
 DEFAULT_CHAINS: list[str] = []
+# Registered names and in-place family defaults, in registration order: the default matrix's order.
+_MATRIX_ORDER: list[str] = []
 
 
 def register_default_chain(name: str) -> None:
@@ -215,9 +240,10 @@ def register_default_chain(name: str) -> None:
 
 def default_techniques(task: str) -> list[str]:
     """The techniques and chains benchmarked by default on ``task``'s models: ``fp32`` first, then
-    every registered technique and family default whose ``default_tasks`` has ``task``, then the
-    default chains that apply to it, each in registration order."""
-    singles = [TECHNIQUES.get(n) for n in [*TECHNIQUES.names(), *FAMILY_DEFAULTS]]
+    every registered technique and family default whose ``default_tasks`` has ``task`` (in registration
+    order, the defaults of families not listed in place last), then the default chains that apply to it."""
+    ordered = [*_MATRIX_ORDER, *(n for n in FAMILY_DEFAULTS if n not in _MATRIX_ORDER)]
+    singles = [TECHNIQUES.get(n) for n in ordered]
     names = [t.name for t in singles if task in t.default_tasks]
     # a chain is in a task's default matrix when every stage it names is
     names += [c for c in DEFAULT_CHAINS if all(task in s.default_tasks for s in parse_chain(c).stages)]

@@ -1,10 +1,11 @@
-"""Low-rank factorization: ``lowrank-50``, ``lowrank-25`` and their ``-ft`` variants.
+"""Low-rank factorization: ``lowrank-R`` keeping R% of the rank, 1 <= R <= 99, and ``lowrank-R-ft``
+(``lowrank-50``, ``lowrank-25`` and their ``-ft`` variants by default).
 
 Each encoder ``nn.Linear`` W (out x in) is replaced by its truncated SVD,
 W ~ (U_r S_r^1/2)(S_r^1/2 V_r^T), as two linears in sequence: ``in -> r`` (no bias)
 then ``r -> out`` (W's bias).
 
-Rank rule: r = ceil(keep * min(out, in)), ``keep`` = 0.50 or 0.25 of the full rank.
+Rank rule: r = ceil(keep * min(out, in)), ``keep`` = R / 100 of the full rank.
 A matrix is factorized only if that saves parameters, r * (out + in) < out * in: for
 the 384x384 attention matrices of MiniLM at 50% (r = 192, 147,456 parameters either
 way) it does not, so ``lowrank-50`` there factorizes the feed-forward matrices only,
@@ -27,7 +28,13 @@ import math
 from pathlib import Path
 
 from compressors.builders.context import BuildContext
-from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.techniques.base import (
+    TORCH_FINAL,
+    TORCH_MODEL,
+    Technique,
+    name_knob,
+    register_technique_family,
+)
 from compressors.builders.training import REFINETUNE_RECIPE, FineTuneRecipe, refinetune
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_range
@@ -141,18 +148,26 @@ _LOWRANK = dict(
     version_packages=("torch", "transformers", "safetensors"),
     tolerance=None,
 )
-register_variants(
-    _LOWRANK,
-    [
-        dict(
-            name=f"lowrank-{percent}" + ("-ft" if ft else ""),
-            trains=ft,
-            uses_data=ft,  # the re-finetune
-            config=LowRankConfig(keep=percent / 100, recipe=REFINETUNE_RECIPE if ft else None),
-            summary=f"truncated SVD of encoder nn.Linear keeping {percent}% of the rank"
-            + (", then re-finetune briefly" if ft else ""),
-        )
-        for percent in (50, 25)
-        for ft in (False, True)
-    ],
-)
+
+LOWRANK_KEEP_PERCENT = (1, 99)
+
+
+def _lowrank_family(match) -> Technique:
+    low, high = LOWRANK_KEEP_PERCENT
+    suffix = match.group(2) or ""
+    percent = name_knob(match.group(0), match.group(1), "kept rank percent", low, high,
+                        f"lowrank-{low}{suffix} to lowrank-{high}{suffix}")
+    ft = bool(suffix)
+    return Technique(
+        **_LOWRANK,
+        name=match.group(0),
+        trains=ft,
+        uses_data=ft,  # the re-finetune
+        config=LowRankConfig(keep=percent / 100, recipe=REFINETUNE_RECIPE if ft else None),
+        summary=f"truncated SVD of encoder nn.Linear keeping {percent}% of the rank"
+        + (", then re-finetune briefly" if ft else ""),
+    )
+
+
+register_technique_family(r"lowrank-(\d+)(-ft)?", "lowrank-50", _lowrank_family,
+                          defaults=("lowrank-50", "lowrank-50-ft", "lowrank-25", "lowrank-25-ft"), listed_in_place=True)

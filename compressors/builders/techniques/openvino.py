@@ -13,7 +13,9 @@ unpadded sentence per item.
 ``openvino-int8-wo`` / ``openvino-int4-wo`` (causal LMs): ``nncf.compress_weights``: int8 asymmetric
 per-channel weights; int4 symmetric in groups of 64 for 80% of the linears (the rest int8, by NNCF's
 sensitivity), with AWQ and scale estimation calibrated on 64 windows of 256 tokens of
-``wiki.valid.tokens`` (never the test text).
+``wiki.valid.tokens`` (never the test text). ``openvino-int4-wo-rR-gG`` is that recipe with R% of the
+linears in int4 (0 <= R <= 100, NNCF's ``ratio``) in groups of G (32, 64 or 128): ``openvino-int4-wo`` is
+``r80-g64``. The family has no default-matrix cases; it is there for searches over the two knobs.
 
 Runtime: OpenVINO's CPU plugin, latency hint (one stream), the same thread count as the other
 runtimes, and **float32 inference precision** set explicitly: on CPUs with AVX512-BF16 or AMX the
@@ -32,7 +34,14 @@ import numpy as np
 
 from compressors.builders.context import BuildContext
 from compressors.builders.techniques.base import OPENVINO_IR as OPENVINO_IR_FLOW
-from compressors.builders.techniques.base import TORCH_MODEL, register_variants
+from compressors.builders.techniques.base import (
+    TORCH_MODEL,
+    ChainError,
+    Technique,
+    name_knob,
+    register_technique_family,
+    register_variants,
+)
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
@@ -43,6 +52,7 @@ from compressors.execution.runtime import load_torch_module
 OPENVINO_LIBS = ("torch", "transformers", "openvino", "nncf")
 CALIBRATION_SENTENCES = 300
 LM_CALIBRATION_WINDOWS, LM_CALIBRATION_TOKENS = 64, 256
+INT4_GROUP_SIZES = (32, 64, 128)  # what openvino-int4-wo-rR-gG offers (per-channel, -1, is not)
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -286,6 +296,20 @@ _OPENVINO = dict(consumes=OPENVINO_IR_FLOW, produces=OPENVINO_IR_FLOW, devices=f
                  artifact_kind="openvino",
                  weights=(OPENVINO_WEIGHTS,), requires=("openvino", "nncf"), version_packages=OPENVINO_LIBS,
                  implies=("openvino-fp32",))
+
+
+def _int4_config(ratio_percent: int, group_size: int) -> NncfWeightCompressionConfig:
+    return NncfWeightCompressionConfig("INT4_SYM", group_size=group_size, ratio=ratio_percent / 100, awq=True,
+                                       scale_estimation=True)
+
+
+def _int4_summary(ratio_percent: int, group_size: int) -> str:
+    return (f"nncf.compress_weights INT4_SYM groups of {group_size} on {ratio_percent}% of the linears (the rest "
+            "int8), AWQ + scale estimation on wiki.valid.tokens")
+
+
+_INT4 = dict(build=_build_openvino_weights, tasks=frozenset({TASK_CAUSAL_LM}), kernels=("openvino-fp32",),
+             tolerance=None, uses_data=True)  # AWQ and scale estimation calibrate
 register_variants(_OPENVINO, [
     dict(name="openvino-fp32", config=OpenVinoExportConfig(), consumes=TORCH_MODEL, build=_build_openvino_fp32,
          tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}), requires=("openvino",), implies=(),
@@ -298,11 +322,22 @@ register_variants(_OPENVINO, [
     dict(name="openvino-int8-wo", config=NncfWeightCompressionConfig("INT8_ASYM"), build=_build_openvino_weights,
          tasks=frozenset({TASK_CAUSAL_LM}), kernels=("openvino-fp32",), tolerance=0.1,
          summary="nncf.compress_weights INT8_ASYM (per-channel int8 weights) of the openvino-fp32 IR"),
-    dict(name="openvino-int4-wo", config=NncfWeightCompressionConfig("INT4_SYM", group_size=64, ratio=0.8, awq=True,
-                                                                      scale_estimation=True),
-         build=_build_openvino_weights, tasks=frozenset({TASK_CAUSAL_LM}), kernels=("openvino-fp32",),
-         tolerance=None, uses_data=True,  # AWQ and scale estimation calibrate
-         summary="nncf.compress_weights INT4_SYM groups of 64 on 80% of the linears (the rest int8), AWQ + scale "
-                 "estimation on wiki.valid.tokens"),
+    dict(name="openvino-int4-wo", config=_int4_config(80, 64), summary=_int4_summary(80, 64), **_INT4),
 ])
+
+
+def _int4_family(match) -> Technique:
+    name, ratio_text, group_text = match.group(0, 1, 2)
+    if group_text not in {str(g) for g in INT4_GROUP_SIZES}:
+        groups = ", ".join(f"g{g}" for g in INT4_GROUP_SIZES)
+        raise ChainError(f"technique {name!r}: int4 group size {group_text} is not offered; valid groups: {groups} "
+                         "(per-channel, g-1, is not offered)")
+    percent = name_knob(name, ratio_text, "int4 share percent", 0, 100,
+                        f"openvino-int4-wo-r0-g{group_text} to openvino-int4-wo-r100-g{group_text}")
+    group = int(group_text)
+    return Technique(**_OPENVINO, **_INT4, name=name, config=_int4_config(percent, group),
+                     summary=_int4_summary(percent, group))
+
+
+register_technique_family(r"openvino-int4-wo-r(\d+)-g(-?\d+)", "openvino-int4-wo-r80-g64", _int4_family)
 

@@ -1,4 +1,4 @@
-"""L1 unstructured pruning: ``l1-30``, ``l1-40``, ``l1-50``.
+"""L1 unstructured pruning: ``l1-P`` at P% sparsity, 5 <= P <= 95 (``l1-30``, ``l1-40``, ``l1-50`` by default).
 
 ``torch.nn.utils.prune`` L1 (magnitude) pruning zeroes the given fraction of the weights
 of the encoder layers' ``nn.Linear`` modules (attention projections, attention output,
@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from compressors.builders.context import BuildContext
-from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
+from compressors.builders.techniques.base import (
+    TORCH_FINAL,
+    TORCH_MODEL,
+    Technique,
+    name_knob,
+    register_technique_family,
+    register_variants,
+)
 from compressors.core.cache import Artifact
 from compressors.core.config import Config, check_choice, check_range
 from compressors.core.scratch import scratch_dir
@@ -170,12 +177,22 @@ _PRUNED = dict(consumes=TORCH_MODEL, devices=frozenset({"cpu", "cuda"}), build=_
                version_packages=("torch", "transformers", "safetensors"),
                tasks=frozenset({TASK_CLASSIFICATION, TASK_CAUSAL_LM}), default_for=frozenset({TASK_CLASSIFICATION}),
                tolerance=None)
+
+L1_SPARSITY_PERCENT = (5, 95)
+
+
+def _l1_family(match) -> Technique:
+    low, high = L1_SPARSITY_PERCENT
+    percent = name_knob(match.group(0), match.group(1), "sparsity percent", low, high, f"l1-{low} to l1-{high}")
+    return Technique(**_PRUNED, name=match.group(0), config=L1PruneConfig(amount=percent / 100), produces=TORCH_MODEL,
+                     artifact_kind="torch-sparse",
+                     summary=f"L1 unstructured pruning of {percent}% of the encoder layers' nn.Linear weights "
+                             "(torch.nn.utils.prune, global threshold), made permanent; stored sparse (bitmask or CSR)")
+
+
+register_technique_family(r"l1-(\d+)", "l1-50", _l1_family, defaults=("l1-30", "l1-40", "l1-50"),
+                          listed_in_place=True)
 register_variants(_PRUNED, [
-    *[dict(name=f"l1-{percent}", config=L1PruneConfig(amount=percent / 100), produces=TORCH_MODEL,
-           artifact_kind="torch-sparse",
-           summary=f"L1 unstructured pruning of {percent}% of the encoder layers' nn.Linear weights "
-                   "(torch.nn.utils.prune, global threshold), made permanent; stored sparse (bitmask or CSR)")
-      for percent in (30, 40, 50)],
     dict(name="l1-50-csr", config=L1PruneConfig(amount=0.5, kernel="csr"), produces=TORCH_FINAL,
          artifact_kind="torch-sparse-csr", devices=frozenset({"cpu"}), tasks=frozenset({TASK_CLASSIFICATION}),
          default_for=None,
