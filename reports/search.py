@@ -230,6 +230,7 @@ def format_search(run: Run) -> list[str]:
         lines += ["choices:"] + choice_lines(model, goal.unit)
         if model.chains:
             lines += ["chains:"] + chain_lines(model, goal.unit)
+        lines += fastest_lines(model, goal, rows)
         judged += winners(model, goal, rows)
     lines += ["", f"search: {totals_text(record)}"]
     if record.replay_file:
@@ -246,6 +247,38 @@ def format_search(run: Run) -> list[str]:
         lines.append(f"  no evaluation row in this run: {', '.join(missing)}")
     disagreements = sum(w.agree is False for w in with_row)
     lines.append(f"{disagreements} disagreement(s) among {len(with_row)} winner(s) with an evaluation row")
+    return lines
+
+
+def fastest_lines(model: ModelSearch, goal: Goal, rows: list[ResultRow]) -> list[str]:
+    """The search's answer against the fixed matrix, on the evaluation rows of this run: the fastest frontier
+    member and the fastest fixed-matrix configuration whose evaluation drop is within the limit, by the paired
+    speed ratio of the same scenario (bs32 where the run has it), and their ratio."""
+    searched = set(model.winners) | {t.technique for t in model.trials}
+    mine = [r for r in rows if r.identity.model == model.name and r.latency.speed_vs_fp32
+            and r.latency.speed_vs_fp32.get("ratio") is not None and goal.passes(row_drop(r))]
+    scenario = EVALUATION_BATCH if any(r.identity.batch_size == EVALUATION_BATCH for r in mine) else None
+    mine = [r for r in mine if scenario is None or r.identity.batch_size == scenario]
+
+    def fastest(candidates):
+        return max(candidates, key=lambda r: r.latency.speed_vs_fp32["ratio"], default=None)
+
+    front = fastest([r for r in mine if r.identity.technique in model.frontier])
+    fixed = fastest([r for r in mine if r.identity.technique not in searched and r.identity.technique != "fp32"])
+
+    def text(row):
+        speed = row.latency.speed_vs_fp32
+        ci = speed.get("ci95") or [None, None]
+        return (f"{row.identity.technique} x{speed['ratio']:.2f} [{fmt(ci[0])}, {fmt(ci[1])}], evaluation drop "
+                f"{fmt(row_drop(row))} {goal.unit}")
+
+    lines = [f"fastest within {goal.limit:g} {goal.unit} on the evaluation rows (paired speed vs fp32"
+             + (f", bs{scenario}" if scenario else "") + "):"]
+    lines.append(f"  frontier: {text(front) if front else 'none of its members with a row is within the limit'}")
+    lines.append(f"  fixed matrix: {text(fixed) if fixed else 'none in this run is within the limit'}")
+    if front and fixed:
+        ratio = front.latency.speed_vs_fp32["ratio"] / fixed.latency.speed_vs_fp32["ratio"]
+        lines.append(f"  the frontier's fastest is {ratio:.2f}x the fixed matrix's fastest")
     return lines
 
 

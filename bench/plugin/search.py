@@ -329,16 +329,18 @@ def write_replay(record: dict, out: str | None) -> Path:
 
 
 def winner_budgets(record: dict) -> dict:
-    """The budgets table entries of the search's winners: the user's limit on the drop (the metric table's
-    budget key for the task), nothing else (the goal the search was given)."""
+    """The budgets table entries of the search's winners, for the model that chose each: the user's limit on
+    the drop (the metric table's budget key for the task) over bench/budgets.toml's, and no declared exception
+    (a winner that misses the user's limit fails, whatever the file declared against its own budget)."""
     budgets = {}
-    for entry in record["models"].values():
+    for model, entry in record["models"].items():
         goal = record["goals"].get(entry["task"])
         if goal is None:
             continue
         key = "max_accuracy_drop_pp" if goal["limit_kind"] == "max_drop_pp" else "max_perplexity_increase_pct"
         for name in entry.get("winners") or []:
-            budgets.setdefault(name, {"defaults": {key: goal["limit"]}, "models": {}})
+            table = budgets.setdefault(name, {"defaults": {}, "models": {}})
+            table["models"][model] = {key: goal["limit"], "known_over_budget": None, "known_figure": None}
     return budgets
 
 

@@ -64,7 +64,7 @@ class SearchRows:
         """The held-apart slice (a :class:`TextClassificationSplit`) in the search's seeded order."""
         _rest, held = self.data.held_apart()
         order = np.random.default_rng(SEARCH_ORDER_SEED).permutation(len(held))
-        return subset(held, [int(i) for i in order], f"{held.name}-search-order")
+        return subset(held, [int(i) for i in order], held.name)
 
     def calibration_text(self):
         return self.data.train()
@@ -159,7 +159,7 @@ def held_apart_inputs(tokenizer, rows: SearchRows, model_config: dict | None) ->
     split = rows.classifier_rows()
     eval_set = make_eval_set(tokenizer, split, eval_max_length(tokenizer, model_config))
     return HeldApart(rows.task, len(split), list(eval_set.batches), eval_set.labels, eval_set.checksum[:16],
-                     f"{split.source}: the held-apart slice ({len(split)} rows), seeded order")
+                     f"{split.source.rsplit(' [', 1)[0]}: the held-apart slice ({len(split)} rows), seeded order")
 
 
 class ScoreStore:
