@@ -11,6 +11,7 @@ from compressors.builders.techniques import (  # noqa: F401  (registration order
     baseline,
     bnb,
     distill,
+    fallback,
     half,
     layerdrop,
     lora,

@@ -73,9 +73,10 @@ class Technique:
             parent's weights (LoRA), so it can only be a chain's first stage.
         default_for: tasks whose default benchmark matrix includes it (None: every task in
             ``tasks``); every registered technique is in at least one (a unit test checks).
-        layers_after: for techniques that remove encoder layers: ``layers_after(n)`` is how many
-            remain of ``n``, and raises :class:`ChainError` (naming the valid range) when it cannot
-            apply; checked against each model's config before anything is built.
+        layers_after: for techniques that depend on the layer count (they remove encoder layers, or keep
+            some float): ``layers_after(n)`` is how many remain of ``n``, and raises :class:`ChainError`
+            (naming the valid range) when it cannot apply; checked against each model's config before
+            anything is built.
         kernels: the kernels its speed rests on (names of :data:`compressors.machine.kernels.KERNELS`); where
             the kernel probe finds one a reference fallback on this machine, its configurations
             are skipped at collection with the figures (``--run-slow-kernels`` runs them anyway).
