@@ -280,3 +280,16 @@ def test_classifier_scoring_is_kl_of_the_logits():
     p, q = np.array([[0.0, 0.0]]), np.array([[np.log(3.0), 0.0]])  # (1/2, 1/2) vs (3/4, 1/4)
     expected = 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25)
     assert fb.score([p], [q], rows) == pytest.approx(expected)
+
+
+def test_a_fallback_is_held_to_its_recipes_quality_limits_and_fp32s_memory():
+    from bench.budgets import BudgetError, budget_for, load_budgets
+
+    budgets = load_budgets()
+    for recipe in ("dynamic-int8", "onnx-int8-static", "openvino-int8"):
+        derived, own, fp32 = (budget_for(budgets, t, "minilm-sst2") for t in (f"{recipe}-fb2", recipe, "fp32"))
+        assert derived.technique == f"{recipe}-fb2"
+        assert derived.max_accuracy_drop_pp == own.max_accuracy_drop_pp
+        assert derived.max_peak_memory_mb == fp32.max_peak_memory_mb and "fp32" in derived.memory_basis
+    with pytest.raises(BudgetError, match="no budget"):
+        budget_for(budgets, "layerdrop-3", "minilm-sst2")  # no budget_from: still an error, not a free pass

@@ -87,6 +87,9 @@ class Technique:
         model_types: the ``model_type`` values (config.json) its recipe knows (the ONNX transformer
             optimizer's fusion patterns, an encoder stack to drop layers from); None: any. A model of
             another type skips its configurations with a reason naming the architecture.
+        budget_from: for a name no budgets table can list one by one (``dynamic-int8-fb3``): the registered
+            technique whose quality limits it is held to when ``bench/budgets.toml`` has no table of its own
+            (its memory is held to fp32's: it keeps part of the model float); see ``bench/budgets.py``.
         tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
             tiny random models (tests/techniques/test_contract.py), which amplify weight error
             far more than trained ones. None where closeness to fp32 on random weights says
@@ -117,6 +120,7 @@ class Technique:
     layers_after: Callable[[int], int] | None = None
     uses_data: bool = False
     model_types: frozenset[str] | None = None
+    budget_from: str | None = None
 
     @property
     def default_tasks(self) -> frozenset[str]:

@@ -262,6 +262,7 @@ def _fallback_family(recipe_name: str, tasks: frozenset[str]):
             recipe, name=match.group(0), tasks=tasks, default_for=frozenset(), build=_build_fallback,
             config=FloatFallbackConfig(recipe_name, recipe.config, n),
             uses_data=True,  # the sensitivity reads held-apart train rows (and the recipe may calibrate)
+            budget_from=recipe_name,  # one budget per N would be a table per name: the recipe's quality limits
             layers_after=lambda layers: check_fallback(recipe_name, n, layers),
             summary=f"{recipe_name} with the {n} most sensitive transformer layers kept float (leave-one-in "
                     "sensitivity on held-apart train rows)")
