@@ -176,7 +176,11 @@ def layer_prefixes(model) -> list[str]:
 
 def layer_keep_float(model, layers: Iterable[int]) -> tuple[str, ...]:
     """``keep_float`` patterns (:func:`keep_float_names`) of every linear inside the transformer layers at
-    ``layers`` (``bert.encoder.layer.3.*``: the trailing dot keeps layer 3 from matching layer 30)."""
+    ``layers`` (``bert.encoder.layer.3.*``: the trailing dot keeps layer 3 from matching layer 30); none for no
+    layers, whatever the model (a bare module without a layer stack too)."""
+    layers = tuple(layers)
+    if not layers:
+        return ()
     prefixes = layer_prefixes(model)
     bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
     if bad:

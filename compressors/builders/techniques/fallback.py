@@ -37,8 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from compressors.builders.context import BuildContext
-from compressors.builders.techniques import onnx, openvino, quantization, torchao_quant  # noqa: F401 (recipes first)
 from compressors.builders.techniques.base import ChainError, Technique, get_technique, register_technique_family
+
+# the recipes' modules register them; imported by name so that each is registered before its -fbN family
+from compressors.builders.techniques.onnx import OrtStaticQuantConfig  # noqa: F401, I001
+from compressors.builders.techniques.openvino import NncfQuantizeConfig  # noqa: F401
+from compressors.builders.techniques.quantization import DynamicInt8Config  # noqa: F401
+from compressors.builders.techniques.torchao_quant import TorchaoConfig  # noqa: F401
 from compressors.core.cache import Artifact, library_versions
 from compressors.core.config import Config, ConfigError, check_range
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
