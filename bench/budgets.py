@@ -174,6 +174,8 @@ def budget_for(budgets: dict[str, dict], technique: str, model: str, task: str |
     ``task`` given: ``model`` is a model given by path or hub id (of that task). The technique's MiB
     figure, measured on the registered models, does not apply to it (only a MiB figure in its own
     table does); its memory is held to ``max_peak_memory_vs_fp32`` (see the module docstring)."""
+    if technique not in budgets and _budget_from(technique) in budgets:
+        return _derived_budget(budgets, technique, model, task)
     if technique not in budgets:
         raise BudgetError(
             f"no budget for technique {technique!r} in {BUDGETS_FILE}; add a [{technique!r}] table "
@@ -195,6 +197,30 @@ def budget_for(budgets: dict[str, dict], technique: str, model: str, task: str |
             basis = (f"{technique} {mine.max_peak_memory_mb:g} MiB / fp32 {fp32.max_peak_memory_mb:g} MiB on "
                      f"{reference} = {ratio:.3f}, x {RELATIVE_HEADROOM} headroom")
     return Budget(technique, model, **entry, memory_basis=basis)
+
+
+def _budget_from(technique: str) -> str | None:
+    """The technique whose quality limits a technique without a table of its own is held to
+    (``Technique.budget_from``: a float fallback's recipe), or None."""
+    from compressors.builders.techniques import ChainError, parse_chain
+
+    try:
+        stages = parse_chain(technique).stages
+    except ChainError:
+        return None
+    return stages[0].budget_from if len(stages) == 1 else None
+
+
+def _derived_budget(budgets: dict[str, dict], technique: str, model: str, task: str | None) -> Budget:
+    """``technique``'s budget from its ``budget_from`` technique's quality limits and fp32's memory limits (it keeps
+    part of the model float, so at most the float model's memory); that table's declared exceptions do not carry."""
+    source = _budget_from(technique)
+    quality = budget_for(budgets, source, model, task)
+    memory = budget_for(budgets, "fp32", model, task)
+    limits = {k: quality.limits.get(k) for k in budget_keys() if "memory" not in k}
+    limits.update({k: memory.limits.get(k) for k in budget_keys() if "memory" in k})
+    basis = f"quality limits of {source}, memory limits of fp32 ({technique} has no table of its own)"
+    return Budget(technique, model, memory_basis=basis, **limits)
 
 
 def check(budget: Budget, accuracy_drop_pp: float | None, peak_memory_mb: float | None,

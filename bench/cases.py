@@ -108,7 +108,8 @@ def user_model_reason(model: ModelSpec, chain: Chain) -> str | None:
     if reason:
         return f"{chain.name} does not fit {model.origin}: {reason}"
     if any(stage.layers_after for stage in chain.build_stages) and model.encoder_layers() is None:
-        return f"{chain.name} removes encoder layers, and the layer count of {model.origin} is not in its config"
+        return (f"{chain.name} depends on the layer count (it removes layers or keeps some float), and the layer "
+                f"count of {model.origin} is not in its config")
     return None
 
 

@@ -106,7 +106,7 @@ FAMILIES = {
     "torchao_quant": "torchao",
     "absmax": "hand-written absmax", "bnb": "bitsandbytes", "onnx": "ONNX Runtime", "openvino": "OpenVINO + NNCF",
     "pruning": "L1 pruning", "layerdrop": "layer dropping", "lowrank": "low-rank factorization",
-    "distill": "distillation", "lora": "LoRA / QLoRA",
+    "distill": "distillation", "lora": "LoRA / QLoRA", "fallback": "float fallback",
 }
 TASK_SHORT = {"sequence-classification": "classifier", "causal-lm": "language model"}
 

@@ -38,7 +38,21 @@ class Config:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+        values = dataclasses.asdict(self)
+        for field in dataclasses.fields(self):  # see keyed_when_set
+            if field.metadata.get(KEYED_WHEN_SET) and getattr(self, field.name) == field.default:
+                del values[field.name]
+        return {"type": type(self).__name__, **values}
+
+
+KEYED_WHEN_SET = "keyed_when_set"
+
+
+def keyed_when_set(default: Any) -> Any:
+    """A config field added after artifacts were cached under the config's old fields: :meth:`Config.to_dict`
+    leaves it out while it holds ``default`` (which must reproduce the old behaviour), so the cache keys and saved
+    recipes of every config that does not set it stay what they were. ``default`` must be immutable."""
+    return dataclasses.field(default=default, metadata={KEYED_WHEN_SET: True})
 
 
 def check_choice(owner: str, field: str, value: Any, choices) -> None:
@@ -50,3 +64,12 @@ def check_range(owner: str, field: str, value, low=None, high=None) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{owner}.{field}={value!r} is outside {bounds}")
+
+
+def check_float_layers(config) -> None:
+    """``config.float_layers``: a tuple of distinct layer indices >= 0 (transformer layers kept float)."""
+    layers = config.float_layers
+    if (not isinstance(layers, tuple) or not all(isinstance(i, int) and i >= 0 for i in layers)
+            or len(set(layers)) != len(layers)):
+        raise ConfigError(f"{type(config).__name__}.float_layers={layers!r} must be a tuple of distinct layer "
+                          "indices >= 0")

@@ -148,3 +148,55 @@ def drop_layers(model, indices) -> None:
     setattr(model.config, field, len(kept))
     if field != "num_hidden_layers" and hasattr(model.config, "num_hidden_layers"):
         model.config.num_hidden_layers = len(kept)
+
+
+# ------------------------------------------------------------------------------ transformer layers by name
+
+def layer_prefixes(model) -> list[str]:
+    """Qualified module names of ``model``'s transformer layers, in order: the encoder stack of
+    :func:`encoder_layers` (``bert.encoder.layer.3``, ``distilbert.transformer.layer.3``), a Llama-style
+    decoder's ``model.layers.3`` or GPT-2's ``transformer.h.3``. What a technique that treats one layer
+    apart (float fallback) names layer ``i`` by, in PyTorch and in the graphs exported from it."""
+    import torch
+
+    try:
+        owner, attribute, _ = encoder_layers(model)
+    except ValueError:
+        base = getattr(model, model.base_model_prefix, model)
+        attribute = next((a for a in ("layers", "h") if isinstance(getattr(base, a, None), torch.nn.ModuleList)),
+                         None)
+        if attribute is None:
+            raise ValueError(f"{type(model).__name__}: no stack of transformer layers (encoder.layer, "
+                             "transformer.layer, layers or h)") from None
+        owner = base
+    owner_name = next(name for name, module in model.named_modules() if module is owner)
+    stack = f"{owner_name}.{attribute}" if owner_name else attribute
+    return [f"{stack}.{i}" for i in range(len(getattr(owner, attribute)))]
+
+
+def layer_keep_float(model, layers: Iterable[int]) -> tuple[str, ...]:
+    """``keep_float`` patterns (:func:`keep_float_names`) of every linear inside the transformer layers at
+    ``layers`` (``bert.encoder.layer.3.*``: the trailing dot keeps layer 3 from matching layer 30); none for no
+    layers, whatever the model (a bare module without a layer stack too)."""
+    layers = tuple(layers)
+    if not layers:
+        return ()
+    prefixes = layer_prefixes(model)
+    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
+    if bad:
+        raise ValueError(f"layers {bad} are not among the model's {len(prefixes)} transformer layers")
+    return tuple(f"{prefixes[i]}.*" for i in sorted(set(layers)))
+
+
+def folder_layer_prefixes(folder) -> list[str]:
+    """:func:`layer_prefixes` of the model a saved folder's ``config.json`` describes (an exported graph's folder
+    keeps it), from a weightless skeleton on torch's meta device: no weights are read or allocated."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from compressors.execution.hf import is_causal_lm_folder
+
+    config = AutoConfig.from_pretrained(folder)
+    auto = AutoModelForCausalLM if is_causal_lm_folder(folder) else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        return layer_prefixes(auto.from_config(config))

@@ -40,3 +40,7 @@ from compressors.builders.techniques.base import (  # noqa: F401
 for _chain in ("layerdrop-2+dynamic-int8", "layerdrop-2+onnx-int8", "layerdrop-2+bnb-nf4", "l1-50+dynamic-int8",
                "layerdrop-2+openvino-int8", "distill-l3+openvino-int8"):
     register_default_chain(_chain)
+
+# The float fallback (<recipe>-fbN) wraps the quantizers above: registered after every technique, so their
+# registration order (the default matrix's order) stays what it was.
+from compressors.builders.techniques import fallback  # noqa: E402, F401

@@ -73,9 +73,10 @@ class Technique:
             parent's weights (LoRA), so it can only be a chain's first stage.
         default_for: tasks whose default benchmark matrix includes it (None: every task in
             ``tasks``); every registered technique is in at least one (a unit test checks).
-        layers_after: for techniques that remove encoder layers: ``layers_after(n)`` is how many
-            remain of ``n``, and raises :class:`ChainError` (naming the valid range) when it cannot
-            apply; checked against each model's config before anything is built.
+        layers_after: for techniques that depend on the layer count (they remove encoder layers, or keep
+            some float): ``layers_after(n)`` is how many remain of ``n``, and raises :class:`ChainError`
+            (naming the valid range) when it cannot apply; checked against each model's config before
+            anything is built.
         kernels: the kernels its speed rests on (names of :data:`compressors.machine.kernels.KERNELS`); where
             the kernel probe finds one a reference fallback on this machine, its configurations
             are skipped at collection with the figures (``--run-slow-kernels`` runs them anyway).
@@ -86,6 +87,9 @@ class Technique:
         model_types: the ``model_type`` values (config.json) its recipe knows (the ONNX transformer
             optimizer's fusion patterns, an encoder stack to drop layers from); None: any. A model of
             another type skips its configurations with a reason naming the architecture.
+        budget_from: for a name no budgets table can list one by one (``dynamic-int8-fb3``): the registered
+            technique whose quality limits it is held to when ``bench/budgets.toml`` has no table of its own
+            (its memory is held to fp32's: it keeps part of the model float); see ``bench/budgets.py``.
         tolerance: the largest relative logit error vs fp32 it may show on the unit tests'
             tiny random models (tests/techniques/test_contract.py), which amplify weight error
             far more than trained ones. None where closeness to fp32 on random weights says
@@ -116,6 +120,7 @@ class Technique:
     layers_after: Callable[[int], int] | None = None
     uses_data: bool = False
     model_types: frozenset[str] | None = None
+    budget_from: str | None = None
 
     @property
     def default_tasks(self) -> frozenset[str]:

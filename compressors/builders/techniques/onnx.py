@@ -42,7 +42,7 @@ from pathlib import Path
 from compressors.builders.context import BuildContext
 from compressors.builders.techniques.base import ONNX_GRAPH, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
-from compressors.core.config import Config, ConfigError, check_choice, check_range
+from compressors.core.config import Config, ConfigError, check_choice, check_float_layers, check_range, keyed_when_set
 from compressors.core.scratch import scratch_dir
 from compressors.core.task_kinds import TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files
@@ -192,6 +192,9 @@ class OrtStaticQuantConfig(Config):
         quantize_matmul_outputs: put a QDQ pair on every quantized MatMul's output too (ONNX
             Runtime's default); off: outputs stay float, the source of most of the error.
             Chosen on the held-apart slice: docs/decisions/onnx-int8-recipes.md.
+        float_layers: indices of transformer layers whose nodes of ``op_types`` are left float
+            (``nodes_to_exclude``, :func:`layer_nodes`); the float fallback ``onnx-int8-static-fbN``
+            chooses them (compressors/builders/techniques/fallback.py).
     """
 
     calibration_sentences: int = CALIBRATION_SENTENCES
@@ -202,9 +205,11 @@ class OrtStaticQuantConfig(Config):
     reduce_range: bool | None = None
     quantize_activation_matmuls: bool = False
     quantize_matmul_outputs: bool = False
+    float_layers: tuple[int, ...] = keyed_when_set(())
 
     def validate(self) -> None:
         name = type(self).__name__
+        check_float_layers(self)
         check_range(name, "calibration_sentences", self.calibration_sentences, 1, 4096)
         check_choice(name, "calibrate_method", self.calibrate_method, {"percentile", "minmax", "entropy"})
         check_choice(name, "activation_type", self.activation_type, {"qint8", "quint8"})
@@ -289,6 +294,8 @@ def _build_onnx_int8_static(parent: Artifact, out: Path, config: OrtStaticQuantC
     with scratch_dir("ort") as scratch, contextlib.chdir(scratch):
         preprocessed = _preprocessed_copy(parent, Path(scratch))
         excluded = [] if config.quantize_activation_matmuls else activation_matmuls(preprocessed)
+        float_nodes = layer_nodes(parent, preprocessed, config.float_layers, config.op_types)
+        excluded = list(dict.fromkeys([*excluded, *(n for names in float_nodes.values() for n in names)]))
         extra = {} if config.quantize_matmul_outputs else {"OpTypesToExcludeOutputQuantization": ["MatMul"]}
         quantize_static(
             str(preprocessed), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -299,7 +306,54 @@ def _build_onnx_int8_static(parent: Artifact, out: Path, config: OrtStaticQuantC
     copy_side_files(parent.path, out)
     return {"onnx_file": ONNX_FILE, "inputs": parent.meta.get("inputs"), **_scheme_meta(config, ctx),
             "calibration": {"source": held.source, "sentences": len(sentences), "padded_to": length},
-            "float_matmuls": excluded, "matmul_outputs_quantized": config.quantize_matmul_outputs}
+            "float_matmuls": excluded, "matmul_outputs_quantized": config.quantize_matmul_outputs,
+            **({"float_layer_nodes": {str(i): names for i, names in float_nodes.items()}} if float_nodes else {})}
+
+
+# the dynamo exporter's record of the module path of every node (a Python list literal)
+ONNX_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def layer_nodes(parent: Artifact, model_file: Path, layers, op_types) -> dict[int, list[str]]:
+    """Names of the nodes of ``op_types`` in ``model_file`` (``parent``'s graph after pre-processing, which keeps
+    node names but drops their metadata) that belong to each transformer layer in ``layers``.
+
+    A node belongs to layer ``i`` when the module path the dynamo exporter recorded for it in ``parent``'s graph
+    (:data:`ONNX_NAME_SCOPES`) passes through that layer's module (``bert.encoder.layer.3``, from
+    :func:`compressors.execution.nn.folder_layer_prefixes`): its names (``node_MatMul_82``) do not carry the
+    layer. A graph without that metadata (the TorchScript exporter's) carries it in the name instead
+    (``/bert/encoder/layer.3/...``). A layer with no such node is an error: quantizing it anyway would pass
+    for a float fallback that is not one."""
+    import ast
+
+    import onnx
+
+    from compressors.execution.nn import folder_layer_prefixes
+
+    if not layers:
+        return {}
+    prefixes = folder_layer_prefixes(parent.path)
+    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
+    if bad:
+        raise ValueError(f"float layers {bad}: the graph's model has {len(prefixes)} transformer layers")
+    exported = onnx.load(str(parent.file(ONNX_FILE)), load_external_data=False).graph
+    scopes = {}
+    for node in exported.node:
+        recorded = next((p.value for p in node.metadata_props if p.key == ONNX_NAME_SCOPES), None)
+        scopes[node.name] = set(ast.literal_eval(recorded)) if recorded else None
+    present = [node.name for node in onnx.load(str(model_file), load_external_data=False).graph.node
+               if node.op_type in op_types]
+    found = {}
+    for i in sorted(layers):
+        stack, _, index = prefixes[i].rpartition(".")
+        path = "/" + stack.replace(".", "/") + f".{index}/"
+        found[i] = [name for name in present if (prefixes[i] in scopes[name] if scopes.get(name) is not None
+                                                  else name.startswith(path))]
+        if not found[i]:
+            raise ValueError(f"no {'/'.join(op_types)} node of transformer layer {i} ({prefixes[i]}) in "
+                             f"{parent.file(ONNX_FILE)}: neither its exporter's {ONNX_NAME_SCOPES} metadata nor a "
+                             f"node name ({path}...) places one there, so the layer cannot be kept float")
+    return found
 
 
 def activation_matmuls(model_file: Path) -> list[str]:

@@ -43,7 +43,7 @@ from compressors.builders.techniques.base import (
     register_variants,
 )
 from compressors.core.cache import Artifact
-from compressors.core.config import Config, check_choice, check_range
+from compressors.core.config import Config, check_choice, check_float_layers, check_range, keyed_when_set
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files, is_causal_lm_folder
 from compressors.execution.loaders.openvino import OPENVINO_IR, OPENVINO_WEIGHTS
@@ -168,13 +168,18 @@ class NncfQuantizeConfig(Config):
         overflow_fix: NNCF's remedy for CPUs whose uint8 x int8 dot products saturate (7-bit
             weights): ``enable`` (every layer), ``first_layer`` (NNCF's default) or ``disable``;
             ``None`` (default): chosen from the CPU the artifact is built for (:meth:`for_machine`).
+        float_layers: indices of transformer layers whose operations NNCF leaves float (its ``ignored_scope``,
+            :func:`layer_operations`); the float fallback ``openvino-int8-fbN`` chooses them
+            (compressors/builders/techniques/fallback.py).
     """
 
     calibration_sentences: int = CALIBRATION_SENTENCES
     preset: str = "mixed"
     overflow_fix: str | None = None
+    float_layers: tuple[int, ...] = keyed_when_set(())
 
     def validate(self) -> None:
+        check_float_layers(self)
         check_range(type(self).__name__, "calibration_sentences", self.calibration_sentences, 1, 1000)
         check_choice(type(self).__name__, "preset", self.preset, {"mixed", "performance"})
         if self.overflow_fix is not None:
@@ -214,14 +219,44 @@ def _build_openvino_int8(parent: Artifact, out: Path, config: NncfQuantizeConfig
     config = config.for_machine(ctx.cpu)
     fix = getattr(nncf.OverflowFix, OVERFLOW_FIX[config.overflow_fix])
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=fix)
-    quantized = nncf.quantize(ov.Core().read_model(str(parent.file(OPENVINO_IR))), nncf.Dataset(items),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
-                              preset=preset[config.preset], advanced_parameters=advanced)
+    model = ov.Core().read_model(str(parent.file(OPENVINO_IR)))
+    float_ops = layer_operations(parent, model, config.float_layers)
+    ignored = {"ignored_scope": nncf.IgnoredScope(names=[n for names in float_ops.values() for n in names])} \
+        if float_ops else {}
+    quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(items), preset=preset[config.preset], advanced_parameters=advanced,
+                              **ignored)
     ov.save_model(quantized, str(out / OPENVINO_IR), compress_to_fp16=False)
     copy_side_files(parent.path, out)
     return {**{k: parent.meta.get(k) for k in ("task", "inputs", "stateful")}, "nncf": nncf.__version__,
             "calibration": {"source": held.source, "sentences": len(sentences), "padding": "none (one per item)"},
-            "overflow_fix": config.overflow_fix, "scheme_chosen_for": ctx.cpu.int8_flags()}
+            "overflow_fix": config.overflow_fix, "scheme_chosen_for": ctx.cpu.int8_flags(),
+            **({"float_layer_operations": {str(i): len(names) for i, names in float_ops.items()}} if float_ops else {})}
+
+
+def layer_operations(parent: Artifact, model, layers) -> dict[int, list[str]]:
+    """Names of the operations of ``model`` (the IR of ``parent``) inside each transformer layer in ``layers``:
+    ``openvino.convert_model`` names an operation after the module it came from
+    (``__module.bert.encoder.layer.3.attention.self.query/aten::linear/MatMul``; the layer's module path from
+    :func:`compressors.execution.nn.folder_layer_prefixes`). Constants are left out (NNCF ignores operations). A
+    layer with no operation is an error: quantizing it anyway would pass for a float fallback that is not one."""
+    from compressors.execution.nn import folder_layer_prefixes
+
+    if not layers:
+        return {}
+    prefixes = folder_layer_prefixes(parent.path)
+    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
+    if bad:
+        raise ValueError(f"float layers {bad}: the IR's model has {len(prefixes)} transformer layers")
+    names = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() != "Constant"]
+    found = {}
+    for i in sorted(layers):
+        scope = f"__module.{prefixes[i]}"
+        found[i] = [n for n in names if n.startswith((scope + ".", scope + "/"))]
+        if not found[i]:
+            raise ValueError(f"no operation of transformer layer {i} ({prefixes[i]}) in {parent.file(OPENVINO_IR)}: "
+                             f"none is named {scope}/... or {scope}.*, so the layer cannot be kept float")
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,17 +286,25 @@ class NncfWeightCompressionConfig(Config):
         check_range(name, "ratio", self.ratio, 0.0, 1.0)
 
 
+def lm_calibration_spans(tokens: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` token spans of the calibration windows drawn from a ``tokens``-token text (seeded):
+    what :func:`_lm_calibration` calibrates on, and what a measurement on the same text must stay clear of
+    (the float fallback's sensitivity, compressors/builders/techniques/fallback.py)."""
+    length = min(LM_CALIBRATION_TOKENS, tokens // 2)  # a short text (unit tests) gets shorter windows
+    count = min(LM_CALIBRATION_WINDOWS, tokens - length)
+    starts = np.random.default_rng(0).choice(tokens - length, count, replace=False)
+    return [(int(start), int(start) + length) for start in starts]
+
+
 def _lm_calibration(parent: Artifact, ctx: BuildContext) -> list[dict]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
     ids = np.asarray(tokenizer(ctx.require_data().train().text, add_special_tokens=False)["input_ids"], np.int64)
-    length = min(LM_CALIBRATION_TOKENS, len(ids) // 2)  # a short text (unit tests) gets shorter windows
-    count = min(LM_CALIBRATION_WINDOWS, len(ids) - length)
-    starts = np.random.default_rng(0).choice(len(ids) - length, count, replace=False)
     items = []
-    for start in starts:
-        window = ids[start:start + length][None]
+    for start, stop in lm_calibration_spans(len(ids)):
+        length = stop - start
+        window = ids[start:stop][None]
         items.append({"input_ids": window, "attention_mask": np.ones_like(window),
                       "position_ids": np.arange(length, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)})
     return items

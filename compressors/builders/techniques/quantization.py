@@ -26,11 +26,11 @@ from pathlib import Path
 from compressors.builders.context import BuildContext
 from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
-from compressors.core.config import Config, ConfigError, check_choice
+from compressors.core.config import Config, ConfigError, check_choice, check_float_layers, keyed_when_set
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files
 from compressors.execution.loaders.dynamic_int8 import DYNAMIC_INT8_WEIGHTS
-from compressors.execution.nn import conv1d_to_linear, linear_names, select_linears
+from compressors.execution.nn import conv1d_to_linear, layer_keep_float, linear_names, select_linears
 from compressors.execution.runtime import load_torch_module
 
 
@@ -48,12 +48,15 @@ class DynamicInt8Config(Config):
             worse (same record).
         keep_float: ``fnmatch`` patterns of module names (``*.mlp.down_proj``) whose
             linears stay float besides the head; see :func:`compressors.execution.nn.keep_float_names`.
+        float_layers: indices of transformer layers whose linears all stay float (the float fallback
+            ``dynamic-int8-fbN`` chooses them, compressors/builders/techniques/fallback.py).
     """
 
     dtype: str = "qint8"
     granularity: str = "per-channel"
     quantize_head: bool = False
     keep_float: tuple[str, ...] = ()
+    float_layers: tuple[int, ...] = keyed_when_set(())
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "dtype", self.dtype, {"qint8", "float16"})
@@ -61,6 +64,11 @@ class DynamicInt8Config(Config):
         if isinstance(self.keep_float, str) or not all(isinstance(p, str) and p for p in self.keep_float):
             raise ConfigError(f"{type(self).__name__}.keep_float={self.keep_float!r} must be a tuple of "
                               "module-name patterns")
+        check_float_layers(self)
+
+    def kept_float(self, model) -> tuple[str, ...]:
+        """Every ``keep_float`` pattern on ``model``: the configured ones and those of ``float_layers``."""
+        return (*self.keep_float, *layer_keep_float(model, self.float_layers))
 
 
 def apply_dynamic_int8(model, config: DynamicInt8Config):
@@ -79,8 +87,8 @@ def apply_dynamic_int8(model, config: DynamicInt8Config):
     else:
         qconfig = per_channel_dynamic_qconfig if config.granularity == "per-channel" else default_dynamic_qconfig
     conv1d_to_linear(model)
-    spec = dict.fromkeys(select_linears(model, keep_head_float=not config.quantize_head, keep_float=config.keep_float),
-                         qconfig)
+    spec = dict.fromkeys(select_linears(model, keep_head_float=not config.quantize_head,
+                                        keep_float=config.kept_float(model)), qconfig)
     dtype = torch.qint8 if config.dtype == "qint8" else torch.float16
     return quantize_dynamic(model.eval(), qconfig_spec=spec, dtype=dtype, inplace=True)
 
@@ -92,7 +100,7 @@ def _build_dynamic_int8(parent: Artifact, out: Path, config: DynamicInt8Config, 
     converted = conv1d_to_linear(model)
     linears = linear_names(model)
     kept_float = sorted(set(linears) - set(select_linears(model, keep_head_float=not config.quantize_head,
-                                                           keep_float=config.keep_float)))
+                                                           keep_float=config.kept_float(model))))
     apply_dynamic_int8(model, config)
     torch.save(model, out / DYNAMIC_INT8_WEIGHTS)
     copy_side_files(parent.path, out)

@@ -25,11 +25,11 @@ from pathlib import Path
 from compressors.builders.context import BuildContext
 from compressors.builders.techniques.base import TORCH_FINAL, TORCH_MODEL, register_variants
 from compressors.core.cache import Artifact
-from compressors.core.config import Config, ConfigError, check_choice
+from compressors.core.config import Config, ConfigError, check_choice, check_float_layers, keyed_when_set
 from compressors.core.task_kinds import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from compressors.execution.hf import copy_side_files
 from compressors.execution.loaders.torchao import TORCHAO_WEIGHTS
-from compressors.execution.nn import linear_names, select_linears
+from compressors.execution.nn import layer_keep_float, linear_names, select_linears
 from compressors.execution.runtime import load_torch_module
 
 TORCHAO_LIBS = ("torch", "transformers", "torchao")
@@ -45,17 +45,21 @@ class TorchaoConfig(Config):
         keep_float: ``fnmatch`` patterns of linears left float besides the head (``*.v_proj``:
             SmolLM2's value projections carry the largest per-token int8 error; see
             docs/decisions/smollm2-massive-activations.md).
+        float_layers: indices of transformer layers whose linears all stay float (the float fallback
+            ``torchao-int8-dyn-fbN`` chooses them, compressors/builders/techniques/fallback.py).
     """
 
     scheme: str = "int8-dynamic"
     compile: bool = False
     keep_float: tuple[str, ...] = ()
+    float_layers: tuple[int, ...] = keyed_when_set(())
 
     def validate(self) -> None:
         check_choice(type(self).__name__, "scheme", self.scheme, {"int8-dynamic", "int8-weight-only"})
         if isinstance(self.keep_float, str) or not all(isinstance(p, str) and p for p in self.keep_float):
             raise ConfigError(f"{type(self).__name__}.keep_float={self.keep_float!r} must be a tuple of "
                               "module-name patterns")
+        check_float_layers(self)
 
 
 def torchao_config(scheme: str):
@@ -79,7 +83,7 @@ def _build_torchao(parent: Artifact, out: Path, config: TorchaoConfig, ctx: Buil
     import torch
 
     model = load_torch_module(parent)
-    names = apply_torchao(model, config.scheme, config.keep_float)
+    names = apply_torchao(model, config.scheme, (*config.keep_float, *layer_keep_float(model, config.float_layers)))
     torch.save(model.state_dict(), out / TORCHAO_WEIGHTS)
     copy_side_files(parent.path, out)
     sample = model.get_submodule(names[0]).weight
