@@ -26,6 +26,7 @@ import pytest
 
 from bench.plugin.options import option_value
 from bench.plugin.state import run_state
+from compressors.search.runner import TRIAL_FIXED_S
 
 REPLAY_DIR = Path(".compressbench")
 
@@ -157,13 +158,33 @@ class ModelSearch:
                 n = getattr(recipe, "n_sentences", 8000)
                 seconds += 6 * self.dense * n * getattr(recipe, "epochs", 1) * tokens / (
                     self.gemm * 1e9 * cost.TRAIN_EFFICIENCY)
-            seconds += cost.BUILD_FIXED_S + cost.BUILD_S_PER_MPARAM * self.total / 1e6
-            if stage.uses_data and not stage.trains:
-                seconds += cost.CALIBRATION_S + cost.CALIBRATION_S_PER_MPARAM * self.total / 1e6
-            if "-fb" in stage.name or hasattr(stage.config, "drop"):  # a per-layer sensitivity: one pass per layer
-                seconds += (self.layers or 0) * (self.runner.quality_s() / 2 + (
-                    cost.BUILD_FIXED_S if "-fb" in stage.name else 0))
+            seconds += self._stage_s(stage)
         return seconds
+
+    def _stage_s(self, stage) -> float:
+        from bench import plan as cost
+
+        seconds = cost.BUILD_FIXED_S + cost.BUILD_S_PER_MPARAM * self.total / 1e6
+        if stage.uses_data and not stage.trains and not hasattr(stage.config, "drop"):
+            seconds += cost.CALIBRATION_S + cost.CALIBRATION_S_PER_MPARAM * self.total / 1e6
+        return seconds
+
+    def once_s(self, names: list[str]) -> float:
+        """A family's one-off cost: the per-layer sensitivity its values share (layer dropping: one scoring of
+        the held-apart rows per layer; float fallback: one leave-one-in build and a scoring of 256 rows per
+        layer), nothing when a value of it is already cached (its sensitivity is too)."""
+        from compressors.builders.techniques import parse_chain
+
+        if any(self.runner.cached(n) for n in names):
+            return 0.0
+        last = parse_chain(names[0]).stages[-1]
+        scoring = self.runner.quality_s() - TRIAL_FIXED_S
+        layers = self.runner.layers_after(names[0], self.layers or 0)
+        if hasattr(last.config, "drop"):
+            return layers * scoring
+        if "-fb" in last.name:
+            return layers * (self._stage_s(last) + scoring * 256 / max(self.inputs.units, 1))
+        return 0.0
 
 
 def run_search(config, terminal) -> dict:
@@ -213,7 +234,7 @@ def run_search(config, terminal) -> dict:
                 say(f"search {model.name}: {family.pattern} left out: {reason}")
             else:
                 usable.append(family)
-        estimate = plan(usable, searcher.layers, searcher.runner, searcher.estimate_s)
+        estimate = plan(usable, searcher.layers, searcher.runner, searcher.estimate_s, searcher.once_s)
         planned_trials += estimate["trials"]
         planned_s += estimate["estimated_s"]
         entry["plan"] = estimate

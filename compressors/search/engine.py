@@ -277,15 +277,19 @@ class Search:
                 "reason": None if measured else "no trial could be measured"}
 
     def run(self, families: list[Family]) -> dict:
-        """Search every family, then chain each structural choice with each quantizing family."""
+        """Search every family, and chain each structural choice with each quantizing family. Order: the
+        quantizing families, then each structural family followed at once by its chains, then the rest (the
+        cheap before the trained, as listed), so that a budget that runs out leaves chains, not only families."""
+        quantizers = [f for f in families if f.quantizer]
+        structural = [f for f in families if f.structural]
+        ordered = quantizers + structural + [f for f in families if f not in quantizers + structural]
         try:
-            for family in families:
-                self.choices[family.pattern] = self.search_family(family)
-            structural = [self.choices[f.pattern] for f in families if f.structural
-                          and self.choices[f.pattern]["passed"]]
-            for choice in structural:
-                for family in (f for f in families if f.quantizer):
-                    self.chains[f"{choice['technique']}+{family.pattern}"] = self.search_chain(choice, family)
+            for family in ordered:
+                self.choices[family.pattern] = choice = self.search_family(family)
+                if family.structural and choice["passed"]:
+                    for quantizer in quantizers:
+                        key = f"{choice['technique']}+{quantizer.pattern}"
+                        self.chains[key] = self.search_chain(choice, quantizer)
         except SearchStopped as exc:
             self.stopped = str(exc)
             for family in families:
@@ -311,16 +315,18 @@ def expected_trials(values: int) -> int:
     return max(1, math.ceil(math.log2(values + 1)))
 
 
-def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callable[[str], float]) -> dict:
+def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callable[[str], float],
+         once_s: Callable[[list[str]], float] = lambda names: 0.0) -> dict:
     """Trials and estimated seconds before the search starts: each family's bisection (per grid value), its
-    expected cost the mean of its values' estimates (a cached value costs its quality only); chains counted
-    with the middle value of each structural family as a stand-in for the choice to come."""
+    expected cost the mean of its values' estimates (a cached value costs its quality only) plus its one-off
+    cost (``once_s(names)``: a per-layer sensitivity shared by its values); chains counted with the middle
+    value of each structural family as a stand-in for the choice to come."""
     trials, seconds = 0, 0.0
     for family in families:
         names = family.names(layers)
         count = expected_trials(len(family.values(layers))) * len(family.grid or (None,))
         trials += count
-        seconds += count * sum(estimate_s(n) for n in names) / len(names)
+        seconds += count * sum(estimate_s(n) for n in names) / len(names) + once_s(names)
     structural = [f for f in families if f.structural]
     quantizers = [f for f in families if f.quantizer]
     for s in structural:
@@ -331,5 +337,5 @@ def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callab
             names = [f"{parent}+{q.name(v)}" for v in q.values(after)]
             count = expected_trials(len(names))
             trials += count
-            seconds += count * sum(estimate_s(n) for n in names) / len(names)
+            seconds += count * sum(estimate_s(n) for n in names) / len(names) + once_s(names)
     return {"trials": trials, "estimated_s": round(seconds, 1)}
