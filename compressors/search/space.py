@@ -60,17 +60,18 @@ def _fallback(recipe: str, task: str) -> Family:
                   quantizer=True)
 
 
+# listed cheap first: a search runs them in this order (quantizers first, each structural family then its chains)
 FAMILIES: tuple[Family, ...] = (
-    Family("layerdrop-K", "K least sensitive encoder layers removed (then re-finetuned)", TASK_CLASSIFICATION,
-           values=lambda layers: list(range(1, layers)), name=lambda k: f"layerdrop-{k}", structural=True),
-    Family("distill-lN", "an N-layer student distilled from the model", TASK_CLASSIFICATION,
-           values=lambda layers: list(range(layers - 1, 0, -1)), name=lambda n: f"distill-l{n}", structural=True),
     Family("l1-P", "P% of the encoder linears' weights pruned (L1, global)", TASK_CLASSIFICATION,
            values=lambda layers: list(range(5, 100, 5)), name=lambda p: f"l1-{p}", structural=True),
     # from 75% down: at 80% and above no matrix of a transformer (square, or 4:1 feed-forward) is smaller
     # factorized, so the build factorizes nothing (docs/decisions/lowrank-rank-rule.md)
     Family("lowrank-R", "R% of each encoder linear's rank kept (truncated SVD)", TASK_CLASSIFICATION,
            values=lambda layers: list(range(75, 0, -5)), name=lambda r: f"lowrank-{r}"),
+    Family("layerdrop-K", "K least sensitive encoder layers removed (then re-finetuned)", TASK_CLASSIFICATION,
+           values=lambda layers: list(range(1, layers)), name=lambda k: f"layerdrop-{k}", structural=True),
+    Family("distill-lN", "an N-layer student distilled from the model", TASK_CLASSIFICATION,
+           values=lambda layers: list(range(layers - 1, 0, -1)), name=lambda n: f"distill-l{n}", structural=True),
     _fallback("dynamic-int8", TASK_CLASSIFICATION),
     _fallback("onnx-int8-static", TASK_CLASSIFICATION),
     _fallback("openvino-int8", TASK_CLASSIFICATION),
