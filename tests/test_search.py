@@ -74,6 +74,7 @@ def knob_family(stem: str, values, structural=False, quantizer=False) -> Family:
 
 
 GOAL = Goal("max_drop_pp", 0.5)
+POINT = Goal("max_drop_pp", 0.5, rule="point")
 
 
 # ------------------------------------------------------------------------- the decision rule
@@ -82,17 +83,29 @@ def test_paired_drop_of_identical_outcomes_is_zero_with_an_interval_around_it():
     assert drop == 0.0 and low == -high and 0 < high < 5
 
 
-def test_the_limit_itself_passes_and_zero_limit_passes_only_no_loss():
-    zero = Goal("max_drop_pp", 0.0)
+def test_the_confident_rule_passes_only_what_the_interval_shows_within_the_limit():
+    same = decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, GOAL)
+    # agreeing on 256 rows is not certainty (one pseudo pair of disagreeing rows in the variance) ...
+    assert same.verdict == "pass" and same.rows == ROWS and same.decided_by == "interval"
+    # ... and nothing is ever shown to lose nothing at all
+    zero = decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, Goal("max_drop_pp", 0.0))
+    assert zero.verdict == "fail" and zero.rows == ROWS and zero.decided_by == "not shown within the limit"
+    at_limit = decide(np.ones(ROWS), lambda n: outcome(0.5)[:n], LOOKS, GOAL)
+    assert at_limit.drop == pytest.approx(0.5) and at_limit.verdict == "fail" and at_limit.high > 0.5
+    below = decide(np.ones(ROWS), lambda n: outcome(0.2)[:n], LOOKS, Goal("max_drop_pp", 1.0))
+    assert below.verdict == "pass" and below.high <= 1.0
+
+
+def test_the_point_rule_lets_the_point_estimate_decide_at_the_last_look():
+    zero = Goal("max_drop_pp", 0.0, rule="point")
     same = decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, zero)
     assert same.verdict == "pass" and same.rows == ROWS and same.decided_by == "point estimate"
-    # agreeing on 256 rows is not certainty (one pseudo pair of disagreeing rows in the variance)
-    assert decide(np.ones(ROWS), lambda n: np.ones(n), LOOKS, GOAL).rows == ROWS
     one_row = decide(np.ones(ROWS), lambda n: outcome(0.1)[:n], LOOKS, zero)
     assert one_row.verdict == "fail" and one_row.rows == ROWS
-    at_limit = decide(np.ones(ROWS), lambda n: outcome(0.5)[:n], LOOKS, GOAL)
+    point = Goal("max_drop_pp", 0.5, rule="point")
+    at_limit = decide(np.ones(ROWS), lambda n: outcome(0.5)[:n], LOOKS, point)
     assert at_limit.drop == pytest.approx(0.5) and at_limit.verdict == "pass"
-    over = decide(np.ones(ROWS), lambda n: outcome(0.6)[:n], LOOKS, GOAL)
+    over = decide(np.ones(ROWS), lambda n: outcome(0.6)[:n], LOOKS, point)
     assert over.verdict == "fail" and not over.early and over.decided_by == "point estimate"
 
 
@@ -107,7 +120,7 @@ def test_the_interval_uses_the_shared_level_and_widens_with_fewer_rows():
     _d, low_all, high_all = paired_drop(ref, trial, "max_drop_pp")
     assert high_small - low_small > high_all - low_all
     d = np.concatenate([(ref - trial) * 100, [100.0, -100.0]])
-    assert high_all - low_all == pytest.approx(2 * 2.394 * d.std(ddof=1) / math.sqrt(ROWS + 2))
+    assert high_all - low_all == pytest.approx(2 * 2.128 * d.std(ddof=1) / math.sqrt(ROWS + 2))
 
 
 def test_perplexity_rise_is_paired_per_window_through_exp():
@@ -124,7 +137,7 @@ def test_bisection_finds_the_most_compressed_passing_value_in_log_trials():
     values = list(range(5, 100, 5))
     drops = {f"p-{v}": v / 40 for v in values}  # passes up to p-20 (0.5 pp)
     runner = FakeRunner(drops)
-    search = Search("m", runner, GOAL, layers=6)
+    search = Search("m", runner, POINT, layers=6)
     record = search.run([knob_family("p", values)])
     assert record["choices"]["p-K"] == {"technique": "p-20", "knob": 20, "passed": True, "drop": 0.5}
     assert len(runner.asked) <= expected_trials(len(values)) == 5
@@ -133,7 +146,7 @@ def test_bisection_finds_the_most_compressed_passing_value_in_log_trials():
 
 def test_a_family_where_nothing_passes_keeps_its_closest_trial():
     drops = {f"q-{v}": 1.0 + v for v in range(4)}
-    record = Search("m", FakeRunner(drops), GOAL, layers=6).run([knob_family("q", range(4))])
+    record = Search("m", FakeRunner(drops), POINT, layers=6).run([knob_family("q", range(4))])
     choice = record["choices"]["q-K"]
     assert choice["passed"] is False and choice["technique"] is None
     assert choice["closest"] == {"technique": "q-0", "drop": 1.0}
@@ -156,7 +169,7 @@ def test_chains_retune_the_quantizer_on_the_structural_choice():
     runner = FakeRunner(drops)
     structural = knob_family("drop", [1, 2, 3], structural=True)
     quantizer = knob_family("fb", [3, 2, 1, 0], quantizer=True)
-    record = Search("m", runner, GOAL, layers=4).run([structural, quantizer])
+    record = Search("m", runner, POINT, layers=4).run([structural, quantizer])
     assert record["choices"]["drop-K"]["technique"] == "drop-2"
     assert record["choices"]["fb-K"]["technique"] == "fb-0"
     chain = record["chains"]["drop-2+fb-K"]
@@ -176,6 +189,18 @@ def test_the_budget_stops_the_search_with_what_it_has():
     assert len(runner.asked) < 6
 
 
+def test_a_budget_that_runs_out_mid_bisection_keeps_the_best_passing_value_so_far():
+    values = list(range(8))
+    runner = FakeRunner({f"m-{v}": v / 10 for v in values})  # passes up to m-5
+    ticks = iter([0.0] * 6 + [100.0] * 50)  # two trials start in time (three clock reads each), the third not
+    search = Search("m", runner, Goal("max_drop_pp", 0.5, budget_minutes=1, rule="point"), layers=6, deadline=60.0,
+                    clock=lambda: next(ticks))
+    record = search.run([knob_family("m", values)])
+    choice = record["choices"]["m-K"]
+    assert record["stopped"] and choice["passed"] and "mid-bisection" in choice["partial"]
+    assert choice["technique"] in {t["technique"] for t in record["trials"] if t["verdict"] == "pass"}
+
+
 def test_the_frontier_keeps_only_non_dominated_passing_trials():
     trials = [
         {"technique": "a", "verdict": "pass", "error": None, "drop": 0.1, "speed_ratio": 1.2, "size_bytes": 100},
@@ -191,7 +216,7 @@ def test_the_frontier_keeps_only_non_dominated_passing_trials():
 def test_the_plan_counts_bisection_trials_per_family_and_chain():
     runner = FakeRunner({})
     families = [knob_family("drop", [1, 2, 3], structural=True), knob_family("fb", [3, 2, 1, 0], quantizer=True)]
-    estimate = plan(families, 4, runner, lambda name: 10.0)
+    estimate = plan(families, 4, runner, lambda name, parent=None: 10.0)
     assert estimate == {"trials": 2 + 3 + 3, "estimated_s": 80.0}  # the chain: the middle structural value
 
 
@@ -277,8 +302,8 @@ def test_goals_need_search_and_search_needs_a_goal():
 
     def settings(**values):
         base = {"search": False, "max_drop": None, "max_ppl_rise": None, "search_budget": None, "search_out": None,
-                "search_objective": "latency"}
-        return types.SimpleNamespace(values=base | values)
+                "search_objective": "latency", "search_rule": "confident"}
+        return types.SimpleNamespace(values=base | values, sources={})
 
     assert search_request(settings(), None) is None
     with pytest.raises(pytest.UsageError, match="add --search"):
@@ -291,13 +316,13 @@ def test_goals_need_search_and_search_needs_a_goal():
 
 def test_the_record_has_the_schema_reports_read():
     drops = {f"p-{v}": v / 10 for v in range(1, 10)}
-    record = Search("m", FakeRunner(drops), GOAL, layers=6).run([knob_family("p", range(1, 10))])
+    record = Search("m", FakeRunner(drops), POINT, layers=6).run([knob_family("p", range(1, 10))])
     assert set(record) >= {"trials", "choices", "chains", "frontier", "none_passed", "winners", "stopped"}
     trial = record["trials"][0]
     assert set(trial) >= {"family", "knob", "technique", "parent", "rows", "drop", "drop_low", "drop_high",
                           "verdict", "early", "build_s", "quality_s", "cached", "speed_ratio", "size_bytes",
                           "memory_bytes", "error"}
-    assert RECORD_VERSION == 1 and "Bonferroni" in RULE and "closest" in RULE
+    assert RECORD_VERSION == 1 and "Bonferroni" in RULE and "closest" in RULE and "--search-rule point" in RULE
     from compressors.records.search_record import SearchRecord
 
     whole = {"version": RECORD_VERSION, "goal": GOAL.to_dict(), "rule": RULE, "seconds": 1.0, "trials": 4,

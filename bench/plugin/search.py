@@ -53,6 +53,7 @@ def search_request(settings, families: list[str] | None) -> SearchRequest | None
     if not values["search"]:
         given = [f"--{k.replace('_', '-')}" for k in ("max_drop", "max_ppl_rise", "search_budget", "search_out")
                  if values[k] is not None]
+        given += ["--search-rule"] if settings.sources.get("search_rule", "default") != "default" else []
         if given:
             raise pytest.UsageError(f"{', '.join(given)} set the search's goal; add --search to search")
         return None
@@ -62,10 +63,11 @@ def search_request(settings, families: list[str] | None) -> SearchRequest | None
     budget = values["search_budget"]
     goals = {}
     if limits["max_drop"] is not None:
-        goals[TASK_CLASSIFICATION] = Goal("max_drop_pp", float(limits["max_drop"]), values["search_objective"], budget)
+        goals[TASK_CLASSIFICATION] = Goal("max_drop_pp", float(limits["max_drop"]), values["search_objective"], budget,
+                                          values["search_rule"])
     if limits["max_ppl_rise"] is not None:
         goals[TASK_CAUSAL_LM] = Goal("max_ppl_rise_pct", float(limits["max_ppl_rise"]), values["search_objective"],
-                                     budget)
+                                     budget, values["search_rule"])
     return SearchRequest(goals, families, values["search_objective"], budget, values["search_out"])
 
 
@@ -141,8 +143,9 @@ class ModelSearch:
         self.runner = TrialRunner(ctx, self.base, model.name, self.inputs, gemm, dense)
         self.dense, self.total, self.gemm = dense, total, gemm
 
-    def estimate_s(self, technique: str) -> float:
-        """bench/plan.py's cost model for the stages of ``technique`` not in the cache, plus its scoring."""
+    def estimate_s(self, technique: str, parent: str | None = None) -> float:
+        """bench/plan.py's cost model for the stages of ``technique`` not in the cache, plus its scoring; a chain
+        trial's ``parent`` (the structural choice) is built once by its family's search, not per trial."""
         from bench import plan as cost
         from compressors.builders.techniques import parse_chain
 
@@ -150,7 +153,8 @@ class ModelSearch:
         if self.runner.cached(technique):
             return seconds
         tokens = self.runner._unit_tokens()
-        for stage in parse_chain(technique).build_stages:
+        skip = len(parse_chain(parent).build_stages) if parent else 0
+        for stage in parse_chain(technique).build_stages[skip:]:
             if stage.build is None:
                 continue
             if stage.trains:
@@ -163,9 +167,13 @@ class ModelSearch:
 
     def _stage_s(self, stage) -> float:
         from bench import plan as cost
+        from compressors.builders.techniques import get_technique
 
+        recipe = getattr(stage.config, "recipe", None)  # a float fallback builds with its recipe
+        calibrates = get_technique(recipe).uses_data if isinstance(recipe, str) else (
+            stage.uses_data and not stage.trains and not hasattr(stage.config, "drop"))
         seconds = cost.BUILD_FIXED_S + cost.BUILD_S_PER_MPARAM * self.total / 1e6
-        if stage.uses_data and not stage.trains and not hasattr(stage.config, "drop"):
+        if calibrates:
             seconds += cost.CALIBRATION_S + cost.CALIBRATION_S_PER_MPARAM * self.total / 1e6
         return seconds
 
@@ -245,7 +253,7 @@ def run_search(config, terminal) -> dict:
         say(f"search plan: {model.name}: {len(usable)} families ({', '.join(f.pattern for f in usable)}), about "
             f"{estimate['trials']} trials, ~{estimate['estimated_s'] / 60:.0f} min (cached stages cost their "
             f"scoring only; fp32 GEMM {searcher.gemm:.0f} GFLOP/s from the kernel probe); goal {limit}, objective "
-            f"{goal.objective}, judged on {searcher.inputs.source}")
+            f"{goal.objective}, rule {goal.rule}, judged on {searcher.inputs.source}")
         search = Search(model.name, searcher.runner, goal, searcher.layers, deadline, say)
         search.skipped = entry["skipped"]
         with quiet_libraries() if not verbose else _nothing():

@@ -231,6 +231,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("search_objective", "--search-objective", "latency", _text, "what the search minimises within the "
            "limit: latency (paired speed vs fp32), size (bytes on disk) or memory (resident bytes of the loaded "
            "model)", choices=("latency", "size", "memory"), group=SEARCH_GROUP),
+    Option("search_rule", "--search-rule", "confident", _text, "how a trial near the limit is decided: "
+           "confident (it passes only when its interval on the held-apart rows is within the limit) or point "
+           "(where the interval straddles the limit after all rows, the point estimate decides)",
+           choices=("confident", "point"), group=SEARCH_GROUP),
     Option("search_budget", "--search-budget", None, _number, "stop the search after this long and benchmark "
            "what it found so far (saying so)", unit="minutes", minimum=0, exclusive_minimum=True,
            group=SEARCH_GROUP),

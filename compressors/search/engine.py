@@ -12,8 +12,10 @@ search (:data:`RULE`):
   not taken for certainty;
 * it is judged on a growing subsample (256, 512, then all 1,000 rows; 8, 16, then 32 windows): at each look
   it **passes** when the interval's upper end is within the limit and **fails** when its lower end is beyond
-  it (stopping early), with z = 2.394 at every look (a two-sided 95% level shared by three looks,
-  Bonferroni); where the last look's interval still straddles the limit, the point estimate decides;
+  it (stopping early), with z = 2.128 at every look (a one-sided 95% level shared by three looks,
+  Bonferroni); where the last look's interval still straddles the limit it **fails**: not shown to be
+  within the limit (``--search-rule confident``, the default). ``--search-rule point`` lets the point
+  estimate decide there instead: more choices, and more of them missing the limit on the evaluation rows;
 * a knob is monotone (more compression, no less drop): it is bisected for the most compressed passing
   value, which is the family's choice (a family with a second, discrete knob is bisected once per value of
   it, and the best of those choices on the objective is taken); a trial that fails to build counts as
@@ -35,7 +37,8 @@ import numpy as np
 from compressors import CompressbenchError
 from compressors.search.space import Family
 
-Z_LOOK = 2.394  # the two-sided 95% level shared by three looks: z of 1 - 0.05 / (2 * 3)
+Z_LOOK = 2.128  # the one-sided 95% level shared by three looks: z of 1 - 0.05 / 3
+RULES = ("confident", "point")
 RECORD_VERSION = 1
 OBJECTIVES = ("latency", "size", "memory")
 RULE = __doc__[__doc__.index("* a trial's"):].strip()
@@ -55,12 +58,15 @@ class Goal:
         limit: the largest drop accepted.
         objective: ``latency``, ``size`` or ``memory``.
         budget_minutes: stop searching after this long (None: no limit).
+        rule: ``confident`` (a trial passes only when its interval shows it within the limit) or ``point``
+            (where the last look's interval straddles the limit, the point estimate decides).
     """
 
     limit_kind: str
     limit: float
     objective: str = "latency"
     budget_minutes: float | None = None
+    rule: str = "confident"
 
     @property
     def metric(self) -> str:
@@ -68,7 +74,7 @@ class Goal:
 
     def to_dict(self) -> dict:
         return {"limit_kind": self.limit_kind, "limit": self.limit, "metric": self.metric,
-                "objective": self.objective, "budget_minutes": self.budget_minutes}
+                "objective": self.objective, "budget_minutes": self.budget_minutes, "rule": self.rule}
 
 
 def paired_drop(reference: np.ndarray, trial: np.ndarray, limit_kind: str, z: float = Z_LOOK):
@@ -101,7 +107,7 @@ class Decision:
     low: float
     high: float
     early: bool
-    decided_by: str  # "interval" | "point estimate"
+    decided_by: str  # "interval" | "point estimate" | "not shown within the limit"
 
 
 def decide(reference: np.ndarray, scores_at: Callable[[int], np.ndarray], looks: tuple[int, ...], goal: Goal,
@@ -112,8 +118,10 @@ def decide(reference: np.ndarray, scores_at: Callable[[int], np.ndarray], looks:
         last = index == len(looks) - 1
         if high <= goal.limit or low > goal.limit:
             return Decision("pass" if high <= goal.limit else "fail", n, drop, low, high, not last, "interval")
-        if last:
+        if last and goal.rule == "point":
             return Decision("pass" if drop <= goal.limit else "fail", n, drop, low, high, False, "point estimate")
+        if last:
+            return Decision("fail", n, drop, low, high, False, "not shown within the limit")
     raise ValueError("no looks")
 
 
@@ -196,6 +204,7 @@ class Search:
         self.chains: dict[str, dict] = {}
         self.skipped: dict[str, str] = {}
         self.stopped: str | None = None
+        self._partial: dict | None = None  # a family's best passing trial when the budget stopped it midway
 
     # ------------------------------------------------------------------ one trial
     def trial(self, family: Family, knob, technique: str, parent: str | None = None) -> dict:
@@ -239,7 +248,12 @@ class Search:
         lo, hi, best = -1, len(values), None
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            record = self.trial(family, values[mid], name(values[mid]), parent)
+            try:
+                record = self.trial(family, values[mid], name(values[mid]), parent)
+            except SearchStopped:
+                if best is not None:  # the budget ran out mid-bisection: the best passing value so far stands
+                    self._partial = best
+                raise
             if record["verdict"] == "pass":
                 lo, best = mid, record
             else:
@@ -250,8 +264,16 @@ class Search:
     def search_family(self, family: Family) -> dict:
         values = family.values(self.layers)
         if family.grid:
-            winners = [w for g in family.grid
-                       if (w := self.bisect(family, values, lambda v, g=g: family.name(v, g))) is not None]
+            winners = []
+            for g in family.grid:
+                try:
+                    found = self.bisect(family, values, lambda v, g=g: family.name(v, g))
+                except SearchStopped:
+                    winners += [self._partial] if self._partial is not None else []
+                    self._partial = min(winners, key=lambda t: (objective_value(t, self.goal.objective), t["drop"]),
+                                        default=None)
+                    raise
+                winners += [found] if found is not None else []
             best = min(winners, key=lambda t: (objective_value(t, self.goal.objective), t["drop"]), default=None)
         else:
             best = self.bisect(family, values, family.name)
@@ -283,15 +305,22 @@ class Search:
         quantizers = [f for f in families if f.quantizer]
         structural = [f for f in families if f.structural]
         ordered = quantizers + structural + [f for f in families if f not in quantizers + structural]
+        current = None
         try:
             for family in ordered:
+                current = family.pattern
                 self.choices[family.pattern] = choice = self.search_family(family)
                 if family.structural and choice["passed"]:
                     for quantizer in quantizers:
-                        key = f"{choice['technique']}+{quantizer.pattern}"
+                        current = key = f"{choice['technique']}+{quantizer.pattern}"
                         self.chains[key] = self.search_chain(choice, quantizer)
         except SearchStopped as exc:
             self.stopped = str(exc)
+            if current is not None and self._partial is not None:  # stopped mid-bisection, with a passing value
+                best = self._partial
+                choice = {"technique": best["technique"], "knob": best["knob"], "passed": True, "drop": best["drop"],
+                          "partial": "the budget ran out mid-bisection: the most compressed passing value tried"}
+                (self.chains if current in self.chains or "+" in current else self.choices)[current] = choice
             for family in families:
                 self.choices.setdefault(family.pattern, {"technique": None, "passed": False, "closest": None,
                                                          "reason": "not searched: the budget ran out"})
@@ -315,7 +344,7 @@ def expected_trials(values: int) -> int:
     return max(1, math.ceil(math.log2(values + 1)))
 
 
-def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callable[[str], float],
+def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callable[..., float],
          once_s: Callable[[list[str]], float] = lambda names: 0.0) -> dict:
     """Trials and estimated seconds before the search starts: each family's bisection (per grid value), its
     expected cost the mean of its values' estimates (a cached value costs its quality only) plus its one-off
@@ -337,5 +366,5 @@ def plan(families: list[Family], layers: int, runner: Runner, estimate_s: Callab
             names = [f"{parent}+{q.name(v)}" for v in q.values(after)]
             count = expected_trials(len(names))
             trials += count
-            seconds += count * sum(estimate_s(n) for n in names) / len(names) + once_s(names)
+            seconds += count * sum(estimate_s(n, parent) for n in names) / len(names) + once_s(names)
     return {"trials": trials, "estimated_s": round(seconds, 1)}
