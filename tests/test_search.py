@@ -161,6 +161,16 @@ def test_a_trial_that_fails_to_build_counts_as_failing_and_is_recorded():
     assert record["choices"]["e-K"]["technique"] == "e-0"
 
 
+def test_a_grid_value_that_does_not_build_is_left_after_its_first_error():
+    drops = {f"g{g}-{v}": v / 10 for g in (1, 2) for v in range(8)}
+    runner = FakeRunner(drops, errors={f"g2-{v}" for v in range(8)})
+    family = Family("g-rR-gG", "two knobs", TASK_CLASSIFICATION, values=lambda layers: list(range(8)),
+                    name=lambda v, g: f"g{g}-{v}", grid=(1, 2))
+    record = Search("m", runner, POINT, layers=6).run([family])
+    assert [t for t in runner.asked if t.startswith("g2")] == ["g2-3"]
+    assert record["choices"]["g-rR-gG"]["technique"] == "g1-5"
+
+
 def test_chains_retune_the_quantizer_on_the_structural_choice():
     drops = {"drop-1": 0.1, "drop-2": 0.3, "drop-3": 2.0}
     drops |= {f"fb-{n}": 0.0 for n in range(4)}
@@ -225,7 +235,7 @@ def test_every_family_is_named_by_its_pattern_only():
     assert family_named("dynamic-int8") == [] and len(family_named("dynamic-int8-fbN")) == 2
     assert len({f.pattern for f in FAMILIES if f.task == TASK_CLASSIFICATION}) == 7
     int4 = family_named("openvino-int4-wo-rR-gG")[0]
-    assert int4.names(30)[0] == "openvino-int4-wo-r0-g128" and len(int4.names(30)) == 33
+    assert int4.names(30)[0] == "openvino-int4-wo-r0-g64" and len(int4.names(30)) == 33
 
 
 # ------------------------------------------------------------------------- data: held-apart only

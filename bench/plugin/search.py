@@ -26,6 +26,7 @@ import pytest
 
 from bench.plugin.options import option_value
 from bench.plugin.state import run_state
+from compressors.core.task_kinds import TASK_CAUSAL_LM
 from compressors.search.runner import TRIAL_FIXED_S
 
 REPLAY_DIR = Path(".compressbench")
@@ -134,8 +135,6 @@ class ModelSearch:
                                                   trust_remote_code=getattr(model, "trust_remote_code", False))
         self.inputs = held_apart_inputs(tokenizer, self.rows, config)
         total, embedding = parameter_counts(self.base.path)
-        from compressors.core.task_kinds import TASK_CAUSAL_LM
-
         dense = total if model.task == TASK_CAUSAL_LM else max(total - embedding, 1)
         gemm = float(self.probe.get("kernels", {}).get("fp32-gemm", {}).get("gops") or 50.0)
         self.layers = config.get("num_hidden_layers") or config.get("n_layers") or config.get("n_layer")
@@ -190,8 +189,11 @@ class ModelSearch:
         layers = self.runner.layers_after(names[0], self.layers or 0)
         if hasattr(last.config, "drop"):
             return layers * scoring
-        if "-fb" in last.name:
-            return layers * (self._stage_s(last) + scoring * 256 / max(self.inputs.units, 1))
+        if "-fb" in last.name:  # its scoring rows: 256 held-apart sentences, or a few short windows of an LM's text
+            config = last.config
+            share = (config.windows * config.window_tokens / (self.inputs.units * self.runner._unit_tokens())
+                     if self.inputs.task == TASK_CAUSAL_LM else config.sentences / max(self.inputs.units, 1))
+            return layers * (self._stage_s(last) + scoring * min(1.0, share))
         return 0.0
 
 

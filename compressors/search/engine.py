@@ -256,6 +256,8 @@ class Search:
                 raise
             if record["verdict"] == "pass":
                 lo, best = mid, record
+            elif record["error"] is not None and family.grid:
+                break  # a discrete knob value that does not build for this model (a group size it cannot take)
             else:
                 hi = mid
         return best

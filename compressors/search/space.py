@@ -79,7 +79,7 @@ FAMILIES: tuple[Family, ...] = (
     _fallback("torchao-int8-dyn", TASK_CAUSAL_LM),
     Family("openvino-int4-wo-rR-gG", "R% of the linears in int4 (the rest int8), int4 groups of G",
            TASK_CAUSAL_LM, values=lambda layers: list(range(0, 101, 10)),
-           name=lambda r, g: f"openvino-int4-wo-r{r}-g{g}", quantizer=False, grid=(128, 64, 32)),
+           name=lambda r, g: f"openvino-int4-wo-r{r}-g{g}", quantizer=False, grid=(64, 32, 128)),
 )
 
 
