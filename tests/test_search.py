@@ -382,3 +382,17 @@ def test_a_search_through_the_real_harness_on_a_tiny_model(tmp_path):
     shown = subprocess.run([sys.executable, "-m", "reports", "search", str(path)], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0 and chosen[0] in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_family_patterns_in_techniques_need_search_and_leave_fp32_as_the_fixed_matrix():
+    from bench.plugin.selection import search_families
+
+    def settings(search):
+        return types.SimpleNamespace(values={"search": search})
+
+    assert search_families(settings(True), ["layerdrop-K", "dynamic-int8-fbN"]) == (
+        ["fp32"], ["layerdrop-K", "dynamic-int8-fbN"])
+    assert search_families(settings(True), ["onnx-int8", "l1-P"]) == (["onnx-int8"], ["l1-P"])
+    assert search_families(settings(True), None) == (None, None)
+    with pytest.raises(pytest.UsageError, match="add --search"):
+        search_families(settings(False), ["layerdrop-K"])
