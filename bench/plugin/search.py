@@ -17,6 +17,7 @@ held-apart rows (compressors/search/), then benchmark what it found as ordinary 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
@@ -103,7 +104,7 @@ def _families_for(request: SearchRequest, task: str):
 class ModelSearch:
     """The search of one model: its context, base artifact, held-apart inputs and runner."""
 
-    def __init__(self, config, model, ctx, data, probe: dict):
+    def __init__(self, model, ctx, data, probe: dict):
         from compressors.builders.models import ModelUnavailable
         from compressors.search.quality import SearchRows
 
@@ -151,7 +152,7 @@ class ModelSearch:
         seconds = self.runner.quality_s()
         if self.runner.cached(technique):
             return seconds
-        tokens = self.runner._unit_tokens()
+        tokens = self.runner.unit_tokens()
         skip = len(parse_chain(parent).build_stages) if parent else 0
         for stage in parse_chain(technique).build_stages[skip:]:
             if stage.build is None:
@@ -191,7 +192,7 @@ class ModelSearch:
             return layers * scoring
         if "-fb" in last.name:  # its scoring rows: 256 held-apart sentences, or a few short windows of an LM's text
             config = last.config
-            share = (config.windows * config.window_tokens / (self.inputs.units * self.runner._unit_tokens())
+            share = (config.windows * config.window_tokens / (self.inputs.units * self.runner.unit_tokens())
                      if self.inputs.task == TASK_CAUSAL_LM else config.sentences / max(self.inputs.units, 1))
             return layers * (self._stage_s(last) + scoring * min(1.0, share))
         return 0.0
@@ -228,13 +229,13 @@ def run_search(config, terminal) -> dict:
         record["goals"][model.task] = goal.to_dict()
         record["goal"] = record["goal"] or goal.to_dict()
         data = data_for(model)
-        searcher = ModelSearch(config, model, dataclasses.replace(ctx, model=model, data=data), data, probe)
+        searcher = ModelSearch(model, dataclasses.replace(ctx, model=model, data=data), data, probe)
         if searcher.problem:
             record["not_searched"][model.name] = searcher.problem
             say(f"search {model.name}: not searched: {searcher.problem}")
             continue
         entry = {"task": model.task, "skipped": {}}
-        with quiet_libraries() if not verbose else _nothing():
+        with quiet_libraries() if not verbose else contextlib.nullcontext():
             searcher.prepare()
         usable = []
         for family in families:
@@ -258,7 +259,7 @@ def run_search(config, terminal) -> dict:
             f"{goal.objective}, rule {goal.rule}, judged on {searcher.inputs.source}")
         search = Search(model.name, searcher.runner, goal, searcher.layers, deadline, say)
         search.skipped = entry["skipped"]
-        with quiet_libraries() if not verbose else _nothing():
+        with quiet_libraries() if not verbose else contextlib.nullcontext():
             result = search.run(usable)
         reference = {"technique": "fp32", "units": searcher.inputs.units,
                      "quality": _reference_quality(searcher.runner.reference, goal),
@@ -300,14 +301,6 @@ def _context(config):
         return state.user_data.get(model.name) or default_data(model.task, data_dir)
 
     return ctx, data_for
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _reference_quality(scores, goal) -> float:

@@ -188,6 +188,16 @@ def layer_keep_float(model, layers: Iterable[int]) -> tuple[str, ...]:
     return tuple(f"{prefixes[i]}.*" for i in sorted(set(layers)))
 
 
+def checked_layer_prefixes(folder, layers, what: str) -> list[str]:
+    """:func:`folder_layer_prefixes` of ``folder``, after checking that every index in ``layers`` is one of its
+    transformer layers (``what``: the artifact's kind in the error, "the graph's", "the IR's")."""
+    prefixes = folder_layer_prefixes(folder)
+    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
+    if bad:
+        raise ValueError(f"float layers {bad}: {what} model has {len(prefixes)} transformer layers")
+    return prefixes
+
+
 def folder_layer_prefixes(folder) -> list[str]:
     """:func:`layer_prefixes` of the model a saved folder's ``config.json`` describes (an exported graph's folder
     keeps it), from a weightless skeleton on torch's meta device: no weights are read or allocated."""

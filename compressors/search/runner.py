@@ -164,10 +164,11 @@ class TrialRunner:
     # ------------------------------------------------------------------ the plan's estimate
     def quality_s(self) -> float:
         """Seconds a trial's scoring and figures should take (its build: bench/plan.py's cost model)."""
-        tokens = self._unit_tokens() * self.inputs.units
+        tokens = self.unit_tokens() * self.inputs.units
         return TRIAL_FIXED_S + 2 * self.parameters * tokens / (self.gemm_gflops * 1e9 * 0.5)
 
-    def _unit_tokens(self) -> float:
+    def unit_tokens(self) -> float:
+        """Mean tokens of one held-apart unit: a classifier row (its attention mask), or an LM window."""
         if self.inputs.task == TASK_CAUSAL_LM:
             return float(self.inputs.batches[0].shape[1])
         masks = [b["attention_mask"].sum() for b in self.inputs.batches if "attention_mask" in b]

@@ -328,14 +328,11 @@ def layer_nodes(parent: Artifact, model_file: Path, layers, op_types) -> dict[in
 
     import onnx
 
-    from compressors.execution.nn import folder_layer_prefixes
+    from compressors.execution.nn import checked_layer_prefixes
 
     if not layers:
         return {}
-    prefixes = folder_layer_prefixes(parent.path)
-    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
-    if bad:
-        raise ValueError(f"float layers {bad}: the graph's model has {len(prefixes)} transformer layers")
+    prefixes = checked_layer_prefixes(parent.path, layers, "the graph's")
     exported = onnx.load(str(parent.file(ONNX_FILE)), load_external_data=False).graph
     scopes = {}
     for node in exported.node:

@@ -240,14 +240,11 @@ def layer_operations(parent: Artifact, model, layers) -> dict[int, list[str]]:
     (``__module.bert.encoder.layer.3.attention.self.query/aten::linear/MatMul``; the layer's module path from
     :func:`compressors.execution.nn.folder_layer_prefixes`). Constants are left out (NNCF ignores operations). A
     layer with no operation is an error: quantizing it anyway would pass for a float fallback that is not one."""
-    from compressors.execution.nn import folder_layer_prefixes
+    from compressors.execution.nn import checked_layer_prefixes
 
     if not layers:
         return {}
-    prefixes = folder_layer_prefixes(parent.path)
-    bad = sorted(i for i in layers if not 0 <= i < len(prefixes))
-    if bad:
-        raise ValueError(f"float layers {bad}: the IR's model has {len(prefixes)} transformer layers")
+    prefixes = checked_layer_prefixes(parent.path, layers, "the IR's")
     names = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() != "Constant"]
     found = {}
     for i in sorted(layers):
